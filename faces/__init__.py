@@ -1,0 +1,1 @@
+"""faces stage package (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""scraping stage package (see DESIGN.md)."""

@@ -1,0 +1,270 @@
+"""Reading shard datasets: lazy, read-only, lock-free, safe across processes.
+
+Importing this module loads neither torch nor prefect, so any project can read our
+datasets with numpy, OpenCV and lmdb alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lmdb
+import numpy as np
+from pydantic import ValidationError
+
+from .format import (
+    COUNT_KEY,
+    MANIFEST_NAME,
+    SHARD_PATTERN,
+    Manifest,
+    ShardError,
+    decode_image,
+    image_key,
+    meta_key,
+)
+
+# lmdb refuses to open one path twice in a process, so environments are shared per process
+# and keyed by (real path); the inode tells a replaced file from the one we mapped.
+_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}
+_ENVS_PID = os.getpid()
+
+
+def open_shard_env(path: str | os.PathLike[str]) -> lmdb.Environment:
+    """A read-only, lock-free environment for one shard file, shared within this process."""
+    global _ENVS_PID
+    if os.getpid() != _ENVS_PID:  # a forked child must not use its parent's handles
+        _ENVS.clear()
+        _ENVS_PID = os.getpid()
+    real = os.path.realpath(path)
+    try:
+        ino = os.stat(real).st_ino
+    except FileNotFoundError:
+        raise ShardError(f"shard file {Path(path).name} is missing from {Path(path).parent}") from None
+    cached = _ENVS.get(real)
+    if cached is not None:
+        if cached[0] == ino:
+            return cached[1]
+        cached[1].close()
+        del _ENVS[real]
+    try:
+        env = lmdb.open(
+            real, subdir=False, readonly=True, lock=False, readahead=False,
+            max_readers=2048, max_spare_txns=4,
+        )
+    except lmdb.Error as exc:
+        raise ShardError(f"shard {Path(path).name} cannot be opened as LMDB: {exc}") from exc
+    _ENVS[real] = (ino, env)
+    return env
+
+
+def close_shard_env(path: str | os.PathLike[str]) -> None:
+    cached = _ENVS.pop(os.path.realpath(path), None)
+    if cached is not None:
+        cached[1].close()
+
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _decode_pool(workers: int) -> ThreadPoolExecutor:
+    """A persistent per-process thread pool: starting threads per batch costs more than it saves."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < workers:
+        _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="shards-decode"))
+    return _POOL[2]
+
+
+class Record(NamedTuple):
+    """One record: an RGB uint8 HxWx3 image and its metadata."""
+
+    image: np.ndarray
+    meta: dict[str, Any]
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """The manifest of a complete dataset, with a clear error for anything else."""
+    root = Path(path)
+    mpath = root / MANIFEST_NAME
+    if not mpath.is_file():
+        if not root.exists():
+            raise ShardError(f"no dataset at {root}: the folder does not exist")
+        if any(SHARD_PATTERN.match(p.name) or p.name.endswith(".tmp") for p in root.iterdir()):
+            raise ShardError(
+                f"{root} is incomplete: it has shards but no {MANIFEST_NAME} "
+                "(the writer was interrupted; rerun the stage to resume it)"
+            )
+        raise ShardError(f"{root} is not a wikifaces dataset: no {MANIFEST_NAME}")
+    try:
+        return Manifest.model_validate_json(mpath.read_bytes())
+    except ValidationError as exc:
+        raise ShardError(f"{mpath} is not a valid manifest: {exc}") from exc
+
+
+class Dataset(Sequence[Record]):
+    """A complete shard dataset. `len(ds)`, `ds[i]` -> Record(image, meta), iteration.
+
+    Shards are opened on first use in each process; pickling (e.g. into DataLoader
+    workers) drops the open handles and the receiving process reopens its own.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        counts = [s.count for s in self.manifest.shards]
+        self._offsets = [0]
+        for c in counts:
+            self._offsets.append(self._offsets[-1] + c)
+        if self._offsets[-1] != self.manifest.count:
+            raise ShardError(
+                f"{self.path}/{MANIFEST_NAME} is inconsistent: shard counts sum to "
+                f"{self._offsets[-1]}, count says {self.manifest.count}"
+            )
+        self._envs: list[lmdb.Environment | None] = [None] * len(counts)
+        self._pid = os.getpid()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_envs"] = [None] * len(self._envs)
+        return state
+
+    def _env(self, shard: int) -> lmdb.Environment:
+        if self._pid != os.getpid():
+            self._envs = [None] * len(self._envs)
+            self._pid = os.getpid()
+        env = self._envs[shard]
+        if env is None:
+            env = self._envs[shard] = open_shard_env(self.path / self.manifest.shards[shard].file)
+        return env
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, local index) of a global record index; negative indices count from the end."""
+        n = self.manifest.count
+        if not -n <= index < n:
+            raise IndexError(f"record {index} out of range for a dataset of {n}")
+        if index < 0:
+            index += n
+        shard = bisect.bisect_right(self._offsets, index) - 1
+        return shard, index - self._offsets[shard]
+
+    def _get(self, txn: lmdb.Transaction, key: bytes, shard: int) -> bytes:
+        value = txn.get(key)
+        if value is None:
+            raise ShardError(
+                f"{self.manifest.shards[shard].file} has no entry {key.decode()}: "
+                "the shard is damaged or does not match the manifest (run `wikifaces verify`)"
+            )
+        return value
+
+    # -- the public API -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    def __getitem__(self, index: int) -> Record:  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]  # type: ignore[return-value]
+        shard, local = self.locate(index)
+        with self._env(shard).begin(buffers=True) as txn:
+            image = decode_image(self._get(txn, image_key(local), shard))
+            meta = json.loads(bytes(self._get(txn, meta_key(local), shard)))
+        return Record(image, meta)
+
+    def __iter__(self) -> Iterator[Record]:
+        for _, data, meta in self.iter_encoded():
+            yield Record(decode_image(data), meta)
+
+    def read_bytes(self, index: int) -> bytes:
+        """The encoded image bytes of a record, as stored."""
+        shard, local = self.locate(index)
+        with self._env(shard).begin() as txn:
+            return self._get(txn, image_key(local), shard)
+
+    def read_meta(self, index: int) -> dict[str, Any]:
+        shard, local = self.locate(index)
+        with self._env(shard).begin() as txn:
+            return json.loads(self._get(txn, meta_key(local), shard))
+
+    def iter_encoded(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes, dict]]:
+        """(index, encoded bytes, metadata) in order, one read transaction per shard."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        for shard in range(len(self._envs)):
+            lo, hi = max(start, self._offsets[shard]), min(stop, self._offsets[shard + 1])
+            if lo >= hi:
+                continue
+            with self._env(shard).begin() as txn:
+                for g in range(lo, hi):
+                    local = g - self._offsets[shard]
+                    yield (g, self._get(txn, image_key(local), shard),
+                           json.loads(self._get(txn, meta_key(local), shard)))
+
+    def iter_meta(self) -> Iterator[dict[str, Any]]:
+        """Every record's metadata in order, without touching image bytes."""
+        for shard in range(len(self._envs)):
+            with self._env(shard).begin() as txn:
+                for local in range(self.manifest.shards[shard].count):
+                    yield json.loads(self._get(txn, meta_key(local), shard))
+
+    def read_images(self, indices: Sequence[int] | np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Decode many records of a fixed-size dataset into one (N, H, W, 3) uint8 array.
+
+        Decoding runs in a thread pool (OpenCV releases the GIL), one transaction per shard.
+        """
+        spec = self.manifest.image
+        if spec.height is None or spec.width is None:
+            raise ShardError("read_images needs a dataset of one image size; this one has several")
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(idx), spec.height, spec.width, 3), np.uint8)
+        located = [self.locate(int(i)) for i in idx]
+        by_shard: dict[int, list[int]] = {}
+        for pos, (shard, _) in enumerate(located):
+            by_shard.setdefault(shard, []).append(pos)
+        blobs: list[bytes] = [b""] * len(idx)
+        for shard, positions in by_shard.items():
+            with self._env(shard).begin() as txn:
+                for pos in positions:
+                    blobs[pos] = self._get(txn, image_key(located[pos][1]), shard)
+
+        def work(span: range) -> None:
+            for pos in span:
+                out[pos] = decode_image(blobs[pos])
+
+        workers = min(threads or os.cpu_count() or 1, max(1, len(idx) // 32))
+        if workers <= 1:
+            work(range(len(idx)))
+        else:
+            step = -(-len(idx) // workers)
+            spans = [range(a, min(a + step, len(idx))) for a in range(0, len(idx), step)]
+            list(_decode_pool(workers).map(work, spans))
+        return out
+
+    def close(self) -> None:
+        """Release this process's handles on the dataset's shards."""
+        for shard in self.manifest.shards:
+            close_shard_env(self.path / shard.file)
+        self._envs = [None] * len(self._envs)
+
+    def __repr__(self) -> str:
+        s = self.manifest.image
+        size = f"{s.height}x{s.width}" if s.height else "mixed sizes"
+        return (f"Dataset({str(self.path)!r}, name={self.manifest.name!r}, records={len(self)}, "
+                f"{size} {s.encoding}, shards={len(self._envs)})")
+
+
+def open_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Open a complete dataset folder (one with manifest.json)."""
+    return Dataset(path)
+
+
+def shard_count(path: str | os.PathLike[str]) -> int:
+    """The record count a shard file itself declares."""
+    with open_shard_env(path).begin() as txn:
+        raw = txn.get(COUNT_KEY)
+    if raw is None:
+        raise ShardError(f"{Path(path).name} has no {COUNT_KEY.decode()} entry; it is damaged")
+    return int(raw)

@@ -1,0 +1,1 @@
+"""training stage package (see DESIGN.md)."""
