@@ -106,6 +106,126 @@ def export(
     console.print(f"exported {n} records to {out} ({to})")
 
 
+# -- scraping ----------------------------------------------------------------------------------------
+ContactOption = Annotated[str | None, typer.Option(
+    "--contact", envvar="WIKIFACES_CONTACT",
+    help="How Wikimedia can reach you (e-mail or URL); required for the real sites.")]
+StandinOption = Annotated[str | None, typer.Option(
+    "--standin", help="Base URL of a running stand-in (`wikifaces standin`): use it for every endpoint.")]
+ApiOption = Annotated[str | None, typer.Option("--api-url", help="MediaWiki Action API endpoint.")]
+AttemptsOption = Annotated[int, typer.Option(min=1, max=20, help="Attempts per request before giving up.")]
+
+
+def _http_config(contact: str | None, standin: str | None, api_url: str | None, max_attempts: int = 6):
+    from urllib.parse import urlsplit
+
+    from scraping.config import HttpConfig
+
+    kwargs: dict = {"contact": contact, "max_attempts": max_attempts}
+    if standin:
+        base = standin.rstrip("/")
+        kwargs.update(api_url=f"{base}/w/api.php", commons_api_url=f"{base}/commons/w/api.php",
+                      wikidata_api_url=f"{base}/wikidata/w/api.php",
+                      allowed_download_hosts=(urlsplit(base).netloc,))
+    if api_url:
+        kwargs["api_url"] = api_url
+    return HttpConfig(**kwargs)
+
+
+def _config_or_exit(factory):
+    from pydantic import ValidationError
+
+    try:
+        return factory()
+    except ValidationError as exc:
+        _fail("invalid options:\n" + "\n".join(
+            f"  {'.'.join(str(x) for x in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()), 2)
+
+
+@app.command()
+def names(
+    category: Annotated[list[str] | None, typer.Option("--category", "-c", help="A category (repeatable).")] = None,
+    depth: Annotated[int, typer.Option(min=0, max=10, help="Recurse into subcategories this deep.")] = 0,
+    list_page: Annotated[list[str] | None, typer.Option("--list-page", "-l", help="A 'List of ...' article.")] = None,
+    names_file: Annotated[Path | None, typer.Option(help="A file of names, one a line.")] = None,
+    born_after: Annotated[int | None, typer.Option(help="Keep people born in this year or later (Wikidata).")] = None,
+    humans_only: Annotated[bool | None, typer.Option(help="Only Wikidata humans (default: with list pages).")] = None,
+    lead_images: Annotated[str, typer.Option(help="Lead images to record: free or any.")] = "free",
+    limit: Annotated[int | None, typer.Option(min=1, help="Keep at most this many people.")] = None,
+    contact: ContactOption = None, standin: StandinOption = None, api_url: ApiOption = None,
+    max_attempts: AttemptsOption = 6, root: RootOption = None,
+) -> None:
+    """Stage `names`: collect people from categories, list pages and names files."""
+    from scraping.config import NamesConfig
+    from scraping.http import HttpError
+    from scraping.names import collect_names
+
+    config = _config_or_exit(lambda: NamesConfig(
+        categories=tuple(category or ()), category_depth=depth, list_pages=tuple(list_page or ()),
+        names_file=names_file, born_after=born_after, humans_only=humans_only, lead_images=lead_images,
+        limit=limit, http=_http_config(contact, standin, api_url, max_attempts)))
+    try:
+        summary = collect_names(config, root)
+    except (ValueError, HttpError) as exc:
+        _fail(str(exc))
+    console.print(f"names: {summary.people} people from {summary.candidates} candidates "
+                  f"({summary.api_requests} API requests, {summary.api_cache_hits} from cache); "
+                  f"rejected {summary.rejected or 'none'}")
+    console.print(f"written: {summary.output}")
+
+
+@app.command()
+def images(
+    thumb_width: Annotated[str, typer.Option(help="250, 330, 500, 960, 1280, 1920 or original.")] = "960",
+    allow_nonfree: Annotated[bool, typer.Option(help="Also download non-free files.")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Retry people whose download failed before.")] = False,
+    min_side: Annotated[int, typer.Option(min=1, help="Smallest acceptable image side, in pixels.")] = 64,
+    takedown_file: Annotated[Path | None, typer.Option(help="File names, QIDs or sha256s never to keep.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N people.")] = None,
+    contact: ContactOption = None, standin: StandinOption = None, api_url: ApiOption = None,
+    max_attempts: AttemptsOption = 6, root: RootOption = None,
+) -> None:
+    """Stage `images`: fetch each person's lead image with its licence, politely, resumably."""
+    from scraping.config import ImagesConfig
+    from scraping.http import HttpError
+    from scraping.images import fetch_images
+
+    width = thumb_width if thumb_width == "original" else int(thumb_width) if thumb_width.isdigit() else thumb_width
+    config = _config_or_exit(lambda: ImagesConfig(
+        thumb_width=width, allow_nonfree=allow_nonfree, retry_failed=retry_failed, min_side=min_side,
+        takedown_file=takedown_file, limit=limit, http=_http_config(contact, standin, api_url, max_attempts)))
+    try:
+        summary = fetch_images(config, root)
+    except (ValueError, FileNotFoundError, HttpError) as exc:
+        _fail(str(exc))
+    table = Table("status", "people")
+    for status, n in sorted(summary.statuses.items(), key=lambda kv: -kv[1]):
+        table.add_row(status, str(n))
+    console.print(table)
+    console.print(f"written: {summary.output}")
+
+
+@app.command()
+def standin(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    people: Annotated[int, typer.Option(min=12, help="People in the stand-in's world.")] = 60,
+) -> None:
+    """Run the offline Wikipedia stand-in until interrupted (for trying the stages by hand)."""
+    import time
+
+    from scraping.standin import StandinServer, build_corpus
+
+    with StandinServer(build_corpus(people), port=port) as server:
+        console.print(f"stand-in Wikipedia at {server.url} (Ctrl-C to stop); try:")
+        console.print(f"  wikifaces names --standin {server.url} --category 'Stand-in people' --depth 2")
+        console.print(f"  wikifaces images --standin {server.url}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
 @app.command()
 def demo(root: RootOption = None) -> None:
     """Run the pipeline end to end on the offline defaults and say where the results are."""

@@ -1,0 +1,97 @@
+"""API requests per 1000 names and the download rate, against the offline stand-in.
+
+Side by side in one run:
+  * wikifaces: names (one flat category) + images + licences, as the stages do it: 50 titles
+    a request, lead images asked in the same request as the page resolution;
+  * the same with a token that grants `apihighlimits` (500 a request where the API allows);
+  * the anchor: one call per name and per kind (page, lead image, file metadata), as a
+    straightforward scraper would do it.
+Requests are counted from the stand-in's own request log.
+
+    .venv/bin/python bench/scraping.py [--people 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This file is named like the package it measures: keep bench/ off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from scraping.config import HttpConfig, ImagesConfig, NamesConfig  # noqa: E402
+from scraping.http import PoliteClient  # noqa: E402
+from scraping.images import fetch_images  # noqa: E402
+from scraping.names import collect_names  # noqa: E402
+from scraping.standin import TOKEN, StandinServer, build_corpus  # noqa: E402
+
+CONTACT = "bench@wikifaces.invalid"
+
+
+def api_requests(server: StandinServer) -> int:
+    return sum(1 for e in server.log if e.endpoint in ("api", "commons", "wikidata"))
+
+
+def ours(server: StandinServer, root: Path, images: bool = True) -> tuple[int, float, dict]:
+    http = HttpConfig(**server.endpoints(), contact=CONTACT, api_requests_per_second=50)
+    server.clear_log()
+    collect_names(NamesConfig(categories=("Stand-in everyone",), http=http), root)
+    t0 = time.monotonic()
+    summary = fetch_images(ImagesConfig(http=http), root, progress=False) if images else None
+    elapsed = time.monotonic() - t0
+    return api_requests(server), elapsed, (summary.counts if summary else {})
+
+
+def naive(server: StandinServer) -> int:
+    """One request per name and kind: the anchor."""
+    http = HttpConfig(**server.endpoints(), contact=CONTACT, api_requests_per_second=50, cache=False)
+    client = PoliteClient(http)
+    server.clear_log()
+    titles = [m["title"] for b in client.query({"list": "categorymembers", "cmtitle": "Category:Stand-in everyone",
+                                                "cmlimit": "500"}) for m in b["categorymembers"]]
+    for t in titles:
+        client.query({"titles": t, "redirects": "1", "prop": "pageprops"})
+        (page,) = client.query({"titles": t, "prop": "pageimages", "piprop": "original|name"})[0]["pages"]
+        if "pageimage" in page:
+            client.query({"titles": f"File:{page['pageimage']}", "prop": "imageinfo",
+                          "iiprop": "url|size|sha1|mime|extmetadata", "iiurlwidth": "960"},
+                         url=http.commons_api_url)
+    return api_requests(server)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--people", type=int, default=1000)
+    args = ap.parse_args()
+    n = args.people
+    corpus = build_corpus(n)
+    with StandinServer(corpus) as server, tempfile.TemporaryDirectory() as d:
+        req_ours, dl_seconds, counts = ours(server, Path(d) / "anon")
+        os.environ["WIKIFACES_API_TOKEN"] = TOKEN
+        req_token, _, _ = ours(server, Path(d) / "token", images=True)
+        del os.environ["WIKIFACES_API_TOKEN"]
+        req_naive = naive(server)
+    per = 1000 / n
+    downloads = counts.get("downloads", 0)
+    mb = counts.get("download_bytes", 0) / 1e6
+    print(f"people: {n} (stand-in, one category; {downloads} portraits downloaded at the default 960 px)")
+    print(f"{'client':<48}{'API requests':>14}{'per 1000 names':>16}")
+    for label, r in [("wikifaces (anonymous, 50 a request)", req_ours),
+                     ("wikifaces (token with apihighlimits)", req_token),
+                     ("one call per name and kind (anchor)", req_naive)]:
+        print(f"{label:<48}{r:>14}{r * per:>16.0f}")
+    print(f"download: {downloads} images, {mb:.1f} MB in {dl_seconds:.1f} s at 2 concurrent, "
+          f"{HttpConfig().download_bytes_per_second / 1e6:.0f} MB/s cap")
+    print(f"requests per 1000 names: {req_ours * per:.0f}")
+    print(f"requests per 1000 names with token: {req_token * per:.0f}")
+    print(f"requests per 1000 names naive: {req_naive * per:.0f}")
+    print(f"downloads per second: {downloads / dl_seconds:.1f}")
+    print(f"download megabytes per second: {mb / dl_seconds:.2f}")
+
+
+if __name__ == "__main__":
+    main()

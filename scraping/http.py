@@ -1,0 +1,313 @@
+"""The polite HTTP client: one User-Agent with contact, serial rate-limited API calls with
+maxlag, retries that honour Retry-After (tenacity), an on-disk API cache (requests-cache),
+at most N concurrent downloads under a bandwidth cap, an allow-list of download hosts that
+redirects must respect too, and a size cap on every body.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import requests_cache
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from .config import HttpConfig
+
+log = logging.getLogger("wikifaces.scraping")
+
+
+class HttpError(Exception):
+    """A request failed for good; `reason` is short and goes into the row."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class RetryableError(HttpError):
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(reason, status)
+        self.retry_after = retry_after
+
+
+class DisallowedHost(HttpError):
+    pass
+
+
+class TooLarge(HttpError):
+    pass
+
+
+class ApiError(HttpError):
+    """The API answered with an error object that retrying will not fix."""
+
+    def __init__(self, code: str, info: str) -> None:
+        super().__init__(f"API error {code}: {info}")
+        self.code = code
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class TokenBucket:
+    """Bytes per second across all download threads."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = rate  # one second's burst
+        self.tokens = rate
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def consume(self, n: int) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= min(n, self.capacity):
+                    self.tokens -= n
+                    return
+                need = (min(n, self.capacity) - self.tokens) / self.rate
+            time.sleep(need)
+
+
+@dataclass
+class Download:
+    url: str  # the final URL after redirects
+    status: int
+    content_type: str
+    body: bytes
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc.lower()
+
+
+class PoliteClient:
+    """Talks to the MediaWiki Action API and the upload host as the config says."""
+
+    def __init__(self, config: HttpConfig, cache_path: str | os.PathLike[str] | None = None) -> None:
+        config.require_contact()
+        self.config = config
+        headers = {"User-Agent": config.user_agent(), "Accept-Encoding": "gzip, deflate"}
+        token = os.environ.get(config.token_env, "").strip()
+        self.token = bool(token)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if config.cache and cache_path is not None:
+            Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+            self.api_session: requests.Session = requests_cache.CachedSession(
+                str(cache_path), backend="sqlite", expire_after=config.cache_expire_days * 86400,
+                allowable_codes=(200,), allowable_methods=("GET",),
+                filter_fn=lambda r: "MediaWiki-API-Error" not in r.headers,
+            )
+        else:
+            self.api_session = requests.Session()
+        self.api_session.headers.update(headers)
+        self._dl_headers = {k: v for k, v in headers.items() if k != "Authorization"}
+        self._local = threading.local()
+        self._api_lock = threading.Lock()
+        self._last_api = 0.0
+        self._dl_slots = threading.BoundedSemaphore(config.max_concurrent_downloads)
+        self._bucket = TokenBucket(config.download_bytes_per_second)
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+
+    # -- retries ----------------------------------------------------------------------------
+    def _retrying(self) -> Retrying:
+        cfg = self.config
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            backoff = min(cfg.backoff_max, cfg.backoff_initial * 2 ** (state.attempt_number - 1))
+            backoff = random.uniform(backoff / 2, backoff)  # full jitter, bounded below
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:
+                return min(cfg.backoff_max, retry_after) + random.uniform(0, 0.1)
+            return backoff
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self._count("retries")
+            log.info("retrying after %s (attempt %d)", exc, state.attempt_number)
+
+        return Retrying(
+            retry=retry_if_exception_type(RetryableError), stop=stop_after_attempt(cfg.max_attempts),
+            wait=wait, before_sleep=before_sleep, reraise=True,
+        )
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
+    # -- the API ------------------------------------------------------------------------------
+    def api(self, params: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+        """One Action API GET (JSON, formatversion 2, maxlag), retried as the config says."""
+        full = {"format": "json", "formatversion": "2", "maxlag": str(self.config.maxlag), **params}
+        full = {k: v for k, v in full.items() if v is not None}
+        target = url or self.config.api_url
+        for attempt in self._retrying():
+            with attempt:
+                return self._api_once(target, full)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _api_once(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
+        with self._api_lock:  # API calls are serial, whatever the caller's threads do
+            req = self.api_session.prepare_request(requests.Request("GET", url, params=params))
+            cache = getattr(self.api_session, "cache", None)
+            cached = cache is not None and cache.contains(request=req)
+            if not cached:
+                gap = 1.0 / self.config.api_requests_per_second - (time.monotonic() - self._last_api)
+                if gap > 0:
+                    time.sleep(gap)
+            try:
+                resp = self.api_session.send(req, timeout=(self.config.connect_timeout, self.config.read_timeout))
+            except requests.Timeout as exc:
+                raise RetryableError("timeout") from exc
+            except requests.ConnectionError as exc:
+                raise RetryableError(f"connection failed: {_short(exc)}") from exc
+            finally:
+                if not cached:
+                    self._last_api = time.monotonic()
+            from_cache = getattr(resp, "from_cache", False)
+            self._count("api_cache_hits" if from_cache else "api_requests")
+        if resp.status_code in (429, 503) or resp.status_code >= 500:
+            raise RetryableError(f"HTTP {resp.status_code}", resp.status_code,
+                                 parse_retry_after(resp.headers.get("Retry-After")))
+        if resp.status_code != 200:
+            raise HttpError(f"HTTP {resp.status_code}", resp.status_code)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise RetryableError("the API answered with something that is not JSON") from exc
+        error = data.get("error") if isinstance(data, dict) else None
+        if error:
+            code = str(error.get("code", "unknown"))
+            info = str(error.get("info", ""))
+            if code in ("maxlag", "ratelimited", "readonly", "internal_api_error_DBQueryError"):
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                if code == "maxlag" and retry_after is None:
+                    retry_after = 5.0
+                raise RetryableError(f"API {code}", 200, retry_after)
+            raise ApiError(code, info)
+        return data
+
+    def query(self, params: dict[str, Any], url: str | None = None) -> list[dict[str, Any]]:
+        """`action=query` with continuation followed; returns every response's `query` block."""
+        blocks = []
+        cont: dict[str, Any] = {}
+        while True:
+            data = self.api({"action": "query", **params, **cont}, url)
+            if "query" in data:
+                blocks.append(data["query"])
+            if "continue" not in data:
+                return blocks
+            cont = data["continue"]
+
+    # -- downloads -------------------------------------------------------------------------------
+    def _dl_session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers.update(self._dl_headers)
+        return session
+
+    def check_host(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise DisallowedHost(f"disallowed scheme {parts.scheme!r}")
+        if _host(url) not in {h.lower() for h in self.config.allowed_download_hosts}:
+            raise DisallowedHost(f"host {_host(url)!r} is not in the download allow-list")
+
+    def download(self, url: str) -> Download:
+        """GET an image body from an allowed host, following redirects only to allowed hosts."""
+        self.check_host(url)
+        for attempt in self._retrying():
+            with attempt, self._dl_slots:
+                return self._download_once(url)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _download_once(self, url: str) -> Download:
+        cfg = self.config
+        session = self._dl_session()
+        deadline = time.monotonic() + cfg.download_deadline
+        for _ in range(6):
+            self.check_host(url)
+            try:
+                resp = session.get(url, stream=True, allow_redirects=False,
+                                   timeout=(cfg.connect_timeout, cfg.read_timeout))
+            except requests.Timeout as exc:
+                raise RetryableError("timeout") from exc
+            except requests.ConnectionError as exc:
+                raise RetryableError(f"connection failed: {_short(exc)}") from exc
+            self._count("downloads")
+            with resp:
+                if resp.is_redirect:
+                    location = resp.headers.get("Location", "")
+                    url = urljoin(url, location)
+                    continue
+                if resp.status_code in (429, 503) or resp.status_code >= 500:
+                    raise RetryableError(f"HTTP {resp.status_code}", resp.status_code,
+                                         parse_retry_after(resp.headers.get("Retry-After")))
+                if resp.status_code != 200:
+                    raise HttpError(f"HTTP {resp.status_code}", resp.status_code)
+                declared = resp.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > cfg.max_response_bytes:
+                    raise TooLarge(f"body of {int(declared):,} bytes exceeds the cap of {cfg.max_response_bytes:,}")
+                chunks: list[bytes] = []
+                size = 0
+                try:
+                    for chunk in resp.iter_content(64 * 1024):
+                        size += len(chunk)
+                        if size > cfg.max_response_bytes:
+                            raise TooLarge(f"body exceeds the cap of {cfg.max_response_bytes:,} bytes")
+                        if time.monotonic() > deadline:
+                            raise RetryableError(f"body not complete within {cfg.download_deadline:.0f} s")
+                        self._bucket.consume(len(chunk))
+                        chunks.append(chunk)
+                except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+                    raise RetryableError(f"truncated body: {_short(exc)}") from exc
+                except requests.Timeout as exc:
+                    raise RetryableError("timeout while reading the body") from exc
+                body = b"".join(chunks)
+                if declared and declared.isdigit() and len(body) != int(declared):
+                    raise RetryableError(f"truncated body: {len(body)} of {declared} bytes")
+                self._count("download_bytes", len(body))
+                return Download(url, resp.status_code, resp.headers.get("Content-Type", ""), body)
+        raise HttpError("too many redirects")
+
+    def close(self) -> None:
+        self.api_session.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "Read timed out", "IncompleteRead"):
+        if marker in text:
+            return marker
+    return text[:120]

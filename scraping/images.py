@@ -1,0 +1,249 @@
+"""Stage `images`: each person's lead image with its licence and author, downloaded politely,
+checked, stored by content hash. Every person ends as exactly one row with a status."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bs4 import BeautifulSoup
+from rich.progress import Progress
+
+from wikifaces.paths import DataRoot
+from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.tables import Journal, read_jsonl, write_jsonl
+
+from .config import ImagesConfig
+from .http import DisallowedHost, HttpError, PoliteClient, TooLarge
+from .mediawiki import image_infos
+from .names import CACHE_FILE, NAMES_FILE
+from .store import ImageStore
+from .validate import check_image
+
+log = logging.getLogger("wikifaces.scraping")
+
+IMAGES_FILE = "images.jsonl"
+JOURNAL_FILE = "images.journal.jsonl"
+RECEIPT_FILE = "images.receipt.json"
+TAKEDOWN_FILE = "takedown.txt"
+RETRYABLE = {"http_error", "corrupt", "not_image"}
+STATUSES = ("ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "http_error",
+            "not_image", "unsupported", "too_small", "too_large", "corrupt")
+
+
+@dataclass
+class Takedowns:
+    """Commons file names, Wikidata QIDs and sha256s that must never be kept."""
+
+    files: set[str] = field(default_factory=set)
+    qids: set[str] = field(default_factory=set)
+    sha256s: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None) -> Takedowns:
+        t = cls()
+        if path is None or not Path(path).exists():
+            return t
+        for raw in Path(path).read_text(encoding="utf-8").splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if re.fullmatch(r"[0-9a-fA-F]{64}", line):
+                t.sha256s.add(line.lower())
+            elif re.fullmatch(r"Q\d+", line):
+                t.qids.add(line)
+            else:
+                name = line.split(":", 1)[1] if line.lower().startswith(("file:", "image:")) else line
+                t.files.add(_file_key(name))
+        return t
+
+    def hit(self, row: dict[str, Any]) -> str | None:
+        if row.get("person_id") in self.qids:
+            return f"person {row['person_id']} is on the takedown list"
+        if row.get("file") and _file_key(row["file"]) in self.files:
+            return f"file {row['file']} is on the takedown list"
+        if row.get("sha256") in self.sha256s:
+            return "image sha256 is on the takedown list"
+        return None
+
+
+def _file_key(name: str) -> str:
+    n = " ".join(name.replace("_", " ").split())
+    return n[:1].upper() + n[1:]
+
+
+def html_to_text(value: str | None) -> str | None:
+    """Commons' Artist and Credit fields are HTML: keep only their text."""
+    if value is None:
+        return None
+    return " ".join(BeautifulSoup(value, "html.parser").get_text(" ").split()) or None
+
+
+@dataclass
+class ImagesSummary:
+    people: int
+    statuses: dict[str, int]
+    downloaded: int
+    api_requests: int
+    output: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = None,
+                 progress: bool = True) -> ImagesSummary:
+    """Fetch, check and store every person's lead image; resumable per person."""
+    data = DataRoot.resolve(root)
+    out_dir = data.raw_wikipedia
+    names_path = out_dir / NAMES_FILE
+    if not names_path.exists():
+        raise FileNotFoundError(f"{names_path} does not exist: run the names stage first")
+    people = list(read_jsonl(names_path))
+    if config.limit is not None:
+        people = people[: config.limit]
+    takedowns = Takedowns.load(config.takedown_file or out_dir / TAKEDOWN_FILE)
+    store = ImageStore(data.image_store)
+    client = PoliteClient(config.http, cache_path=out_dir / CACHE_FILE)
+    journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["person_id"])
+    try:
+        done = {r["person_id"]: r for r in read_jsonl(out_dir / IMAGES_FILE)}
+        done.update(journal.latest())
+        todo = [p for p in people if p["person_id"] not in done
+                or (config.retry_failed and done[p["person_id"]]["status"] in RETRYABLE)]
+        new_rows = _fetch(config, client, store, takedowns, todo, journal, progress)
+        done.update(new_rows)
+        rows = [done[p["person_id"]] for p in people if p["person_id"] in done]
+        rows = _apply_takedowns(rows, takedowns, store)
+        write_jsonl(out_dir / IMAGES_FILE, rows)
+        journal.remove()
+    finally:
+        journal.close()
+        client.close()
+    statuses = Counter(r["status"] for r in rows)
+    counts = {"people": len(rows), "statuses": dict(statuses), "fetched_now": len(todo),
+              "api_requests": client.stats["api_requests"], "downloads": client.stats["downloads"],
+              "download_bytes": client.stats["download_bytes"], "retries": client.stats["retries"]}
+    Receipt(stage="images", config_hash=config_hash(config), config=config.model_dump(mode="json"),
+            inputs={"names": fingerprint(names_path)},
+            outputs={str(out_dir / IMAGES_FILE): fingerprint(out_dir / IMAGES_FILE)},
+            counts=counts).write(out_dir / RECEIPT_FILE)
+    return ImagesSummary(len(rows), dict(statuses), statuses.get("ok", 0), client.stats["api_requests"],
+                         out_dir / IMAGES_FILE, counts)
+
+
+def _base_row(person: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "person_id": person["person_id"], "title": person["title"], "pageid": person["pageid"],
+        "file": person.get("lead_image"), "file_url": None, "url": None, "licence": None, "licence_url": None,
+        "artist": None, "credit": None, "attribution_required": None, "nonfree": None, "sha256": None,
+        "width": None, "height": None, "format": None, "orientation": None, "bytes": None,
+        "status": None, "reason": "",
+    }
+
+
+def _fetch(config: ImagesConfig, client: PoliteClient, store: ImageStore, takedowns: Takedowns,
+           todo: list[dict[str, Any]], journal: Journal, progress: bool) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def finish(row: dict[str, Any]) -> None:
+        with lock:
+            rows[row["person_id"]] = row
+            journal.append(row)
+
+    width = None if config.thumb_width == "original" else int(config.thumb_width)
+    with_image = [p for p in todo if p.get("lead_image")]
+    for p in todo:
+        if not p.get("lead_image"):
+            row = _base_row(p)
+            row.update(status="no_image", reason="the article has no (free) lead image")
+            finish(row)
+    infos = image_infos(client, [p["lead_image"] for p in with_image], width) if with_image else {}
+    downloads: list[tuple[dict[str, Any], str]] = []
+    for p in with_image:
+        row = _base_row(p)
+        info = infos.get(p["lead_image"])
+        if info is None:
+            row.update(status="missing_file", reason="neither Commons nor the wiki has this file")
+            finish(row)
+            continue
+        md = {k: v.get("value") for k, v in (info.get("extmetadata") or {}).items() if isinstance(v, dict)}
+        nonfree = str(md.get("NonFree", "")).lower() == "true"
+        row.update(
+            file_url=info.get("descriptionurl"), licence=html_to_text(md.get("LicenseShortName")),
+            licence_url=md.get("LicenseUrl"), artist=html_to_text(md.get("Artist")),
+            credit=html_to_text(md.get("Credit")),
+            attribution_required=str(md.get("AttributionRequired", "")).lower() == "true", nonfree=nonfree,
+        )
+        url = info.get("thumburl") if width is not None else None
+        url = url or info.get("url")
+        row["url"] = url
+        if nonfree and not config.allow_nonfree:
+            row.update(status="nonfree", reason=f"non-free file ({row['licence'] or 'no licence'})")
+            finish(row)
+        elif (hit := takedowns.hit(row)) is not None:
+            row.update(status="taken_down", reason=hit)
+            finish(row)
+        elif not url:
+            row.update(status="missing_file", reason="imageinfo gave no URL")
+            finish(row)
+        else:
+            downloads.append((row, url))
+
+    def work(row: dict[str, Any], url: str) -> dict[str, Any]:
+        try:
+            dl = client.download(url)
+        except DisallowedHost as exc:
+            row.update(status="disallowed_host", reason=exc.reason)
+            return row
+        except TooLarge as exc:
+            row.update(status="too_large", reason=exc.reason)
+            return row
+        except HttpError as exc:
+            row.update(status="http_error", reason=exc.reason)
+            return row
+        check = check_image(dl.body, dl.content_type, config.min_side, config.max_pixels)
+        row.update(format=check.format, width=check.width, height=check.height, bytes=len(dl.body),
+                   orientation=check.orientation if check.format else None)
+        if check.status != "ok":
+            row.update(status=check.status, reason=check.reason)
+            return row
+        sha = store.put(dl.body)
+        row["sha256"] = sha
+        if (hit := takedowns.hit(row)) is not None:
+            row.update(status="taken_down", reason=hit)
+        else:
+            row.update(status="ok", reason="")
+        return row
+
+    with Progress(disable=not progress or not downloads, transient=True) as bar, \
+            ThreadPoolExecutor(config.http.max_concurrent_downloads, thread_name_prefix="download") as pool:
+        task = bar.add_task("downloading portraits", total=len(downloads))
+        futures = [pool.submit(work, row, url) for row, url in downloads]
+        for fut in as_completed(futures):
+            finish(fut.result())
+            bar.advance(task)
+    return rows
+
+
+def _apply_takedowns(rows: list[dict[str, Any]], takedowns: Takedowns, store: ImageStore) -> list[dict[str, Any]]:
+    """Take down listed people, files and hashes in every row, old or new, and delete their
+    stored bytes unless a kept row still uses them."""
+    out, dropped = [], set()
+    for row in rows:
+        hit = takedowns.hit(row)
+        if hit and row["status"] != "taken_down":
+            row = {**row, "status": "taken_down", "reason": hit}
+        if row["status"] == "taken_down" and row.get("sha256"):
+            dropped.add(row["sha256"])
+        out.append(row)
+    kept = {r["sha256"] for r in out if r["status"] == "ok"}
+    for sha in dropped - kept:
+        store.remove(sha)
+    return out

@@ -1,0 +1,143 @@
+"""Stage `names`: people from categories, list pages and names files, resolved to canonical
+pages with their Wikidata id, deduplicated, optionally filtered by Wikidata facts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wikifaces.paths import DataRoot
+from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.tables import write_jsonl
+
+from .config import NamesConfig
+from .http import PoliteClient
+from .mediawiki import category_members, list_page_links, normalise_title, resolve_titles, wikidata_facts
+
+log = logging.getLogger("wikifaces.scraping")
+
+INVALID_TITLE = re.compile(r"[<>\[\]{}|\x00-\x1f\x7f]")
+NAMES_FILE = "names.jsonl"
+REJECTED_FILE = "names-rejected.jsonl"
+RECEIPT_FILE = "names.receipt.json"
+CACHE_FILE = "http-cache.sqlite"
+
+
+@dataclass
+class NamesSummary:
+    people: int
+    candidates: int
+    rejected: dict[str, int]
+    api_requests: int
+    api_cache_hits: int
+    output: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def read_names_file(path: str | os.PathLike[str]) -> list[str]:
+    """One name a line; blank lines and lines starting with # are skipped."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+
+
+def collect_names(config: NamesConfig, root: str | os.PathLike[str] | None = None) -> NamesSummary:
+    """Collect, resolve, deduplicate and filter people; write names.jsonl and a receipt."""
+    data = DataRoot.resolve(root)
+    out_dir = data.raw_wikipedia
+    client = PoliteClient(config.http, cache_path=out_dir / CACHE_FILE)
+    try:
+        return _collect(config, client, out_dir)
+    finally:
+        client.close()
+
+
+def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesSummary:
+    lang = config.http.lang
+    candidates: dict[str, list[str]] = {}  # normalised input title -> sources, in arrival order
+
+    invalid: list[dict[str, Any]] = []
+
+    def add(title: str, source: str) -> None:
+        t = normalise_title(title.split("#", 1)[0])
+        if INVALID_TITLE.search(t):  # never sent: "|" would split a batch, the rest are illegal in titles
+            invalid.append({"input": t, "sources": [source], "status": "invalid",
+                            "reason": "the title contains characters MediaWiki forbids", "title": None,
+                            "pageid": None})
+        elif t:
+            srcs = candidates.setdefault(t, [])
+            if source not in srcs:
+                srcs.append(source)
+
+    for cat in config.categories:
+        for title, found_in in category_members(client, cat, config.category_depth):
+            add(title, f"category:{found_in.split(':', 1)[1]}")
+    for page in config.list_pages:
+        for title in list_page_links(client, page):
+            add(title, f"list:{normalise_title(page)}")
+    if config.names_file is not None:
+        for title in read_names_file(config.names_file):
+            add(title, f"file:{Path(config.names_file).name}")
+
+    resolved = resolve_titles(client, list(candidates), config.lead_images)
+    people: dict[int, dict[str, Any]] = {}
+    rejected: list[dict[str, Any]] = list(invalid)
+    for title, sources in candidates.items():
+        r = resolved[title]
+        if r.status != "ok":
+            rejected.append({"input": title, "sources": sources, "status": r.status, "reason": r.reason,
+                             "title": r.title, "pageid": r.pageid})
+            continue
+        assert r.pageid is not None and r.title is not None
+        person = people.get(r.pageid)
+        if person is None:
+            person = people[r.pageid] = {
+                "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "pageid": r.pageid,
+                "lang": lang, "source": sources[0], "sources": [], "lead_image": r.lead_image,
+                "lead_image_width": r.lead_image_size[0] if r.lead_image_size else None,
+                "lead_image_height": r.lead_image_size[1] if r.lead_image_size else None,
+                "birth_year": None,
+            }
+        for s in sources:
+            if s not in person["sources"]:
+                person["sources"].append(s)
+
+    rows = list(people.values())
+    if config.wants_wikidata:
+        facts = wikidata_facts(client, [p["person_id"] for p in rows if p["person_id"].startswith("Q")])
+        kept = []
+        for p in rows:
+            f = facts.get(p["person_id"])
+            p["birth_year"] = f.birth_year if f else None
+            reason = None
+            if config.check_humans and not (f and f.human):
+                reason = ("not_human", "Wikidata does not say this is a human (P31 = Q5)")
+            elif config.born_after is not None and (p["birth_year"] is None or p["birth_year"] < config.born_after):
+                born = p["birth_year"] if p["birth_year"] is not None else "unknown"
+                reason = ("born_before", f"born {born}, the filter wants {config.born_after} or later")
+            if reason:
+                rejected.append({"input": p["title"], "sources": p["sources"], "status": reason[0],
+                                 "reason": reason[1], "title": p["title"], "pageid": p["pageid"]})
+            else:
+                kept.append(p)
+        rows = kept
+    if config.limit is not None:
+        rows = rows[: config.limit]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / NAMES_FILE, rows)
+    write_jsonl(out_dir / REJECTED_FILE, rejected)
+    statuses = Counter(r["status"] for r in rejected)
+    counts = {"candidates": len(candidates), "people": len(rows), "rejected": dict(statuses),
+              "api_requests": client.stats["api_requests"], "api_cache_hits": client.stats["api_cache_hits"]}
+    inputs = {"names_file": fingerprint(config.names_file)} if config.names_file else {}
+    Receipt(stage="names", config_hash=config_hash(config), config=config.model_dump(mode="json"),
+            inputs=inputs, outputs={str(out_dir / NAMES_FILE): fingerprint(out_dir / NAMES_FILE)},
+            counts=counts).write(out_dir / RECEIPT_FILE)
+    log.info("names: %d people from %d candidates", len(rows), len(candidates))
+    return NamesSummary(len(rows), len(candidates), dict(statuses), client.stats["api_requests"],
+                        client.stats["api_cache_hits"], out_dir / NAMES_FILE, counts)

@@ -1,0 +1,91 @@
+"""Checking a downloaded body before it is trusted as a portrait.
+
+Order matters: the cheap checks (declared type, magic bytes, header dimensions against the
+pixel cap) come before the full decode, so a decompression bomb is refused from its header.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+RASTER = {"jpeg", "png", "webp", "gif", "tiff"}
+
+
+@dataclass
+class ImageCheck:
+    status: str  # ok, not_image, unsupported, too_small, too_large, corrupt
+    reason: str = ""
+    format: str | None = None
+    width: int | None = None  # as displayed, after EXIF orientation
+    height: int | None = None
+    orientation: int = 1
+
+
+def sniff(body: bytes) -> str | None:
+    head = body[:32]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    low = head.lstrip().lower()
+    if low.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "html"
+    if low.startswith((b"<?xml", b"<svg")) and b"<svg" in body[:1024].lower():
+        return "svg"
+    if low.startswith((b"{", b"[")):
+        return "json"
+    return None
+
+
+def check_image(body: bytes, content_type: str = "", min_side: int = 64, max_pixels: int = 40_000_000) -> ImageCheck:
+    """Classify a body: a usable raster image, or a status with a reason."""
+    if not body:
+        return ImageCheck("not_image", "empty body")
+    kind = sniff(body)
+    ctype = content_type.split(";")[0].strip().lower()
+    if kind in ("html", "json") or (kind is None and ctype.startswith("text/")):
+        return ImageCheck("not_image", f"served {ctype or 'an unknown type'} that looks like {kind or 'text'}")
+    if kind == "svg" or ctype == "image/svg+xml":
+        return ImageCheck("unsupported", "SVG (vector) image")
+    if kind is None:
+        return ImageCheck("not_image", f"unknown format (declared {ctype or 'nothing'})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(body))
+            w, h = im.size
+            if w * h > max_pixels:
+                return ImageCheck("too_large", f"{w}x{h} = {w * h:,} pixels exceeds the cap of {max_pixels:,}",
+                                  kind, w, h)
+            if kind == "gif" and getattr(im, "n_frames", 1) > 1:
+                return ImageCheck("unsupported", f"animated GIF ({im.n_frames} frames)", kind, w, h)
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+            im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return ImageCheck("too_large", f"decompression bomb: {exc}", kind)
+    except UnidentifiedImageError:
+        return ImageCheck("corrupt", f"{kind} header that no decoder accepts", kind)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        return ImageCheck("corrupt", f"{kind} does not decode: {str(exc)[:100]}", kind)
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    if min(w, h) < min_side:
+        return ImageCheck("too_small", f"{w}x{h} is under the minimum side of {min_side}", kind, w, h, orientation)
+    return ImageCheck("ok", "", kind, w, h, orientation)
+
+
+def open_oriented(data: bytes) -> Image.Image:
+    """Decode stored bytes as an RGB image the right way up (EXIF orientation applied)."""
+    im = Image.open(io.BytesIO(data))
+    im = ImageOps.exif_transpose(im)
+    return im.convert("RGB")

@@ -1,0 +1,447 @@
+"""Scraping against the offline stand-in: a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scraping.config import HttpConfig, ImagesConfig, NamesConfig
+from scraping.http import PoliteClient
+from scraping.images import fetch_images
+from scraping.mediawiki import parse_list_html
+from scraping.names import collect_names
+from scraping.standin import TOKEN, StandinServer, build_corpus
+from scraping.store import ImageStore
+from wikifaces.cli import app
+from wikifaces.tables import read_jsonl
+
+from .conftest import REPO
+
+CONTACT = "tests@wikifaces.invalid"
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return build_corpus(60, seed=0)
+
+
+@pytest.fixture
+def server(corpus):
+    with StandinServer(corpus) as s:
+        yield s
+
+
+def http(server: StandinServer, **kw) -> HttpConfig:
+    fast = {"backoff_initial": 0.05, "backoff_max": 2.0, "api_requests_per_second": 50.0, "cache": False}
+    return HttpConfig(**server.endpoints(), contact=CONTACT, **(fast | kw))
+
+
+def names_rows(root: Path) -> list[dict]:
+    return list(read_jsonl(root / "raw" / "wikipedia" / "names.jsonl"))
+
+
+def image_rows(root: Path) -> list[dict]:
+    return list(read_jsonl(root / "raw" / "wikipedia" / "images.jsonl"))
+
+
+@pytest.fixture
+def named_root(tmp_path, server):
+    """A data root whose names stage has run on the whole stand-in."""
+    collect_names(NamesConfig(categories=("Stand-in everyone",), http=http(server)), tmp_path)
+    server.clear_log()
+    return tmp_path
+
+
+# -- names ---------------------------------------------------------------------------------------
+def test_category_recursion_with_cycle_and_empty_category(tmp_path, server, corpus):
+    s = collect_names(NamesConfig(categories=("Stand-in people",), category_depth=3, http=http(server)), tmp_path)
+    rows = names_rows(tmp_path)
+    assert s.people == len(rows) == len(corpus.people)
+    assert sorted(r["title"] for r in rows) == sorted(p.title for p in corpus.people)
+    assert len({r["person_id"] for r in rows}) == len(rows)
+    by_title = {p.title: p for p in corpus.people}
+    for r in rows:
+        assert r["person_id"] == by_title[r["title"]].qid and r["pageid"] == by_title[r["title"]].pageid
+        assert r["lang"] == "en" and r["source"].startswith("category:Stand-in ")
+    # every category was listed once, although scientists and artists contain each other
+    listed = [e.params["cmtitle"] for e in server.log if e.params.get("list") == "categorymembers"]
+    assert sorted(listed) == sorted(["Category:Stand-in people", "Category:Stand-in scientists",
+                                     "Category:Stand-in artists", "Category:Stand-in empty"])
+
+
+def test_category_depth_zero_takes_only_its_own_pages(tmp_path, server, corpus):
+    collect_names(NamesConfig(categories=("Category:Stand-in_people",), http=http(server)), tmp_path)
+    assert [r["title"] for r in names_rows(tmp_path)] == [p.title for p in corpus.people[:4]]
+
+
+def test_list_page_parser_keeps_only_body_links(corpus):
+    titles = parse_list_html(corpus.list_pages["List of stand-in people"])
+    people = [p.title for p in corpus.people[:20]]
+    alias = next(k for k, v in corpus.redirects.items() if v == people[0])
+    assert set(titles) == {*people, alias, "Computer science", "John Smith", "United States"}
+    for excluded in ("Turing Award", "Ada Nobody", "Caption Person", "Red Linked Person", "See Also Person",
+                     "Reference Person", "Navbox Person", "Example.jpg", "Wikipedia:Notability"):
+        assert not any(excluded in t for t in titles), excluded
+
+
+def test_list_page_parser_handles_older_markup():
+    html = """<div class="mw-parser-output"><p><a href="/wiki/Alan_Turing">Alan Turing</a>,
+    <a href="/wiki/Grace_Hopper#Career">Hopper</a>, <a href="/wiki/File:X.jpg">file</a>,
+    <a href="/wiki/Help:Contents">help</a>, <a href="./Ada_Lovelace">Parsoid link</a></p>
+    <h2><span class="mw-headline" id="See_also">See also</span></h2>
+    <ul><li><a href="/wiki/Not_Me">Not me</a></li></ul></div>"""
+    assert parse_list_html(html) == ["Alan Turing", "Grace Hopper", "Ada Lovelace"]
+
+
+def test_list_page_source_filters_non_people(tmp_path, server, corpus):
+    s = collect_names(NamesConfig(list_pages=("List of stand-in people",), http=http(server)), tmp_path)
+    rows = names_rows(tmp_path)
+    assert sorted(r["title"] for r in rows) == sorted(p.title for p in corpus.people[:20])
+    rejected = {r["input"]: r["status"] for r in read_jsonl(tmp_path / "raw/wikipedia/names-rejected.jsonl")}
+    assert rejected == {"John Smith": "disambiguation", "Computer science": "not_human",
+                        "United States": "not_human"}
+    assert s.rejected == {"disambiguation": 1, "not_human": 2}
+    # the person reached through a redirect and directly is one row with both routes
+    queried = "|".join(e.params.get("titles", "") for e in server.log)
+    assert "Red Linked Person" not in queried and "Navbox Person" not in queried
+
+
+def test_names_file_resolution(tmp_path, server, corpus):
+    p0, p1, p2 = corpus.people[0], corpus.people[1], corpus.people[2]
+    alias = next(k for k, v in corpus.redirects.items() if v == p0.title)
+    lines = ["# comment", p0.title, alias, p1.title[0].lower() + p1.title[1:].replace(" ", "_"), "",
+             f"{p1.title} (scientist)",
+             "Nobody At All", "Loop Alpha", "John Smith", "bad|title", p2.title]
+    (tmp_path / "names.txt").write_text("\n".join(lines) + "\n")
+    collect_names(NamesConfig(names_file=tmp_path / "names.txt", http=http(server)), tmp_path)
+    rows = names_rows(tmp_path)
+    assert [r["title"] for r in rows] == [p0.title, p1.title, p2.title]
+    assert rows[0]["source"] == "file:names.txt" and rows[0]["lead_image"] == p0.image
+    rejected = {r["input"]: r["status"] for r in read_jsonl(tmp_path / "raw/wikipedia/names-rejected.jsonl")}
+    assert rejected == {"Nobody At All": "missing", "Loop Alpha": "redirect_loop", "John Smith": "disambiguation",
+                        "Bad|title": "invalid"}
+
+
+def test_born_after_uses_wikidata(tmp_path, server, corpus):
+    collect_names(NamesConfig(categories=("Stand-in everyone",), born_after=1900, http=http(server)), tmp_path)
+    rows = names_rows(tmp_path)
+    want = [p for p in corpus.people if p.birth_year is not None and p.birth_year >= 1900]
+    assert sorted(r["title"] for r in rows) == sorted(p.title for p in want)
+    assert all(r["birth_year"] >= 1900 for r in rows)
+    rejected = list(read_jsonl(tmp_path / "raw/wikipedia/names-rejected.jsonl"))
+    assert len(rejected) == len(corpus.people) - len(want)
+    assert {r["status"] for r in rejected} == {"born_before"}
+    assert any(e.endpoint == "wikidata" for e in server.log)
+
+
+def test_batches_of_50_and_500_with_a_token(tmp_path, server, corpus, monkeypatch):
+    big = build_corpus(130, seed=1)
+    with StandinServer(big) as s:
+        collect_names(NamesConfig(categories=("Stand-in everyone",), http=http(s)), tmp_path / "a")
+        batches = [len(e.params["titles"].split("|")) for e in s.log if "titles" in e.params]
+        assert batches == [50, 50, 30]
+        s.clear_log()
+        monkeypatch.setenv("WIKIFACES_API_TOKEN", TOKEN)
+        collect_names(NamesConfig(categories=("Stand-in everyone",), http=http(s)), tmp_path / "b")
+        batches = [len(e.params["titles"].split("|")) for e in s.log if "titles" in e.params]
+        assert batches[0] == 130  # one request; pageimages continues in steps of 100
+        assert names_rows(tmp_path / "a") == names_rows(tmp_path / "b")
+
+
+def test_contact_is_required_for_the_real_sites(tmp_path):
+    with pytest.raises(ValueError, match="contact is required"):
+        PoliteClient(HttpConfig())
+    r = CliRunner().invoke(app, ["names", "--category", "Physicists", "--root", str(tmp_path)])
+    assert r.exit_code == 1 and "contact is required" in r.output
+
+
+def test_user_agent_and_serial_rate_limited_api(tmp_path, server):
+    collect_names(NamesConfig(categories=("Stand-in people",), category_depth=2, born_after=1800,
+                              http=http(server, api_requests_per_second=8.0)), tmp_path)
+    api = [e for e in server.log if e.endpoint in ("api", "commons", "wikidata")]
+    assert len(api) >= 5
+    assert all(e.user_agent.startswith("wikifaces/") and CONTACT in e.user_agent for e in api)
+    assert all(e.params.get("maxlag") == "5" for e in api)
+    assert max(e.concurrent for e in api) == 1
+    starts = sorted(e.start for e in api)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 1 / 8 - 0.01, gaps
+
+
+def test_api_responses_are_cached_on_disk(tmp_path, server):
+    cfg = NamesConfig(categories=("Stand-in people",), category_depth=2, http=http(server, cache=True))
+    first = collect_names(cfg, tmp_path)
+    n = len(server.log)
+    second = collect_names(cfg, tmp_path)
+    assert first.api_requests == n > 0
+    assert len(server.log) == n and second.api_requests == 0 and second.api_cache_hits == n
+    assert names_rows(tmp_path)  # same output from the cache
+
+
+@pytest.mark.parametrize("kind,retry_after", [("429", 1), ("429", None), ("503", None), ("maxlag", 1), ("500", None)])
+def test_api_faults_are_retried(tmp_path, server, corpus, kind, retry_after):
+    server.add_fault(kind, endpoint="api", times=2, retry_after=retry_after)
+    collect_names(NamesConfig(categories=("Stand-in people",), http=http(server)), tmp_path)
+    assert [r["title"] for r in names_rows(tmp_path)] == [p.title for p in corpus.people[:4]]
+    hit = [e for e in server.log if e.fault == kind]
+    assert len(hit) == 2
+    if retry_after:
+        after = next(e for e in server.log if e.start > hit[0].start)
+        assert after.start - hit[0].end >= retry_after - 0.05  # Retry-After honoured
+
+
+def test_api_gives_up_with_a_clear_error(tmp_path, server):
+    server.add_fault("500", endpoint="api", times=None)
+    r = CliRunner().invoke(app, ["names", "--category", "Stand-in people", "--standin", server.url,
+                                 "--contact", CONTACT, "--max-attempts", "2", "--root", str(tmp_path)])
+    assert r.exit_code == 1 and "HTTP 500" in r.output
+    assert not (tmp_path / "raw/wikipedia/names.jsonl").exists()
+
+
+# -- images ---------------------------------------------------------------------------------------
+def test_images_rows_licences_and_store(named_root, server, corpus):
+    s = fetch_images(ImagesConfig(http=http(server)), named_root, progress=False)
+    rows = image_rows(named_root)
+    assert len(rows) == len(corpus.people) == s.people
+    assert [r["title"] for r in rows] == [r["title"] for r in names_rows(named_root)]
+    by_title = {p.title: p for p in corpus.people}
+    store = ImageStore(named_root / "raw/wikipedia/store")
+    for r in rows:
+        p = by_title[r["title"]]
+        if p.image is None or corpus.files[p.image].nonfree:
+            assert r["status"] == "no_image", r
+            continue
+        assert r["status"] == "ok", r
+        f = corpus.files[p.image]
+        assert r["licence"] == f.licence and r["attribution_required"] == f.attribution_required
+        assert r["artist"] and "<" not in r["artist"] and "&amp;" not in r["artist"]
+        assert "<" not in r["credit"] and r["nonfree"] is False
+        path = store.path(r["sha256"])
+        assert path.relative_to(named_root / "raw/wikipedia/store").parts[:2] == (r["sha256"][:2], r["sha256"][2:4])
+        assert path.stat().st_size == r["bytes"]
+        assert min(r["width"], r["height"]) >= 64
+        if f.width > 960:
+            assert "/thumb/" in r["url"] and "/960px-" in r["url"] and r["width"] == 960
+        else:
+            assert "/thumb/" not in r["url"] and r["width"] == f.width
+    assert s.statuses["ok"] == sum(1 for r in rows if r["status"] == "ok") > 40
+    assert not (named_root / "raw/wikipedia/images.journal.jsonl").exists()
+
+
+def test_thumbnail_width_and_original(named_root, server):
+    fetch_images(ImagesConfig(thumb_width=250, limit=6, http=http(server)), named_root, progress=False)
+    rows = [r for r in image_rows(named_root) if r["status"] == "ok"]
+    assert rows and all(r["width"] == 250 and "/250px-" in r["url"] for r in rows)
+    shutil.rmtree(named_root / "raw/wikipedia/store")
+    (named_root / "raw/wikipedia/images.jsonl").unlink()
+    fetch_images(ImagesConfig(thumb_width="original", limit=6, http=http(server)), named_root, progress=False)
+    assert all("/thumb/" not in r["url"] for r in image_rows(named_root) if r["status"] == "ok")
+
+
+def test_nonfree_is_refused_unless_allowed(tmp_path, server, corpus):
+    nonfree = next(p for p in corpus.people if p.image and corpus.files[p.image].nonfree)
+    (tmp_path / "n.txt").write_text(nonfree.title)
+    collect_names(NamesConfig(names_file=tmp_path / "n.txt", lead_images="any", http=http(server)), tmp_path)
+    fetch_images(ImagesConfig(http=http(server)), tmp_path, progress=False)
+    (row,) = image_rows(tmp_path)
+    assert row["status"] == "nonfree" and row["licence"] == "Fair use" and row["sha256"] is None
+    assert not any(e.endpoint == "upload" for e in server.log)
+    (tmp_path / "raw/wikipedia/images.jsonl").unlink()
+    fetch_images(ImagesConfig(allow_nonfree=True, http=http(server)), tmp_path, progress=False)
+    assert image_rows(tmp_path)[0]["status"] == "ok"
+
+
+def _first_with_image(corpus, k=0):
+    return [p for p in corpus.people if p.image and not corpus.files[p.image].nonfree][k]
+
+
+@pytest.mark.parametrize("kind,status", [
+    ("html_as_image", "not_image"), ("html", "not_image"), ("svg", "unsupported"), ("gif_anim", "unsupported"),
+    ("bomb", "too_large"), ("not_image", "not_image"), ("corrupt_png", "corrupt"), ("404", "http_error"),
+])
+def test_bad_bodies_become_rows_with_reasons(named_root, server, corpus, kind, status):
+    victim = _first_with_image(corpus)
+    from urllib.parse import quote
+
+    server.add_fault(kind, endpoint="upload", match=quote(victim.image), times=None)
+    fetch_images(ImagesConfig(limit=8, http=http(server)), named_root, progress=False)
+    rows = {r["title"]: r for r in image_rows(named_root)}
+    assert rows[victim.title]["status"] == status, rows[victim.title]
+    assert rows[victim.title]["reason"] and rows[victim.title]["sha256"] is None
+    assert sum(r["status"] == "ok" for r in rows.values()) >= 5  # the others are unaffected
+
+
+def test_oversized_body_is_cut_off(named_root, server, corpus):
+    victim = _first_with_image(corpus)
+    from urllib.parse import quote
+
+    server.add_fault("oversized", endpoint="upload", match=quote(victim.image), times=None)
+    fetch_images(ImagesConfig(limit=4, http=http(server, max_response_bytes=5_000_000)), named_root, progress=False)
+    row = {r["title"]: r for r in image_rows(named_root)}[victim.title]
+    assert row["status"] == "too_large" and "cap" in row["reason"]
+
+
+@pytest.mark.parametrize("kind", ["429", "503", "truncated", "500"])
+def test_transient_download_faults_are_retried(named_root, server, corpus, kind):
+    victim = _first_with_image(corpus)
+    from urllib.parse import quote
+
+    server.add_fault(kind, endpoint="upload", match=quote(victim.image), times=2,
+                     retry_after=1 if kind == "429" else None)
+    fetch_images(ImagesConfig(limit=4, http=http(server)), named_root, progress=False)
+    row = {r["title"]: r for r in image_rows(named_root)}[victim.title]
+    assert row["status"] == "ok", row
+    assert sum(1 for e in server.log if e.fault == kind) == 2
+
+
+def test_slow_body_hits_the_deadline(named_root, server, corpus):
+    victim = _first_with_image(corpus)
+    from urllib.parse import quote
+
+    server.add_fault("slow_body", endpoint="upload", match=quote(victim.image), times=None, delay=3.0)
+    fetch_images(ImagesConfig(limit=3, http=http(server, download_deadline=0.5, max_attempts=2)), named_root,
+                 progress=False)
+    row = {r["title"]: r for r in image_rows(named_root)}[victim.title]
+    assert row["status"] == "http_error" and "not complete within" in row["reason"]
+
+
+def test_redirects_must_stay_on_allowed_hosts(named_root, server, corpus):
+    from urllib.parse import quote
+
+    a, b = _first_with_image(corpus, 0), _first_with_image(corpus, 1)
+    server.add_fault("redirect", endpoint="upload", match=quote(a.image), times=None,
+                     location="http://evil.invalid/steal.jpg")
+    target = f"{server.url}/upload/wikipedia/commons/0/00/{quote(b.image)}"
+    server.add_fault("redirect", endpoint="upload", match=quote(b.image), times=1, location=target)
+    fetch_images(ImagesConfig(limit=6, http=http(server)), named_root, progress=False)
+    rows = {r["title"]: r for r in image_rows(named_root)}
+    assert rows[a.title]["status"] == "disallowed_host" and "evil.invalid" in rows[a.title]["reason"]
+    assert rows[b.title]["status"] == "ok"  # redirected within the allowed host
+
+
+def test_connection_refused_is_an_http_error(named_root, server):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    cfg = http(server, max_attempts=2)
+    cfg = cfg.model_copy(update={"allowed_download_hosts": (server.host, dead)})
+    server.add_fault("redirect", endpoint="upload", times=None, location=f"http://{dead}/x.jpg")
+    fetch_images(ImagesConfig(limit=3, http=cfg), named_root, progress=False)
+    rows = [r for r in image_rows(named_root) if r["file"]]
+    assert rows and all(r["status"] == "http_error" and "refused" in r["reason"].lower() for r in rows)
+
+
+def test_download_concurrency_and_bandwidth_caps(named_root, server):
+    server.add_fault("slow", endpoint="upload", times=None, delay=0.2)
+    t0 = time.monotonic()
+    s = fetch_images(ImagesConfig(limit=16, thumb_width=500,
+                                  http=http(server, max_concurrent_downloads=2, download_bytes_per_second=300_000)),
+                     named_root, progress=False)
+    elapsed = time.monotonic() - t0
+    uploads = [e for e in server.log if e.endpoint == "upload"]
+    assert len(uploads) == s.statuses["ok"] > 8
+    assert max(e.concurrent for e in uploads) == 2  # two at a time, never more
+    total = sum(r["bytes"] for r in image_rows(named_root) if r["bytes"])
+    assert elapsed >= (total - 300_000) / 300_000 * 0.9, (total, elapsed)
+
+
+def test_takedowns_apply_to_every_run(named_root, server, corpus):
+    fetch_images(ImagesConfig(http=http(server)), named_root, progress=False)
+    ok = [r for r in image_rows(named_root) if r["status"] == "ok"]
+    by_file, by_qid, by_sha = ok[0], ok[1], ok[2]
+    store = ImageStore(named_root / "raw/wikipedia/store")
+    assert store.has(by_sha["sha256"])
+    (named_root / "takedown.txt").write_text(
+        f"# takedown requests\nFile:{by_file['file'].replace('_', ' ')}\n{by_qid['person_id']}\n{by_sha['sha256']}\n")
+    server.clear_log()
+    fetch_images(ImagesConfig(takedown_file=named_root / "takedown.txt", http=http(server)), named_root, progress=False)
+    rows = {r["person_id"]: r for r in image_rows(named_root)}
+    for r in (by_file, by_qid, by_sha):
+        assert rows[r["person_id"]]["status"] == "taken_down" and "takedown" in rows[r["person_id"]]["reason"]
+        if not any(x["sha256"] == r["sha256"] and x["status"] == "ok" for x in rows.values()):
+            assert not store.has(r["sha256"])
+    assert not any(e.endpoint == "upload" for e in server.log)  # nothing was downloaded again
+
+
+def test_rerun_skips_done_people_and_retry_failed(named_root, server, corpus):
+    from urllib.parse import quote
+
+    victim = _first_with_image(corpus)
+    server.add_fault("500", endpoint="upload", match=quote(victim.image), times=None)
+    cfg = ImagesConfig(limit=10, http=http(server, max_attempts=2))
+    fetch_images(cfg, named_root, progress=False)
+    first = image_rows(named_root)
+    assert {r["title"]: r for r in first}[victim.title]["status"] == "http_error"
+    server.clear_faults()
+    server.clear_log()
+    fetch_images(cfg, named_root, progress=False)
+    assert image_rows(named_root) == first and not server.log  # nothing redone
+    fetch_images(cfg.model_copy(update={"retry_failed": True}), named_root, progress=False)
+    rows = image_rows(named_root)
+    assert {r["title"]: r for r in rows}[victim.title]["status"] == "ok"
+    assert [e.endpoint for e in server.log if e.endpoint == "upload"] == ["upload"]  # only the failure
+    assert len(rows) == len(first) and len({r["person_id"] for r in rows}) == len(rows)
+
+
+_RUN_IMAGES = textwrap.dedent("""
+    import sys
+    from scraping.config import HttpConfig, ImagesConfig
+    from scraping.images import fetch_images
+    http = HttpConfig.model_validate_json(sys.argv[2])
+    fetch_images(ImagesConfig(http=http), sys.argv[1], progress=False)
+""")
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_rows(tmp_path, named_root, server):
+    clean = tmp_path / "clean"
+    shutil.copytree(named_root, clean)
+    cfg = http(server)
+    fetch_images(ImagesConfig(http=cfg), clean, progress=False)
+    server.add_fault("slow", endpoint="upload", times=None, delay=0.15)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", _RUN_IMAGES, str(named_root), cfg.model_dump_json()],
+                            cwd=REPO, env=env)
+    journal = named_root / "raw/wikipedia/images.journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if journal.exists() and journal.read_text().count("\n") >= 15:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (named_root / "raw/wikipedia/images.jsonl").exists()
+    server.clear_faults()
+    fetch_images(ImagesConfig(http=cfg), named_root, progress=False)
+    assert image_rows(named_root) == image_rows(clean)
+    stored = sorted(p.name for p in (named_root / "raw/wikipedia/store").rglob("*") if p.is_file())
+    assert stored == sorted(p.name for p in (clean / "raw/wikipedia/store").rglob("*") if p.is_file())
+    assert not journal.exists()
+
+
+def test_cli_names_and_images_on_the_standin(tmp_path, server, corpus):
+    runner = CliRunner()
+    r = runner.invoke(app, ["names", "-c", "Stand-in people", "--depth", "2", "--standin", server.url,
+                            "--contact", CONTACT, "--root", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert f"{len(corpus.people)} people" in r.output
+    r = runner.invoke(app, ["images", "--standin", server.url, "--contact", CONTACT, "--limit", "5",
+                            "--root", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "ok" in r.output and len(image_rows(tmp_path)) == 5
+    r = runner.invoke(app, ["images", "--thumb-width", "777", "--standin", server.url, "--root", str(tmp_path)])
+    assert r.exit_code == 2 and "thumb_width" in r.output
+    receipt = json.loads((tmp_path / "raw/wikipedia/images.receipt.json").read_text())
+    assert receipt["stage"] == "images" and receipt["counts"]["people"] == 5

@@ -1,0 +1,65 @@
+"""Stage receipts: what a stage ran with and produced, so an unchanged rerun can be skipped.
+
+A receipt holds the stage's config hash, fingerprints of its inputs, the code version and
+its counts. `is_current` says whether a stored receipt matches a new run's config and inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from wikifaces import code_version
+from wikifaces.files import atomic_write_text, sha256_file
+
+
+def config_hash(config: BaseModel | dict[str, Any]) -> str:
+    """A stable hash of a config: its JSON with sorted keys."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint(path: str | os.PathLike[str]) -> str:
+    """A file's sha256, or for a folder (a shard dataset) the sha256 of its manifest; "" if absent."""
+    p = Path(path)
+    if p.is_dir():
+        m = p / "manifest.json"
+        return sha256_file(m) if m.exists() else ""
+    return sha256_file(p) if p.exists() else ""
+
+
+class Receipt(BaseModel):
+    stage: str
+    config_hash: str
+    config: dict[str, Any]
+    inputs: dict[str, str] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict)
+    code_version: str = Field(default_factory=code_version)
+    counts: dict[str, Any] = Field(default_factory=dict)
+    finished: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Receipt | None:
+        p = Path(path)
+        if not p.exists():
+            return None
+        try:
+            return cls.model_validate_json(p.read_text())
+        except ValueError:
+            return None  # a damaged receipt only means the stage reruns
+
+    def matches(self, config: BaseModel | dict[str, Any], inputs: dict[str, str]) -> bool:
+        """True when this receipt was made with the same config and inputs, and its outputs
+        are still as it left them."""
+        if self.config_hash != config_hash(config) or self.inputs != inputs:
+            return False
+        return all(fingerprint(path) == fp for path, fp in self.outputs.items())

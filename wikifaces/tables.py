@@ -1,0 +1,99 @@
+"""JSON-lines tables: the row-per-item outputs of every stage.
+
+A stage appends rows to a journal as items finish (flushed per row, so a SIGKILL loses at
+most the row being written) and, when it completes, rewrites the final table atomically,
+one row per item key, in a deterministic order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from wikifaces.files import atomic_open
+
+
+def read_jsonl(path: str | os.PathLike[str], missing_ok: bool = True) -> Iterator[dict[str, Any]]:
+    """Rows of a JSON-lines file. A torn last line (a killed writer) is skipped; a bad line
+    anywhere else is an error, because it means the file was damaged, not interrupted."""
+    p = Path(path)
+    if not p.exists():
+        if missing_ok:
+            return
+        raise FileNotFoundError(p)
+    lines = p.read_text(encoding="utf-8").split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline, as every complete file does
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{p}: line {n} is not valid JSON") from None
+    if tail.strip():
+        try:
+            yield json.loads(tail)
+        except json.JSONDecodeError:
+            return  # torn final line of a killed writer
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows atomically; returns how many."""
+    n = 0
+    with atomic_open(path, "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    return n
+
+
+class Journal:
+    """Append-only rows, flushed one by one; `latest()` gives the last row per key."""
+
+    def __init__(self, path: str | os.PathLike[str], key: Callable[[dict[str, Any]], str]) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: Any = None
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for row in read_jsonl(self.path):
+            rows[self.key(row)] = row
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self._fh is None:
+            self._repair_tail()
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        self._fh.flush()
+
+    def _repair_tail(self) -> None:
+        """Cut a torn last line left by a killed writer, so appends start on a fresh line."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as fh:
+            data = fh.read()
+            if data.endswith(b"\n"):
+                return
+            fh.truncate(data.rfind(b"\n") + 1)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
