@@ -282,6 +282,25 @@ def test_bad_bodies_become_rows_with_reasons(named_root, server, corpus, kind, s
     assert sum(r["status"] == "ok" for r in rows.values()) >= 5  # the others are unaffected
 
 
+def test_cmyk_and_exif_rotated_jpegs_are_kept_the_right_way_up(named_root, server, corpus):
+    from urllib.parse import quote
+
+    from scraping.validate import open_oriented
+
+    a, b = _first_with_image(corpus, 0), _first_with_image(corpus, 1)
+    server.add_fault("cmyk", endpoint="upload", match=quote(a.image), times=None)
+    server.add_fault("exif_rotated", endpoint="upload", match=quote(b.image), times=None)
+    fetch_images(ImagesConfig(limit=6, http=http(server)), named_root, progress=False)
+    rows = {r["title"]: r for r in image_rows(named_root)}
+    store = ImageStore(named_root / "raw/wikipedia/store")
+    ra, rb = rows[a.title], rows[b.title]
+    assert ra["status"] == rb["status"] == "ok"
+    assert rb["orientation"] == 6 and (rb["width"], rb["height"]) == (512, 600)  # as displayed: portrait
+    upright = open_oriented(store.get(rb["sha256"]))
+    assert upright.size == (512, 600) and upright.mode == "RGB"
+    assert open_oriented(store.get(ra["sha256"])).mode == "RGB"
+
+
 def test_oversized_body_is_cut_off(named_root, server, corpus):
     victim = _first_with_image(corpus)
     from urllib.parse import quote

@@ -35,7 +35,7 @@ class Fault:
     `match`: a substring of the path and query; `times`: how many requests it hits (None: all)."""
 
     kind: str  # 429, 503, 500, maxlag, slow, slow_body, truncated, html, html_as_image, svg,
-    #            gif_anim, bomb, oversized, not_image, corrupt_png, redirect
+    #            gif_anim, bomb, oversized, not_image, corrupt_png, cmyk, exif_rotated, redirect
     endpoint: str = "any"
     match: str = ""
     times: int | None = 1
@@ -189,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         if f.kind == "html_as_image":
             return self._send(200, b"<!DOCTYPE html><html><head><title>Wikimedia Error</title></head></html>",
                               "image/jpeg")
-        if f.kind in ("svg", "gif_anim", "bomb", "not_image", "corrupt_png", "oversized"):
+        if f.kind in ("svg", "gif_anim", "bomb", "not_image", "corrupt_png", "oversized", "cmyk", "exif_rotated"):
             body, ctype = _bad_body(f.kind)
             return self._send(200, body, ctype)
         return None  # slow_body and truncated act on the normal body
@@ -515,6 +515,19 @@ def _bad_body(kind: str) -> tuple[bytes, str]:
         data = bytearray(buf.getvalue())
         data[200:4000] = b"\x00" * 3800
         return bytes(data), "image/png"
+    if kind in ("cmyk", "exif_rotated"):
+        from wikifaces.samples import available_photos, load_rgb
+
+        photo = load_rgb(next(path for p, path in available_photos(faces=True) if p.id == "grace-hopper"))
+        im = Image.fromarray(photo)
+        buf = io.BytesIO()
+        if kind == "cmyk":
+            im.convert("CMYK").save(buf, "JPEG", quality=90)
+        else:  # stored lying on its side, with EXIF orientation 6 ("rotate 90 CW to view")
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            im.transpose(Image.Transpose.ROTATE_90).save(buf, "JPEG", quality=90, exif=exif)
+        return buf.getvalue(), "image/jpeg"
     if kind == "oversized":
         return b"\xff\xd8\xff\xe0" + b"\x00" * (60 * 1024 * 1024), "image/jpeg"
     raise ValueError(kind)
