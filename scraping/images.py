@@ -16,6 +16,7 @@ from typing import Any
 from bs4 import BeautifulSoup
 from rich.progress import Progress
 
+from wikifaces.imaging import check_image
 from wikifaces.paths import DataRoot
 from wikifaces.receipts import Receipt, config_hash, fingerprint
 from wikifaces.tables import Journal, read_jsonl, write_jsonl
@@ -25,7 +26,6 @@ from .http import DisallowedHost, HttpError, PoliteClient, TooLarge
 from .mediawiki import image_infos
 from .names import CACHE_FILE, NAMES_FILE
 from .store import ImageStore
-from .validate import check_image
 
 log = logging.getLogger("wikifaces.scraping")
 

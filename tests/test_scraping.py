@@ -285,7 +285,7 @@ def test_bad_bodies_become_rows_with_reasons(named_root, server, corpus, kind, s
 def test_cmyk_and_exif_rotated_jpegs_are_kept_the_right_way_up(named_root, server, corpus):
     from urllib.parse import quote
 
-    from scraping.validate import open_oriented
+    from wikifaces.imaging import open_oriented
 
     a, b = _first_with_image(corpus, 0), _first_with_image(corpus, 1)
     server.add_fault("cmyk", endpoint="upload", match=quote(a.image), times=None)

@@ -206,6 +206,41 @@ def images(
 
 
 @app.command()
+def detect(
+    min_face: Annotated[int, typer.Option(min=8, help="Smallest face kept, in source pixels.")] = 64,
+    size: Annotated[int, typer.Option(min=16, max=1024, help="Side of the square crops.")] = 128,
+    margin: Annotated[float, typer.Option(min=0, max=2, help="Added on each side, as a share of the box.")] = 0.25,
+    border: Annotated[str, typer.Option(help="clip or reflect")] = "reflect",
+    resize_filter: Annotated[str, typer.Option(help="area, lanczos, cubic or linear")] = "area",
+    verify: Annotated[str, typer.Option(help="none, eyes, alt2 or mtcnn")] = "mtcnn",
+    verify_threshold: Annotated[float, typer.Option(min=0, max=1)] = 0.9,
+    align_eyes: Annotated[bool, typer.Option(help="Rotate crops so the eyes are level.")] = False,
+    single_face_only: Annotated[bool, typer.Option(help="Keep only images with one face.")] = False,
+    detector: Annotated[str, typer.Option(help="haar, or yunet with --yunet-model")] = "haar",
+    yunet_model: Annotated[Path | None, typer.Option(help="A YuNet .onnx file (never downloaded).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: all cores).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    root: RootOption = None,
+) -> None:
+    """Stage `detect`: find, check and crop faces in the downloaded portraits."""
+    from faces import DetectConfig, detect_faces
+
+    config = _config_or_exit(lambda: DetectConfig(
+        min_face=min_face, size=size, margin=margin, border=border, resize_filter=resize_filter, verify=verify,
+        verify_threshold=verify_threshold, align_eyes=align_eyes, single_face_only=single_face_only,
+        detector=detector, yunet_model=yunet_model, workers=workers, limit=limit))
+    try:
+        summary = detect_faces(config, root)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    table = Table("status", "rows")
+    for status, n in sorted(summary.statuses.items(), key=lambda kv: -kv[1]):
+        table.add_row(status, str(n))
+    console.print(table)
+    console.print(f"{summary.faces} faces from {summary.images} images; written: {summary.output}")
+
+
+@app.command()
 def standin(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,
     people: Annotated[int, typer.Option(min=12, help="People in the stand-in's world.")] = 60,

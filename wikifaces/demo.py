@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from shards import ShardWriter, open_dataset, verify_dataset
+from shards import open_dataset, verify_dataset
 from shards.sheet import contact_sheet, write_png
 from wikifaces.paths import DataRoot
-from wikifaces.samples import random_crops
 
 DEMO_CONTACT = "wikifaces demo (offline stand-in)"
 
@@ -23,7 +21,7 @@ def run_demo(root: str | Path | None, console: Console) -> Path:
     from scraping.standin import StandinServer, build_corpus
 
     data = DataRoot.resolve(root)
-    with StandinServer(build_corpus(60)) as server:
+    with StandinServer(build_corpus(80, all_photos=True)) as server:
         http = HttpConfig(**server.endpoints(), contact=DEMO_CONTACT)
         console.rule(f"names and images from the offline Wikipedia stand-in at {server.url}")
         names = collect_names(NamesConfig(categories=("Stand-in people",), category_depth=2, http=http), data.root)
@@ -35,21 +33,21 @@ def run_demo(root: str | Path | None, console: Console) -> Path:
         console.print(table)
         console.print(f"rows: {images.output}")
 
-    out = data.processed("demo-crops")
-    console.rule("shards")
-    with ShardWriter(out, name="demo-crops", image_size=(64, 64), encoding="png", max_records=100,
-                     mode="overwrite", parameters={"size": 64, "per_photo": 24, "seed": 0}) as writer:
-        licences: Counter[str] = Counter()
-        for image, meta in random_crops(size=64, per_photo=24, seed=0):
-            writer.add(image, meta)
-            licences[meta["licence"]] += 1
-        writer.summary["licences"] = dict(licences)
-    report = verify_dataset(out, decode=True)
+    from faces import DetectConfig, detect_faces
+
+    console.rule("faces")
+    faces = detect_faces(DetectConfig(), data.root)
+    table = Table("face row status", "rows")
+    for status, n in sorted(faces.statuses.items(), key=lambda kv: -kv[1]):
+        table.add_row(status, str(n))
+    console.print(table)
+    crops = data.faces / "shards"
+    report = verify_dataset(crops, decode=True)
     if not report.ok:
-        raise SystemExit(f"demo dataset failed verification: {report.damaged}")
-    ds = open_dataset(out)
-    sheet = out.parent / "demo-crops-contact.png"
+        raise SystemExit(f"face shards failed verification: {report.damaged}")
+    ds = open_dataset(crops)
+    sheet = data.faces / "faces-contact.png"
     write_png(sheet, contact_sheet([ds[i].image for i in range(0, len(ds), max(1, len(ds) // 64))]))
-    console.print(f"dataset: {out} ({len(ds)} records in {len(ds.manifest.shards)} shards, verified)")
+    console.print(f"faces: {faces.faces} crops from {faces.images} images in {crops} (verified); table {faces.output}")
     console.print(f"contact sheet: {sheet}")
-    return out
+    return crops

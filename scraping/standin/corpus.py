@@ -127,7 +127,7 @@ _PHOTO_CACHE: dict[str, np.ndarray] = {}
 def _original(photo: str, width: int, height: int, crop: tuple[float, float, float], flip: bool,
               gain: float) -> np.ndarray:
     if photo not in _PHOTO_CACHE:
-        path = dict((p.id, path) for p, path in available_photos())[photo]
+        path = dict((p.id, path) for p, path in available_photos(demo_only=False))[photo]
         _PHOTO_CACHE[photo] = load_rgb(path)
     src = _PHOTO_CACHE[photo]
     h, w = src.shape[:2]
@@ -143,16 +143,17 @@ def _original(photo: str, width: int, height: int, crop: tuple[float, float, flo
     return img
 
 
-def build_corpus(people: int = 60, seed: int = 0) -> Corpus:
+def build_corpus(people: int = 60, seed: int = 0, all_photos: bool = False) -> Corpus:
     """A deterministic world of `people` people (at least 12) with the awkward cases real
     Wikipedia has: redirects, a redirect loop, disambiguation pages, people without a lead image,
     a non-free portrait, a lead image that shows no face, category cycles, a list page full of
-    links that are not people."""
+    links that are not people. `all_photos` draws portraits from every registered photograph
+    present (wheel and Debian data included), not only the default set of pip dependencies."""
     if people < 12:
         raise ValueError("the stand-in needs at least 12 people")
     rng = random.Random(seed)
-    face_photos = [(p, path) for p, path in available_photos(faces=True)]
-    other_photos = [(p, path) for p, path in available_photos(faces=False)]
+    face_photos = available_photos(faces=True, demo_only=not all_photos)
+    other_photos = available_photos(faces=False, demo_only=not all_photos)
     if not face_photos:
         raise RuntimeError("no packaged photographs with faces are installed (scikit-image, matplotlib)")
     sizes = {p.id: load_rgb(path).shape[:2] for p, path in face_photos + other_photos}

@@ -1,4 +1,5 @@
-"""Checking a downloaded body before it is trusted as a portrait.
+"""Image hygiene shared by the stages: checking a body before it is trusted, and decoding it
+the right way up as RGB whatever its mode.
 
 Order matters: the cheap checks (declared type, magic bytes, header dimensions against the
 pixel cap) come before the full decode, so a decompression bomb is refused from its header.
@@ -10,6 +11,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 RASTER = {"jpeg", "png", "webp", "gif", "tiff"}
@@ -84,8 +86,47 @@ def check_image(body: bytes, content_type: str = "", min_side: int = 64, max_pix
     return ImageCheck("ok", "", kind, w, h, orientation)
 
 
-def open_oriented(data: bytes) -> Image.Image:
-    """Decode stored bytes as an RGB image the right way up (EXIF orientation applied)."""
-    im = Image.open(io.BytesIO(data))
-    im = ImageOps.exif_transpose(im)
+class ImageProblem(Exception):
+    """An image that cannot be used; `status` and `reason` go into the row."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def open_oriented(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
+    """Decode bytes as an RGB PIL image the right way up: EXIF orientation applied; grey,
+    palette, CMYK and 16-bit converted; transparency composited over white. Raises
+    ImageProblem (too_large, corrupt, not_image) instead of crashing."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageProblem("too_large", f"{w}x{h} exceeds the cap of {max_pixels:,} pixels")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except ImageProblem:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageProblem("too_large", f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageProblem("not_image", "no image decoder accepts these bytes") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageProblem("corrupt", f"does not decode: {str(exc)[:100]}") from None
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 255.0 / max(1.0, float(arr.max()))
+        im = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8))
     return im.convert("RGB")
+
+
+def decode_rgb(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
+    """`open_oriented` as an RGB uint8 HxWx3 array."""
+    return np.asarray(open_oriented(data, max_pixels))

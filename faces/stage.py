@@ -1,0 +1,328 @@
+"""Stage `detect`: faces found, checked and cropped from every downloaded portrait.
+
+Each source image is processed once (people sharing a picture share its faces), in parallel
+processes with one detector each; results go to a journal as they finish, so a killed run
+resumes per source image. At the end the candidate crops are written as shards in a
+deterministic order, with `faces.jsonl` holding one row per detection (kept or not) and one
+per image in which nothing usable was found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+from rich.progress import Progress
+
+from shards import ShardWriter, is_complete, open_dataset
+from shards.format import encode_image
+from wikifaces.files import atomic_write_bytes
+from wikifaces.imaging import ImageProblem, decode_rgb
+from wikifaces.paths import DataRoot
+from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.tables import Journal, read_jsonl, write_jsonl
+
+from .config import DetectConfig
+from .crop import crop_face
+from .detect import FaceDetector, detector_info
+from .verify import Verifier, make_verifier
+
+log = logging.getLogger("wikifaces.faces")
+
+FACES_FILE = "faces.jsonl"
+JOURNAL_FILE = "faces.journal.jsonl"
+RECEIPT_FILE = "faces.receipt.json"
+SHARDS_DIR = "shards"
+REJECTED_DIR = "rejected"
+WORK_DIR = "work"
+REJECTED_SAMPLES = 256
+CARRIED = ("title", "file", "url", "licence", "licence_url", "artist", "credit", "attribution_required")
+
+
+@dataclass
+class DetectSummary:
+    images: int
+    faces: int
+    statuses: dict[str, int]
+    output: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+# -- the per-image work (runs in worker processes) ---------------------------------------------------------
+_WORKER: tuple[DetectConfig, FaceDetector, Verifier] | None = None
+
+
+def _init_worker(config: DetectConfig) -> None:
+    global _WORKER
+    cv2.setNumThreads(1)  # the pool is the parallelism
+    _WORKER = (config, FaceDetector(config), make_verifier(config.verify))
+
+
+def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDetector | None = None,
+                  verifier: Verifier | None = None) -> dict[str, Any]:
+    """Detect, verify, rank and crop the faces of one stored image. Returns a result with one
+    entry per detection; crops are returned as encoded bytes (kept and rejected alike)."""
+    detector = detector or FaceDetector(config)
+    verifier = verifier or make_verifier(config.verify)
+    result: dict[str, Any] = {"source_sha256": sha256, "status": "ok", "reason": "", "width": None,
+                              "height": None, "faces": []}
+    try:
+        rgb = decode_rgb(Path(path).read_bytes(), config.max_pixels)
+    except FileNotFoundError:
+        result.update(status="missing_source", reason="the stored image is gone (taken down?)")
+        return result
+    except ImageProblem as exc:
+        result.update(status=exc.status, reason=exc.reason)
+        return result
+    result.update(height=int(rgb.shape[0]), width=int(rgb.shape[1]))
+    dets = detector.detect(rgb)
+    scores = verifier.scores(rgb, dets) if config.verify != "none" else [None] * len(dets)
+    entries = []
+    for det, score in zip(dets, scores, strict=True):
+        ok = score is None or score >= config.verify_threshold
+        entries.append({"det": det, "score": score, "verified": ok})
+    verified = sorted((e for e in entries if e["verified"]), key=lambda e: (-e["det"].side, e["det"].box))
+    rejected = sorted((e for e in entries if not e["verified"]), key=lambda e: (-e["det"].side, e["det"].box))
+    sides = [e["det"].side for e in verified]
+    second = round(sides[1] / sides[0], 3) if len(sides) > 1 else 0.0
+    for rank, e in enumerate(verified + rejected):
+        det = e["det"]
+        face: dict[str, Any] = {
+            "rank": rank, "box": list(det.box), "neighbors": det.neighbors, "verify_score": e["score"],
+            "faces_in_image": len(verified), "second_face_ratio": second,
+        }
+        if not e["verified"]:
+            face.update(status="unverified",
+                        reason=f"{config.verify} score {e['score']:.2f} < {config.verify_threshold}")
+        elif det.side < config.min_face:
+            face.update(status="too_small", reason=f"face of {det.side} px < min_face {config.min_face}")
+        elif config.single_face_only and len(verified) > 1:
+            face.update(status="not_single", reason=f"{len(verified)} faces in the image; single_face_only")
+        else:
+            face.update(status="ok", reason="")
+        crop, transform = crop_face(rgb, det.box, config)
+        face["crop"] = transform
+        face["crop_bytes"] = encode_image(crop, config.encoding)
+        result["faces"].append(face)
+    if not verified:
+        result.update(status="no_face", reason="no face found" if not dets else
+                      f"{len(dets)} detection(s), none confirmed by {config.verify}")
+    elif not any(f["status"] == "ok" for f in result["faces"]):
+        result.update(status="no_usable_face", reason="faces found, none kept (see the face rows)")
+    return result
+
+
+def _work(args: tuple[str, str]) -> dict[str, Any]:
+    assert _WORKER is not None, "worker not initialised"
+    config, detector, verifier = _WORKER
+    return process_image(args[0], args[1], config, detector, verifier)
+
+
+# -- the stage ------------------------------------------------------------------------------------------------
+def results_hash(config: DetectConfig) -> str:
+    """The hash of what decides a face's result: not how many workers, nor how many images."""
+    return config_hash(config.model_dump(mode="json", exclude={"workers", "limit"}))
+
+
+def face_key(sha256: str, rank: int) -> str:
+    return f"{sha256[:24]}-{rank:02d}"
+
+
+def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | None = None,
+                 progress: bool = True) -> DetectSummary:
+    """Run detection over every `ok` row of images.jsonl; resumable per source image."""
+    data = DataRoot.resolve(root)
+    images_path = data.raw_wikipedia / "images.jsonl"
+    if not images_path.exists():
+        raise FileNotFoundError(f"{images_path} does not exist: run the images stage first")
+    out_dir = data.faces
+    work = out_dir / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+    _recover_swap(out_dir / SHARDS_DIR)
+    _recover_swap(out_dir / REJECTED_DIR)
+
+    sources: dict[str, list[dict[str, Any]]] = {}  # sha256 -> the image rows using it, in order
+    for row in read_jsonl(images_path):
+        if row.get("status") == "ok" and row.get("sha256"):
+            sources.setdefault(row["sha256"], []).append(row)
+    shas = list(sources)[: config.limit] if config.limit else list(sources)
+
+    chash = results_hash(config)
+    journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["source_sha256"])
+    done = {r["source_sha256"]: r for r in journal.latest().values() if r.get("config_hash") == chash}
+    previous = _previous_results(out_dir, chash)
+    for sha, r in previous.items():
+        done.setdefault(sha, r)
+    todo = [s for s in shas if s not in done]
+
+    def record(result: dict[str, Any]) -> None:
+        for face in result["faces"]:
+            key = face_key(result["source_sha256"], face["rank"])
+            atomic_write_bytes(work / f"{key}.{config.encoding}", face.pop("crop_bytes"))
+            face["key"] = key
+        result["config_hash"] = chash
+        journal.append(result)
+        done[result["source_sha256"]] = result
+
+    store = data.image_store
+    tasks = [(str(store / s[:2] / s[2:4] / s), s) for s in todo]
+    workers = min(config.workers or os.cpu_count() or 1, max(1, len(tasks)))
+    with Progress(disable=not progress or not tasks, transient=True) as bar:
+        task = bar.add_task("detecting faces", total=len(tasks))
+        if workers == 1:
+            detector, verifier = FaceDetector(config), make_verifier(config.verify)
+            for path, sha in tasks:
+                record(process_image(path, sha, config, detector, verifier))
+                bar.advance(task)
+        elif tasks:
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool:
+                pending: set[Future] = set()
+                it = iter(tasks)
+                for t in it:
+                    pending.add(pool.submit(_work, t))
+                    if len(pending) >= workers * 4:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            record(f.result())
+                            bar.advance(task)
+                for f in pending:
+                    record(f.result())
+                    bar.advance(task)
+    journal.close()
+
+    rows = _table(shas, sources, done, config)
+    kept = _write_shards(out_dir, rows, work, previous_dataset=out_dir / SHARDS_DIR, config=config)
+    write_jsonl(out_dir / FACES_FILE, rows)
+    journal.remove()
+    shutil.rmtree(work, ignore_errors=True)
+    statuses = Counter(r["status"] for r in rows)
+    counts = {"images": len(shas), "faces": kept, "statuses": dict(statuses), "processed_now": len(todo)}
+    Receipt(stage="detect", config_hash=chash, config=config.model_dump(mode="json"),
+            inputs={"images": fingerprint(images_path)},
+            outputs={str(out_dir / FACES_FILE): fingerprint(out_dir / FACES_FILE)},
+            counts=counts).write(out_dir / RECEIPT_FILE)
+    return DetectSummary(len(shas), kept, dict(statuses), out_dir / FACES_FILE, counts)
+
+
+def _previous_results(out_dir: Path, chash: str) -> dict[str, dict[str, Any]]:
+    """Per-source results of a completed earlier run with the same config, from faces.jsonl."""
+    receipt = Receipt.read(out_dir / RECEIPT_FILE)
+    if receipt is None or receipt.config_hash != chash or not is_complete(out_dir / SHARDS_DIR):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for row in read_jsonl(out_dir / FACES_FILE):
+        r = out.setdefault(row["source_sha256"], {"source_sha256": row["source_sha256"], "faces": [],
+                                                  "status": row["image_status"], "reason": row["image_reason"],
+                                                  "width": row["image_width"], "height": row["image_height"],
+                                                  "config_hash": chash})
+        if row.get("rank") is not None:
+            r["faces"].append({k: row[k] for k in ("rank", "box", "neighbors", "verify_score", "faces_in_image",
+                                                   "second_face_ratio", "status", "reason", "crop", "key")})
+    return out
+
+
+def _table(shas: list[str], sources: dict[str, list[dict[str, Any]]], done: dict[str, dict[str, Any]],
+           config: DetectConfig) -> list[dict[str, Any]]:
+    det = detector_info(config)
+    verifier = {"name": config.verify, "threshold": config.verify_threshold}
+    rows = []
+    for sha in shas:
+        result = done[sha]
+        people = sources[sha]
+        base = {
+            "source_sha256": sha, "person_id": people[0]["person_id"], "person_ids": [p["person_id"] for p in people],
+            **{k: people[0].get(k) for k in CARRIED},
+            "image_status": result["status"], "image_reason": result["reason"],
+            "image_width": result["width"], "image_height": result["height"],
+            "detector": det, "verifier": verifier,
+        }
+        if not result["faces"]:
+            rows.append({**base, "key": None, "rank": None, "box": None, "neighbors": None, "verify_score": None,
+                         "faces_in_image": 0, "second_face_ratio": 0.0, "crop": None,
+                         "status": result["status"], "reason": result["reason"]})
+        for face in result["faces"]:
+            rows.append({**base, **face})
+    return rows
+
+
+def _crop_bytes(key: str, work: Path, encoding: str, old: Any, old_index: dict[str, int]) -> bytes:
+    p = work / f"{key}.{encoding}"
+    if p.exists():
+        return p.read_bytes()
+    if old is not None and key in old_index:
+        return old.read_bytes(old_index[key])
+    raise FileNotFoundError(f"the crop of face {key} is neither in {work} nor in the previous shards")
+
+
+def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previous_dataset: Path,
+                  config: DetectConfig) -> int:
+    """Write kept crops to shards (and a sample of rejected ones), via a temporary folder swap."""
+    old = open_dataset(previous_dataset) if is_complete(previous_dataset) else None
+    old_index = {m["key"]: i for i, m in enumerate(old.iter_meta())} if old is not None else {}
+    old_rej = out_dir / REJECTED_DIR
+    old_r = open_dataset(old_rej) if is_complete(old_rej) else None
+    old_r_index = {m["key"]: i for i, m in enumerate(old_r.iter_meta())} if old_r is not None else {}
+    size = (config.size, config.size)
+    params = config.model_dump(mode="json")
+    licences: Counter[str] = Counter()
+    kept = 0
+    tmp, tmp_rej = out_dir / f"{SHARDS_DIR}.tmp", out_dir / f"{REJECTED_DIR}.tmp"
+    for t in (tmp, tmp_rej):
+        shutil.rmtree(t, ignore_errors=True)
+    with ShardWriter(tmp, name="faces-candidates", image_size=size, encoding=config.encoding,
+                     parameters=params) as w, \
+            ShardWriter(tmp_rej, name="faces-rejected", image_size=size, encoding=config.encoding,
+                        parameters=params) as wr:
+        for row in rows:
+            if row["key"] is None:
+                continue
+            meta = {k: row[k] for k in ("key", "person_id", "person_ids", "title", "source_sha256", "rank", "box",
+                                        "faces_in_image", "second_face_ratio", "verify_score", "licence",
+                                        "licence_url", "artist", "credit", "file", "url", "status", "reason")}
+            meta["crop"] = row["crop"]
+            if row["status"] == "ok":
+                w.add_encoded(_crop_bytes(row["key"], work, config.encoding, old, old_index), meta)
+                licences[row["licence"] or "unknown"] += 1
+                kept += 1
+            elif wr.count < REJECTED_SAMPLES:
+                with contextlib.suppress(FileNotFoundError):
+                    wr.add_encoded(_crop_bytes(row["key"], work, config.encoding, old_r, old_r_index), meta)
+        w.summary["licences"] = dict(licences)
+    for ds in (old, old_r):
+        if ds is not None:
+            ds.close()
+    _swap(tmp, out_dir / SHARDS_DIR)
+    _swap(tmp_rej, out_dir / REJECTED_DIR)
+    return kept
+
+
+def _swap(new: Path, final: Path) -> None:
+    """Replace `final` with `new`; a crash in between leaves `final.old`, which the next run restores."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_swap(final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    if old.exists() and not final.exists():
+        old.rename(final)
+
+
+def read_face_crops(root: str | os.PathLike[str] | None = None) -> Any:
+    """The candidate face dataset of a data root (a shards Dataset)."""
+    return open_dataset(DataRoot.resolve(root).faces / SHARDS_DIR)
+
