@@ -240,6 +240,72 @@ def detect(
     console.print(f"{summary.faces} faces from {summary.images} images; written: {summary.output}")
 
 
+@app.command("lsun-import")
+def lsun_import(
+    source: Annotated[Path, typer.Argument(help="LSUN LMDB directory (e.g. bedroom_train_lmdb) or image folder.")],
+    category: Annotated[str, typer.Option(help="Category name, for the output folder.")] = "bedroom",
+    size: Annotated[int, typer.Option(min=0, help="Shorter side to this, then centre crop; 0 keeps sizes.")] = 64,
+    encoding: Annotated[str, typer.Option(help="jpeg, png or webp")] = "jpeg",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: all cores).")] = None,
+    root: RootOption = None,
+) -> None:
+    """Stage `lsun-import`: an LSUN category into shards, streamed, resumable."""
+    from dedup import LsunImportConfig, import_lsun
+
+    config = _config_or_exit(lambda: LsunImportConfig(source=source, category=category, size=size or None,
+                                                      encoding=encoding, limit=limit, workers=workers))
+    try:
+        summary = import_lsun(config, root)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    console.print(f"imported {summary.imported} images ({summary.counts.get('rejected', 0)} rejected) "
+                  f"into {summary.output}")
+
+
+@app.command("lsun-sample")
+def lsun_sample(
+    out: Annotated[Path, typer.Argument(help="Folder to create: an LSUN-format LMDB.")],
+    n: Annotated[int, typer.Option(min=1, help="Images.")] = 500,
+    size: Annotated[int, typer.Option(min=16, help="Shorter side of each image.")] = 256,
+    fmt: Annotated[str, typer.Option("--format", help="webp or jpeg")] = "webp",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a small LSUN-format LMDB from real photographs (with planted near-duplicates)."""
+    from dedup import write_lsun_lmdb
+
+    if fmt not in ("webp", "jpeg"):
+        _fail("--format must be webp or jpeg", 2)
+    planted = write_lsun_lmdb(out, n, size, fmt, seed)
+    console.print(f"wrote {n} images ({len(planted)} planted near-duplicates) to {out}")
+
+
+@app.command()
+def dedup(
+    dataset: Annotated[Path | None, typer.Argument(help="A shard dataset (default: the face candidates).")] = None,
+    method: Annotated[str, typer.Option(help="phash, dhash, whash, ahash or ae")] = "phash",
+    threshold: Annotated[int | None, typer.Option(min=0, max=64, help="Hamming distance (default: chosen).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: beside the dataset).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes for hashing.")] = None,
+    root: RootOption = None,
+) -> None:
+    """Stage `dedup`: exact and near-duplicate groups, one record kept from each."""
+    from dedup import DedupConfig, find_duplicates
+    from shards import ShardError
+    from wikifaces.paths import DataRoot
+
+    extra = {} if threshold is None else {"threshold": threshold}
+    config = _config_or_exit(lambda: DedupConfig(method=method, workers=workers, **extra))
+    target = dataset or DataRoot.resolve(root).faces / "shards"
+    try:
+        s = find_duplicates(config, target, out)
+    except ShardError as exc:
+        _fail(str(exc))
+    console.print(f"{s.records} records: {s.removed} duplicates removed in {s.clusters} groups, {s.kept} kept, "
+                  f"{s.corrupt} unreadable ({config.method}, threshold {config.threshold})")
+    console.print(f"written: {s.out_dir} (keep.npy, clusters.jsonl, removed.jsonl, gallery.png)")
+
+
 @app.command()
 def standin(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,

@@ -50,4 +50,11 @@ def run_demo(root: str | Path | None, console: Console) -> Path:
     write_png(sheet, contact_sheet([ds[i].image for i in range(0, len(ds), max(1, len(ds) // 64))]))
     console.print(f"faces: {faces.faces} crops from {faces.images} images in {crops} (verified); table {faces.output}")
     console.print(f"contact sheet: {sheet}")
+
+    from dedup import DedupConfig, find_duplicates
+
+    console.rule("dedup")
+    d = find_duplicates(DedupConfig(), crops)
+    console.print(f"dedup: {d.removed} near-duplicate faces removed in {d.clusters} groups, {d.kept} kept "
+                  f"(phash, threshold {DedupConfig().threshold}); gallery {d.out_dir / 'gallery.png'}")
     return crops

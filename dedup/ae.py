@@ -1,0 +1,132 @@
+"""The paper's own hash, as an option (`method="ae"`).
+
+Radford et al. trained "a 3072-128-3072 de-noising dropout regularized RELU autoencoder on
+32x32 downsampled center-crops of training examples" and binarised the code layer "via
+thresholding the ReLU activation", a semantic hash. Here: the same network trained with torch
+on the dataset itself (a sample of it when large), then every record's code layer, thresholded
+at zero, packed into uint64 words for the same Hamming search as the perceptual hashes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from shards import open_dataset
+
+from .hashing import CORRUPT, Hashes, centre_crop, hash_bytes
+
+
+class DenoisingAutoencoder(nn.Module):
+    """3072-128-3072 with a ReLU code. Inputs are standardised per pixel (the statistics are part
+    of the model): on raw [0, 1] pixels the decoder's bias alone learns the mean image and the code
+    units die, which makes every hash the same."""
+
+    def __init__(self, bits: int = 128, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(3072, bits)
+        self.dropout = nn.Dropout(dropout)
+        self.decoder = nn.Linear(bits, 3072)
+        self.register_buffer("mean", torch.zeros(3072))
+        self.register_buffer("std", torch.ones(3072))
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.encoder(self.standardise(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.dropout(self.code(x)))
+
+
+@dataclass
+class AeTrainingReport:
+    samples: int
+    epochs: int
+    final_loss: float
+
+
+def train_autoencoder(crops: np.ndarray, bits: int = 128, epochs: int = 30, seed: int = 0, noise: float = 0.1,
+                      batch: int = 128) -> tuple[DenoisingAutoencoder, AeTrainingReport]:
+    """Train on (N, 32, 32, 3) uint8 crops: Gaussian input noise (the denoising), dropout on
+    the code, mean squared error on standardised pixels."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(crops.reshape(len(crops), -1)).float() / 255.0
+    model = DenoisingAutoencoder(bits)
+    if len(x):
+        model.mean.copy_(x.mean(0))
+        model.std.copy_(x.std(0).clamp_min(1e-3) if len(x) > 1 else torch.ones(3072))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss = torch.tensor(0.0)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for k in range(0, len(x), batch):
+            xb = x[perm[k : k + batch]]
+            noisy = xb + noise * torch.randn(xb.shape, generator=gen)
+            loss = nn.functional.mse_loss(model(noisy), model.standardise(xb))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model, AeTrainingReport(len(x), epochs, float(loss.detach()))
+
+
+@torch.no_grad()
+def ae_codes(model: DenoisingAutoencoder, crops: np.ndarray) -> np.ndarray:
+    """Code layer > 0, packed: (N, bits/64) uint64."""
+    x = torch.from_numpy(crops.reshape(len(crops), -1)).float() / 255.0
+    bits = (model.code(x) > 0).numpy()
+    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
+
+
+def ae_hash_images(dataset: str | os.PathLike[str], bits: int = 128, epochs: int = 30, seed: int = 0,
+                   max_train: int = 100_000) -> Hashes:
+    """Train on (a sample of) the dataset, then hash every record with the code layer."""
+    ds = open_dataset(dataset)
+    n = len(ds)
+    crops = np.zeros((n, 32, 32, 3), np.uint8) if n <= 4 * max_train else None
+    rng = np.random.default_rng(seed)
+    train_idx = np.sort(rng.choice(n, min(n, max_train), replace=False)) if n else np.zeros(0, int)
+    pixels = np.zeros(n, np.int64)
+    status = np.zeros(n, np.int8)
+    sha_b = np.zeros(n, "S16")
+    sha_p = np.zeros(n, "S16")
+    train = []
+    wanted = set(train_idx.tolist())
+    for i, data, _ in ds.iter_encoded():
+        _, pixels[i], sha_b[i], sha_p[i], error = hash_bytes(data, "ahash")
+        crop = centre_crop(data) if not error else None
+        if crop is None:
+            status[i] = CORRUPT
+            continue
+        if crops is not None:
+            crops[i] = crop
+        if i in wanted:
+            train.append(crop)
+    model, _ = train_autoencoder(np.stack(train) if train else np.zeros((0, 32, 32, 3), np.uint8), bits, epochs, seed)
+    codes = np.zeros((n, bits // 64), np.uint64)
+    if crops is not None:
+        for a in range(0, n, 8192):
+            codes[a : a + 8192] = ae_codes(model, crops[a : a + 8192])
+    else:  # too many to hold: a second streaming pass
+        buf, idx = [], []
+        for i, data, _ in ds.iter_encoded():
+            crop = centre_crop(data)
+            if crop is not None:
+                buf.append(crop)
+                idx.append(i)
+            if len(buf) == 8192:
+                codes[idx] = ae_codes(model, np.stack(buf))
+                buf, idx = [], []
+        if buf:
+            codes[idx] = ae_codes(model, np.stack(buf))
+    codes[status == CORRUPT] = 0
+    ds.close()
+    return Hashes(codes, pixels, status, sha_b, sha_p, "ae")

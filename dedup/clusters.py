@@ -1,0 +1,40 @@
+"""Phase two of dedup: pairs to clusters (union-find as graph components), and the keep rule."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .search import as_words
+
+KEEP_RULE = "largest resolution (width x height), then lowest key"
+
+
+def components(n: int, edges: np.ndarray) -> np.ndarray:
+    """Component label of each of n nodes, given (i, j, ...) edges."""
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if len(edges) == 0:
+        return np.arange(n)
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def hamming(codes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    c = as_words(codes)
+    x = c[i] ^ c[j]
+    return np.unpackbits(x.view(np.uint8), axis=1).sum(axis=1).astype(np.int64)
+
+
+def select_keepers(labels: np.ndarray, members: np.ndarray, pixels: np.ndarray, keys: list[str]) -> dict[int, int]:
+    """For every cluster (label shared by 2+ members), the member to keep: the most pixels, then
+    the lowest key. `members` are record indices, `keys` their keys; order of input is irrelevant."""
+    best: dict[int, tuple[int, str, int]] = {}
+    for m, key in zip(members.tolist(), keys, strict=True):
+        lab = int(labels[m])
+        cand = (-int(pixels[m]), key, m)
+        if lab not in best or cand < best[lab]:
+            best[lab] = cand
+    return {lab: v[2] for lab, v in best.items()}

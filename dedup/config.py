@@ -1,0 +1,42 @@
+"""Configuration of the `lsun-import` and `dedup` stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HashMethod = Literal["phash", "dhash", "whash", "ahash", "ae"]
+
+
+class LsunImportConfig(BaseModel):
+    """Read an LSUN category (its LMDB release, or a folder of images) into shards."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Path = Field(description="An LSUN LMDB directory (e.g. bedroom_train_lmdb) or an image folder.")
+    category: str = Field(default="bedroom", pattern=r"^[A-Za-z0-9_.-]+$")
+    size: Annotated[int | None, Field(ge=8, le=4096)] = 64  # shorter side to this, then centre crop; None: keep
+    encoding: Literal["jpeg", "png", "webp"] = "jpeg"
+    quality: Annotated[int, Field(ge=1, le=100)] = 95
+    limit: Annotated[int | None, Field(ge=1)] = None
+    max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
+    shard_records: Annotated[int, Field(ge=1)] = 50_000
+    workers: Annotated[int | None, Field(ge=1)] = None
+
+
+class DedupConfig(BaseModel):
+    """Find near-duplicates in a shard dataset and choose which record of each group to keep."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: HashMethod = "phash"
+    # Chosen with bench/dedup_quality.py: the highest recall at precision >= 0.99 for phash.
+    threshold: Annotated[int, Field(ge=0, le=64)] = 5
+    exact: bool = True  # also group records with identical bytes or pixels
+    ae_bits: Annotated[int, Field(ge=64, le=256, multiple_of=64)] = 128
+    ae_epochs: Annotated[int, Field(ge=1, le=500)] = 30
+    seed: int = 0
+    gallery_clusters: Annotated[int, Field(ge=0, le=200)] = 24
+    workers: Annotated[int | None, Field(ge=1)] = None

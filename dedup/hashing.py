@@ -1,0 +1,184 @@
+"""Phase one of dedup: perceptual hashes of every record, computed once and saved.
+
+Each record is decoded as grey at full size (for the pixel checksum and its resolution),
+shrunk with area averaging to a small square, then hashed with imagehash (phash, dhash, whash
+or ahash, 64 bits). Work is split into parts of consecutive records; each part is hashed in a
+worker process straight from the shards and saved as soon as it is done, so a killed run
+resumes at the first missing part. A new threshold never rehashes: the search reads the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import imagehash
+import numpy as np
+from PIL import Image
+from rich.progress import Progress
+
+from shards import open_dataset
+from wikifaces.files import atomic_open
+from wikifaces.receipts import fingerprint
+
+log = logging.getLogger("wikifaces.dedup")
+
+OK, CORRUPT = 0, 1
+PART_SIZE = 20_000
+_FUNCS: dict[str, Callable[..., imagehash.ImageHash]] = {
+    "phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash.whash, "ahash": imagehash.average_hash,
+}
+
+
+@dataclass
+class Hashes:
+    """Per-record arrays, aligned with the dataset's record indices."""
+
+    codes: np.ndarray  # uint64 (N, W)
+    pixels: np.ndarray  # int64: width * height
+    status: np.ndarray  # int8: OK or CORRUPT
+    sha_bytes: np.ndarray  # S16: first half of the sha256 of the encoded bytes
+    sha_pixels: np.ndarray  # S16: of the decoded grey pixels and their shape
+    method: str
+    parts_computed: int = 0  # how many parts this run hashed (the rest were reused)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with atomic_open(path) as fh:
+            np.savez(fh, codes=self.codes, pixels=self.pixels, status=self.status, sha_bytes=self.sha_bytes,
+                     sha_pixels=self.sha_pixels, method=np.array(self.method))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Hashes:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["codes"], z["pixels"], z["status"], z["sha_bytes"], z["sha_pixels"], str(z["method"]))
+
+    @classmethod
+    def concat(cls, parts: list[Hashes]) -> Hashes:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("codes", "pixels", "status", "sha_bytes", "sha_pixels")), parts[0].method)
+
+
+def _bits_to_uint64(bits: np.ndarray) -> np.ndarray:
+    """Flattened bool hash bits (most significant first, as imagehash prints them) as uint64 words."""
+    flat = np.asarray(bits, dtype=bool).ravel()
+    words = np.packbits(flat).view(">u8").astype(np.uint64)
+    return words
+
+
+def hash_bytes(data: bytes, method: str = "phash") -> tuple[np.ndarray | None, int, bytes, bytes, str]:
+    """(code words or None, pixels, sha256[:16] of bytes, of pixels, error) for one encoded image."""
+    sha_b = hashlib.sha256(data).digest()[:16]
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if grey is None or grey.size == 0:
+        return None, 0, sha_b, b"", "the image does not decode"
+    h, w = grey.shape
+    sha_p = hashlib.sha256(grey.tobytes() + f"{h}x{w}".encode()).digest()[:16]
+    small = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA)
+    code = _bits_to_uint64(_FUNCS[method](Image.fromarray(small), hash_size=8).hash)
+    return code, h * w, sha_b, sha_p, ""
+
+
+def hash_part(dataset: str, start: int, stop: int, method: str) -> tuple[Hashes, list[dict[str, Any]]]:
+    """Hash records start..stop-1 of a dataset (runs in a worker process)."""
+    cv2.setNumThreads(1)
+    ds = open_dataset(dataset)
+    n = stop - start
+    codes = np.zeros((n, 1), np.uint64)
+    pixels = np.zeros(n, np.int64)
+    status = np.zeros(n, np.int8)
+    sha_b = np.zeros(n, "S16")
+    sha_p = np.zeros(n, "S16")
+    rejected = []
+    for i, data, meta in ds.iter_encoded(start, stop):
+        k = i - start
+        code, pixels[k], sha_b[k], sha_p[k], error = hash_bytes(data, method)
+        if code is None:
+            status[k] = CORRUPT
+            rejected.append({"index": i, "key": meta.get("key"), "status": "corrupt", "reason": error})
+        else:
+            codes[k] = code
+    ds.close()
+    return Hashes(codes, pixels, status, sha_b, sha_p, method), rejected
+
+
+def hash_images(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
+                workers: int | None = None, part_size: int = PART_SIZE, progress: bool = True) -> Hashes:
+    """Hash every record of a shard dataset into `out_dir/hashes-<method>.npz` (returned).
+
+    Parts already hashed for this dataset and method are reused, so a killed run resumes."""
+    if method not in _FUNCS:
+        raise ValueError(f"hash method must be one of {sorted(_FUNCS)}, not {method!r}")
+    ds = open_dataset(dataset)
+    n = len(ds)
+    out = Path(out_dir)
+    final = out / f"hashes-{method}.npz"
+    tag = fingerprint(dataset)[:16]
+    parts_dir = out / f"hash-parts-{method}-{tag}"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    spans = [(a, min(n, a + part_size)) for a in range(0, n, part_size)]
+    names = [parts_dir / f"part-{k:05d}.npz" for k in range(len(spans))]
+    todo = [(k, s) for k, s in enumerate(spans) if not names[k].exists()]
+    workers = min(workers or os.cpu_count() or 1, max(1, len(todo)))
+    with Progress(disable=not progress or not todo, transient=True) as bar:
+        task = bar.add_task(f"hashing ({method})", total=sum(b - a for _, (a, b) in todo))
+
+        def done(k: int, result: tuple[Hashes, list[dict[str, Any]]]) -> None:
+            hashes, rejected = result
+            with atomic_open(names[k].with_suffix(".rejected.jsonl"), "w") as fh:
+                for row in rejected:
+                    fh.write(_json(row) + "\n")
+            hashes.save(names[k])
+            bar.advance(task, spans[k][1] - spans[k][0])
+
+        if workers <= 1:
+            for k, (a, b) in todo:
+                done(k, hash_part(str(dataset), a, b, method))
+        elif todo:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(hash_part, str(dataset), a, b, method): k for k, (a, b) in todo}
+                for fut in as_completed(futures):
+                    done(futures[fut], fut.result())
+    if n == 0:
+        empty = Hashes(np.zeros((0, 1), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int8),
+                       np.zeros(0, "S16"), np.zeros(0, "S16"), method)
+        empty.save(final)
+        return empty
+    hashes = Hashes.concat([Hashes.load(p) for p in names])
+    hashes.parts_computed = len(todo)
+    hashes.save(final)
+    rejected_rows = [line for p in names for line in p.with_suffix(".rejected.jsonl").read_text().splitlines()]
+    with atomic_open(out / f"hash-rejected-{method}.jsonl", "w") as fh:
+        fh.write("".join(line + "\n" for line in rejected_rows))
+    for p in parts_dir.iterdir():
+        p.unlink()
+    parts_dir.rmdir()
+    return hashes
+
+
+def _json(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=True)
+
+
+def centre_crop(data: bytes, size: int = 32) -> np.ndarray | None:
+    """A centre crop, `size` pixels square, in colour: the autoencoder's input."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if img is None:
+        return None
+    h, w = img.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    return cv2.resize(img[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+
+

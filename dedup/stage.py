@@ -1,0 +1,210 @@
+"""Stage `dedup`: exact and near-duplicate groups in a shard dataset, and the keep list.
+
+Order of work: hashes (computed once per method and saved), exact duplicates (identical bytes
+or pixels), identical hash codes, then every pair of distinct codes within the threshold
+through the multi-index search. Groups are the components of the union of all these links;
+in each, one record is kept by an explicit rule (largest resolution, then lowest key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from shards import open_dataset
+from shards.sheet import write_png
+from wikifaces.files import atomic_open, atomic_write_json
+from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.tables import write_jsonl
+
+from .clusters import KEEP_RULE, components, hamming, select_keepers
+from .config import DedupConfig
+from .hashing import CORRUPT, Hashes, hash_images
+from .search import find_pairs
+
+log = logging.getLogger("wikifaces.dedup")
+
+
+@dataclass
+class DedupSummary:
+    records: int
+    kept: int
+    removed: int
+    clusters: int
+    corrupt: int
+    out_dir: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def default_out_dir(dataset: str | os.PathLike[str]) -> Path:
+    """`.../<set>/shards` -> `.../<set>/dedup`."""
+    p = Path(dataset)
+    return p.parent / "dedup" if p.name == "shards" else p.with_name(p.name + "-dedup")
+
+
+def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bool = True) -> Hashes:
+    """The saved hashes of this dataset and method, computing them if missing or stale."""
+    path = out_dir / f"hashes-{config.method}.npz"
+    stamp = out_dir / f"hashes-{config.method}.json"
+    want = {"dataset": fingerprint(dataset), "method": config.method}
+    if config.method == "ae":
+        want.update(bits=config.ae_bits, epochs=config.ae_epochs, seed=config.seed)
+    if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == want:
+        return Hashes.load(path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.method == "ae":
+        from .ae import ae_hash_images
+
+        hashes = ae_hash_images(dataset, config.ae_bits, config.ae_epochs, config.seed)
+        hashes.save(path)
+    else:
+        hashes = hash_images(dataset, out_dir, config.method, config.workers, progress=progress)
+    atomic_write_json(stamp, want)
+    return hashes
+
+
+def exact_edges(hashes: Hashes, valid: np.ndarray) -> np.ndarray:
+    """Links from every record to the first with the same bytes, pixels or hash code."""
+    edges = []
+    idx = np.flatnonzero(valid)
+    for column in (hashes.sha_bytes, hashes.sha_pixels):
+        _, first, inverse = np.unique(column[idx], return_index=True, return_inverse=True)
+        src = idx[first[inverse]]
+        mask = src != idx
+        edges.append(np.stack([src[mask], idx[mask]], axis=1))
+    return np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
+
+
+def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
+                    progress: bool = True) -> DedupSummary:
+    """Hash (or reuse hashes), search, cluster, keep; write the outputs under `out_dir`."""
+    dataset = Path(dataset)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    hashes = load_or_hash(config, dataset, out, progress)
+    n = len(hashes)
+    valid = hashes.status != CORRUPT
+
+    # 1. identical bytes or pixels  2. identical codes  3. codes within the threshold
+    exact = exact_edges(hashes, valid) if config.exact else np.zeros((0, 2), np.int64)
+    idx = np.flatnonzero(valid)
+    uniq, first, inverse = np.unique(hashes.codes[idx], axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    same_code = np.stack([idx[first[inverse]], idx], axis=1)
+    same_code = same_code[same_code[:, 0] != same_code[:, 1]]
+    near = find_pairs(uniq, config.threshold)
+    near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
+    links = np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64)
+    labels = components(n, links)
+
+    sizes = np.bincount(labels, minlength=n) if n else np.zeros(0, np.int64)
+    in_cluster = np.flatnonzero(valid & (sizes[labels] > 1))
+    ds = open_dataset(dataset)
+    keys = [ds.read_meta(int(i))["key"] for i in in_cluster]
+    key_of = dict(zip(in_cluster.tolist(), keys, strict=True))
+    keepers = select_keepers(labels, in_cluster, hashes.pixels, keys)
+    exact_set = set(map(tuple, np.sort(exact, axis=1).tolist())) if len(exact) else set()
+
+    clusters: list[dict[str, Any]] = []
+    removed_rows: list[dict[str, Any]] = []
+    by_label: dict[int, list[int]] = {}
+    for i in in_cluster.tolist():
+        by_label.setdefault(int(labels[i]), []).append(i)
+    for cid, (lab, members) in enumerate(sorted(by_label.items(), key=lambda kv: keepers[kv[0]])):
+        keep = keepers[lab]
+        others = np.array([m for m in members if m != keep], np.int64)
+        dist = hamming(hashes.codes, np.full(len(others), keep), others) if len(others) else np.zeros(0, np.int64)
+        entries = [{"index": keep, "key": key_of[keep], "pixels": int(hashes.pixels[keep]), "distance": 0,
+                    "kept": True}]
+        for m, d in sorted(zip(others.tolist(), dist.tolist(), strict=True), key=lambda x: (x[1], key_of[x[0]])):
+            is_exact = (min(m, keep), max(m, keep)) in exact_set
+            entries.append({"index": m, "key": key_of[m], "pixels": int(hashes.pixels[m]), "distance": d,
+                            "kept": False})
+            removed_rows.append({
+                "index": m, "key": key_of[m], "status": "duplicate", "cluster": cid,
+                "reason": (f"identical to {key_of[keep]}" if is_exact else
+                           f"{config.method} distance {d} to {key_of[keep]}") + f" (cluster {cid}, kept by rule)",
+                "keep_index": keep, "keep_key": key_of[keep], "distance": d, "exact": is_exact,
+            })
+        clusters.append({"cluster": cid, "size": len(members), "keep": keep, "keep_key": key_of[keep],
+                         "max_distance": int(dist.max()) if len(dist) else 0, "members": entries})
+
+    removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
+    keep_mask = valid.copy()
+    keep_mask[removed] = False
+    kept = np.flatnonzero(keep_mask)
+    pairs = np.concatenate([
+        np.column_stack([np.sort(exact, axis=1), np.zeros(len(exact), np.int64)]) if len(exact) else
+        np.zeros((0, 3), np.int64),
+        np.column_stack([np.sort(same_code, axis=1), np.zeros(len(same_code), np.int64)]),
+        near_rec,
+    ]).astype(np.int64)
+    with atomic_open(out / "pairs.npy") as fh:
+        np.save(fh, pairs)
+    with atomic_open(out / "keep.npy") as fh:
+        np.save(fh, kept)
+    write_jsonl(out / "clusters.jsonl", clusters)
+    write_jsonl(out / "removed.jsonl", removed_rows)
+    gallery = out / "gallery.png"
+    write_png(gallery, cluster_gallery(ds, clusters, config.gallery_clusters, config.seed))
+    ds.close()
+    counts = {
+        "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
+        "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
+        "largest_cluster": max((c["size"] for c in clusters), default=0),
+        "cluster_sizes": dict(sorted(Counter(c["size"] for c in clusters).items())),
+    }
+    summary = {"method": config.method, "threshold": config.threshold, "keep_rule": KEEP_RULE,
+               "dataset": str(dataset), **counts}
+    atomic_write_json(out / "summary.json", summary)
+    Receipt(stage="dedup", config_hash=config_hash(config), config=config.model_dump(mode="json"),
+            inputs={"dataset": fingerprint(dataset)},
+            outputs={str(out / "keep.npy"): fingerprint(out / "keep.npy")}, counts=counts).write(
+        out / "dedup.receipt.json")
+    return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
+
+
+def cluster_gallery(ds: Any, clusters: list[dict[str, Any]], limit: int, seed: int = 0, tile: int = 96,
+                    per_row: int = 8) -> np.ndarray:
+    """One row per cluster: the kept record framed green, then the removed ones framed red with
+    their distance. Half the rows are the clusters with the largest distances (where mistakes
+    hide), half a random sample."""
+    if not clusters or limit == 0:
+        return np.full((tile, tile * 4, 3), 255, np.uint8)
+    widest = sorted(clusters, key=lambda c: -c["max_distance"])[: limit // 2]
+    rest = [c for c in clusters if c not in widest]
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(rest), min(len(rest), limit - len(widest)), replace=False) if rest else []
+    sample = [rest[k] for k in picks]
+    chosen = widest + sorted(sample, key=lambda c: c["cluster"])
+    width = min(per_row, max(len(c["members"]) for c in chosen))
+    rows = []
+    for c in chosen:
+        row = np.full((tile + 18, width * (tile + 4) + 12, 3), 255, np.uint8)
+        for k, m in enumerate(c["members"][:width]):
+            img = ds[m["index"]].image
+            s = tile / max(img.shape[:2])
+            img = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                             interpolation=cv2.INTER_AREA)
+            x0 = k * (tile + 4) + 2
+            row[2 : 2 + img.shape[0], x0 : x0 + img.shape[1]] = img
+            colour = (0, 160, 0) if m["kept"] else (200, 0, 0)
+            cv2.rectangle(row, (x0 - 2, 0), (x0 + tile + 1, tile + 3), colour, 2)
+            label = "kept" if m["kept"] else f"d={m['distance']}"
+            cv2.putText(row, label, (x0 + 2, tile + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        rows.append(row)
+    # several columns of cluster rows when clusters are small, so the picture is not a long strip
+    cols = max(1, min(4, 1200 // rows[0].shape[1]))
+    per_col = -(-len(rows) // cols)
+    blank = np.full_like(rows[0], 255)
+    columns = [np.concatenate((rows[k * per_col : (k + 1) * per_col] + [blank] * per_col)[:per_col], axis=0)
+               for k in range(cols)]
+    return np.concatenate(columns, axis=1)

@@ -1,0 +1,268 @@
+"""Dedup: LSUN import, perceptual hashes, the exact multi-index search, clusters and keep rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dedup import (
+    DedupConfig,
+    LsunImportConfig,
+    brute_force_pairs,
+    find_duplicates,
+    find_pairs,
+    hash_images,
+    import_lsun,
+    iter_source,
+    select_keepers,
+    write_lsun_lmdb,
+)
+from dedup.hashing import Hashes
+from shards import ShardWriter, encode_image, open_dataset, verify_dataset
+from shards.format import sniff_encoding
+from wikifaces.cli import app
+from wikifaces.samples import random_crops
+from wikifaces.tables import read_jsonl
+
+from .conftest import REPO
+
+
+def planted_codes(n: int, t: int, words: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 2**64 - 1, (n, words), dtype=np.uint64, endpoint=True)
+    centres = codes[rng.integers(0, n, n // 200)]  # some clustering, as real hashes have
+    members = rng.choice(n, n // 10, replace=False)
+    noise = np.packbits(rng.random((len(members), 64 * words)) < 0.1, axis=1).view(">u8").astype(np.uint64)
+    codes[members] = centres[rng.integers(0, len(centres), len(members))] ^ noise.reshape(len(members), words)
+    src, dst = rng.integers(0, n, n // 20), rng.choice(n, n // 20, replace=False)
+    for s, d in zip(src, dst, strict=True):
+        c = codes[s].copy()
+        for b in rng.choice(64 * words, rng.integers(0, t + 2), replace=False):
+            c[b // 64] ^= np.uint64(1) << np.uint64(b % 64)
+        codes[d] = c
+    return codes if words > 1 else codes[:, 0]
+
+
+@pytest.mark.parametrize("t", [0, 3, 5, 8, 12])
+def test_index_pairs_equal_brute_force_on_20k(t):
+    codes = planted_codes(20_000, t)
+    got, want = find_pairs(codes, t), brute_force_pairs(codes, t)
+    assert len(want) > 400  # the planted pairs are there (at t = 0, the unflipped half)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_index_pairs_equal_brute_force_for_128_bit_codes():
+    codes = planted_codes(20_000, 14, words=2)
+    np.testing.assert_array_equal(find_pairs(codes, 14), brute_force_pairs(codes, 14))
+
+
+def test_search_survives_a_dense_cluster():
+    rng = np.random.default_rng(3)
+    base = np.uint64(0x0123456789ABCDEF)
+    dense = np.array([base ^ (np.uint64(1) << np.uint64(b)) for b in rng.integers(0, 64, 2500)], np.uint64)
+    codes = np.concatenate([dense, rng.integers(0, 2**63, 3000, dtype=np.int64).astype(np.uint64)])
+    got = find_pairs(codes, 4)
+    assert len(got) >= 2500 * 2499 // 2  # every pair in the cluster, more than one output buffer holds
+    np.testing.assert_array_equal(got, brute_force_pairs(codes, 4))
+
+
+def test_keep_rule_is_deterministic_whatever_the_order():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    pixels = np.array([100, 400, 400, 50, 50, 10])
+    keys = ["c", "b", "a", "z", "y", "solo"]
+    want = select_keepers(labels, np.arange(6), pixels, keys)
+    assert want == {0: 2, 1: 4, 2: 5}  # most pixels, then lowest key
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        order = rng.permutation(6)
+        assert select_keepers(labels, order, pixels, [keys[i] for i in order]) == want
+
+
+@pytest.mark.parametrize("fmt", ["webp", "jpeg"])
+def test_lsun_lmdb_round_trip(tmp_path, fmt):
+    src = tmp_path / "bedroom_train_lmdb"
+    planted = write_lsun_lmdb(src, 120, size=128, fmt=fmt, seed=1)
+    assert (src / "data.mdb").exists() and planted
+    records = list(iter_source(src))
+    assert len(records) == 120 and [k for k, _ in records] == sorted(k for k, _ in records)
+    assert all(len(k) == 40 and int(k, 16) >= 0 for k, _ in records)
+    assert {sniff_encoding(v) for _, v in records} == {fmt}
+    assert [k for k, _ in iter_source(src, skip=100)] == [k for k, _ in records[100:]]
+    s = import_lsun(LsunImportConfig(source=src, size=64, workers=2), tmp_path / "root", progress=False)
+    ds = open_dataset(s.output)
+    assert len(ds) == 120 and ds.manifest.image.height == 64 and ds.manifest.image.encoding == "jpeg"
+    assert [m["key"] for m in ds.iter_meta()] == [k for k, _ in records]
+    assert ds.read_meta(0)["source_format"] == fmt and ds[0].image.shape == (64, 64, 3)
+    # without normalisation, bytes of the dataset's encoding are kept as they are
+    keep = import_lsun(LsunImportConfig(source=src, size=None, encoding=fmt, category="raw"), tmp_path / "root",
+                       progress=False)
+    raw = open_dataset(keep.output)
+    assert raw.read_bytes(5) == records[5][1] and raw.manifest.image.height is None
+
+
+def test_image_folder_import_and_corrupt_rows(tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "b").mkdir(parents=True)
+    for i, (img, _) in enumerate(random_crops(96, 2, seed=2)):
+        if i == 12:
+            break
+        target = folder / ("b" if i % 2 else "") / f"{i:03d}.png"
+        target.write_bytes(encode_image(img, "png"))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "notes.txt").write_text("not an image, not even looked at")
+    s = import_lsun(LsunImportConfig(source=folder, category="folder", size=32), tmp_path / "root", progress=False)
+    assert s.imported == 12 and s.rejected == 1
+    (row,) = read_jsonl(tmp_path / "root/interim/lsun/folder/import-rejected.jsonl")
+    assert row["key"] == "broken.jpg" and row["status"] == "corrupt" and row["reason"]
+
+
+_IMPORT = textwrap.dedent("""
+    import sys
+    from dedup import LsunImportConfig, import_lsun
+    import_lsun(LsunImportConfig(source=sys.argv[1], size=64, shard_records=40, workers=1), sys.argv[2],
+                progress=False)
+""")
+
+
+def test_import_resumes_after_sigkill(tmp_path):
+    src = tmp_path / "src"
+    write_lsun_lmdb(src, 400, size=96, fmt="webp", seed=4)
+    clean = import_lsun(LsunImportConfig(source=src, size=64, shard_records=40, workers=1), tmp_path / "clean",
+                        progress=False)
+    out = tmp_path / "root" / "interim/lsun/bedroom/shards"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", _IMPORT, str(src), str(tmp_path / "root")], cwd=REPO, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(list(out.glob("shard-*.lmdb"))) >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "manifest.json").exists()
+    done = import_lsun(LsunImportConfig(source=src, size=64, shard_records=40, workers=1), tmp_path / "root",
+                       progress=False)
+    a, b = open_dataset(done.output).manifest, open_dataset(clean.output).manifest
+    assert a.count == b.count == 400
+    assert [s.sha256 for s in a.shards] == [s.sha256 for s in b.shards]
+
+
+@pytest.fixture
+def lsun_set(tmp_path):
+    src = tmp_path / "src"
+    planted = write_lsun_lmdb(src, 300, size=128, fmt="webp", seed=7, duplicates=0.1)
+    s = import_lsun(LsunImportConfig(source=src, size=64), tmp_path / "root", progress=False)
+    return s.output, planted
+
+
+def test_find_duplicates_recovers_planted_pairs(lsun_set):
+    dataset, planted = lsun_set
+    s = find_duplicates(DedupConfig(), dataset, progress=False)
+    out = s.out_dir
+    clusters = list(read_jsonl(out / "clusters.jsonl"))
+    cluster_of = {m["key"]: c["cluster"] for c in clusters for m in c["members"]}
+    found = sum(1 for dup, orig in planted if dup in cluster_of and cluster_of.get(orig) == cluster_of[dup])
+    assert found >= 0.75 * len(planted), (found, len(planted))
+    keep = np.load(out / "keep.npy")
+    removed = list(read_jsonl(out / "removed.jsonl"))
+    assert len(keep) + len(removed) == s.records == 300 and s.removed == len(removed)
+    assert not set(keep.tolist()) & {r["index"] for r in removed}
+    for c in clusters:  # exactly one kept per cluster, and it is the one the rule picks
+        kept = [m for m in c["members"] if m["kept"]]
+        assert len(kept) == 1 and kept[0]["key"] == min(c["members"], key=lambda m: (-m["pixels"], m["key"]))["key"]
+    assert all(r["status"] == "duplicate" and r["reason"] for r in removed)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["threshold"] == 5 and summary["keep_rule"].startswith("largest resolution")
+    gallery = cv2.imread(str(out / "gallery.png"))
+    assert gallery is not None and gallery.shape[0] >= 96 and gallery.std() > 10
+    pairs = np.load(out / "pairs.npy")
+    assert pairs.shape[1] == 3 and (pairs[:, 2] <= 5).all()
+
+
+def test_new_threshold_does_not_rehash(lsun_set):
+    dataset, _ = lsun_set
+    first = find_duplicates(DedupConfig(threshold=2), dataset, progress=False)
+    hashes = first.out_dir / "hashes-phash.npz"
+    stamp = hashes.stat().st_mtime_ns
+    wider = find_duplicates(DedupConfig(threshold=10), dataset, progress=False)
+    assert hashes.stat().st_mtime_ns == stamp  # the saved hashes were read, not recomputed
+    assert wider.removed >= first.removed
+
+
+def test_exact_duplicates_and_corrupt_records(tmp_path):
+    imgs = [img for img, _ in random_crops(64, 1, seed=9)][:8]
+    with ShardWriter(tmp_path / "ds", name="t", image_size=None, encoding="png") as w:
+        for k, img in enumerate(imgs):
+            w.add(img, {"key": f"r{k}"})
+        w.add(imgs[3], {"key": "r3-copy"})
+        w.add_encoded(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, {"key": "broken"})
+    s = find_duplicates(DedupConfig(threshold=0), tmp_path / "ds", progress=False)
+    assert s.corrupt == 1 and s.removed == 1
+    (row,) = read_jsonl(s.out_dir / "removed.jsonl")
+    assert row["key"] == "r3-copy" and row["keep_key"] == "r3" and row["exact"] and "identical" in row["reason"]
+    (bad,) = read_jsonl(s.out_dir / "hash-rejected-phash.jsonl")
+    assert bad["key"] == "broken" and bad["status"] == "corrupt"
+    assert 9 not in np.load(s.out_dir / "keep.npy").tolist()
+
+
+_HASH = textwrap.dedent("""
+    import sys
+    from dedup import hash_images
+    hash_images(sys.argv[1], sys.argv[2], "phash", workers=1, part_size=20, progress=False)
+""")
+
+
+def test_hashing_resumes_after_sigkill(tmp_path, lsun_set):
+    dataset, _ = lsun_set
+    clean = hash_images(dataset, tmp_path / "clean", "phash", workers=1, part_size=20, progress=False)
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", _HASH, str(dataset), str(out)], cwd=REPO, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(out.glob("hash-parts-*/part-*.npz"))) >= 4:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    resumed = hash_images(dataset, out, "phash", workers=1, part_size=20, progress=False)
+    assert 0 < resumed.parts_computed < 15  # the parts finished before the kill were reused
+    for field in ("codes", "pixels", "status", "sha_bytes", "sha_pixels"):
+        np.testing.assert_array_equal(getattr(resumed, field), getattr(clean, field))
+    assert np.array_equal(Hashes.load(out / "hashes-phash.npz").codes, clean.codes)
+
+
+def test_autoencoder_hash_method(lsun_set):
+    dataset, _ = lsun_set
+    s = find_duplicates(DedupConfig(method="ae", ae_epochs=3, threshold=4), dataset, progress=False)
+    h = Hashes.load(s.out_dir / "hashes-ae.npz")
+    assert h.codes.shape == (300, 2) and h.method == "ae"
+    bits = np.unpackbits(h.codes.view(np.uint8), axis=1)
+    assert 0.05 < bits.mean() < 0.95 and len(np.unique(h.codes, axis=0)) > 250  # a useful hash, not a constant
+    assert verify_dataset(dataset).ok
+
+
+def test_cli_lsun_sample_import_and_dedup(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["lsun-sample", str(tmp_path / "lmdb"), "--n", "80", "--size", "96"])
+    assert r.exit_code == 0, r.output
+    env = lmdb.open(str(tmp_path / "lmdb"), readonly=True, lock=False)
+    assert env.stat()["entries"] == 80
+    env.close()
+    r = runner.invoke(app, ["lsun-import", str(tmp_path / "lmdb"), "--size", "32", "--root", str(tmp_path / "root")])
+    assert r.exit_code == 0 and "imported 80" in r.output, r.output
+    r = runner.invoke(app, ["dedup", str(tmp_path / "root/interim/lsun/bedroom/shards"), "--threshold", "6"])
+    assert r.exit_code == 0 and "80 records" in r.output, r.output
+    r = runner.invoke(app, ["dedup", str(tmp_path / "nothing")])
+    assert r.exit_code == 1 and "no dataset" in r.output
