@@ -306,6 +306,129 @@ def dedup(
     console.print(f"written: {s.out_dir} (keep.npy, clusters.jsonl, removed.jsonl, gallery.png)")
 
 
+# -- training ------------------------------------------------------------------------------------------
+def _init_distributed() -> bool:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Argument(help="A shard dataset (folder with manifest.json).")],
+    image_size: Annotated[int, typer.Option(help="32, 64 or 128.")] = 64,
+    epochs: Annotated[int, typer.Option(min=1)] = 5,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    g_width: Annotated[int, typer.Option(help="G channels at 4x4 (the paper: 1024).")] = 1024,
+    d_width: Annotated[int, typer.Option(help="D channels at 4x4 (the paper: 1024).")] = 1024,
+    kernel: Annotated[int, typer.Option(help="4 (pytorch/examples) or 5 (the authors' code).")] = 4,
+    lr: Annotated[float, typer.Option(min=0)] = 2e-4,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile the models.")] = False,
+    sample_every: Annotated[int, typer.Option(min=1)] = 500,
+    checkpoint_every: Annotated[int, typer.Option(min=1)] = 1000,
+    resume: Annotated[Path | None, typer.Option(help="A run directory to continue exactly.")] = None,
+    root: RootOption = None,
+) -> None:
+    """Stage `train-dcgan`: DCGAN on a shard dataset (GPU when there is one; DDP under torchrun)."""
+    from training import TrainConfig, train_dcgan
+
+    config = _config_or_exit(lambda: TrainConfig(
+        dataset=dataset, image_size=image_size, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        g_width=g_width, d_width=d_width, kernel=kernel, lr=lr, seed=seed, device=device, compile=compile,
+        sample_every=sample_every, checkpoint_every=checkpoint_every))
+    distributed = _init_distributed()
+    try:
+        summary = train_dcgan(config, root, resume=resume)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc))
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    console.print(f"{summary.steps} steps ({summary.epochs_done:.2f} epochs), "
+                  f"{summary.images_per_second:.0f} images/s; run: {summary.run_dir}")
+    for w in summary.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+RunArgument = Annotated[Path, typer.Argument(help="A run directory (or a checkpoint file).")]
+OutOption = Annotated[Path | None, typer.Option(help="Output PNG (default: in the run directory).")]
+
+
+@app.command()
+def generate(run: RunArgument, n: Annotated[int, typer.Option(min=1, max=1024)] = 64,
+             seed: Annotated[int, typer.Option()] = 0, out: OutOption = None) -> None:
+    """Samples from a trained generator, numbered (for `arithmetic`)."""
+    from training.tools import generate_grid
+
+    target = out or Path(run) / f"generate-seed{seed}.png"
+    generate_grid(run, target, n, seed)
+    console.print(f"samples: {target}")
+
+
+@app.command()
+def interpolate(run: RunArgument, rows: Annotated[int, typer.Option(min=1, max=32)] = 8,
+                steps: Annotated[int, typer.Option(min=2, max=32)] = 10, seed: Annotated[int, typer.Option()] = 0,
+                out: OutOption = None) -> None:
+    """Walks through the latent space between random points (the paper's Figure 4)."""
+    from training.tools import interpolate as walk
+
+    target = out or Path(run) / f"interpolate-seed{seed}.png"
+    walk(run, target, rows, steps, seed)
+    console.print(f"interpolation grid: {target}")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"expected comma-separated sample numbers, got {text!r}", 2)
+        return []
+
+
+@app.command()
+def arithmetic(run: RunArgument,
+               a: Annotated[str, typer.Option(help="Sample numbers for group A, e.g. 3,17,40.")],
+               b: Annotated[str, typer.Option(help="Group B (subtracted).")],
+               c: Annotated[str, typer.Option(help="Group C (added).")],
+               seed: Annotated[int, typer.Option(help="The seed of the `generate` grid the numbers refer to.")] = 0,
+               out: OutOption = None) -> None:
+    """mean z(A) - mean z(B) + mean z(C), rendered (the paper's Figure 7)."""
+    from training.tools import arithmetic as combine
+
+    target = out or Path(run) / f"arithmetic-seed{seed}.png"
+    try:
+        combine(run, target, _ints(a), _ints(b), _ints(c), seed)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    console.print(f"vector arithmetic: {target} (top: means of A, B, C and the result; below: its neighbourhood)")
+
+
+@app.command()
+def memorisation(run: RunArgument, dataset: Annotated[Path, typer.Argument(help="The training dataset.")],
+                 n: Annotated[int, typer.Option(min=1, max=256)] = 16, seed: Annotated[int, typer.Option()] = 0,
+                 out: OutOption = None) -> None:
+    """The nearest training images to generated samples, with distances: is it copying?"""
+    from training.tools import memorisation as check
+
+    target = out or Path(run) / "memorisation.png"
+    distances = check(run, dataset, target, n, seed)
+    nearest = sorted(d[0] for d in distances)
+    console.print(f"nearest-neighbour distance per pixel (0-255): min {nearest[0]:.1f}, median "
+                  f"{nearest[len(nearest) // 2]:.1f}; picture: {target}")
+
+
 @app.command()
 def standin(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,

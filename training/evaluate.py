@@ -1,0 +1,219 @@
+"""Evaluation: the paper's representation test, its k-means baseline, and FID where possible.
+
+Representation test (the paper, section 5.1): D's convolutional features from all layers, each
+max-pooled to a 4x4 grid, flattened and concatenated, then a regularised linear L2-SVM. Here on
+Fashion-MNIST (Debian's `dataset-fashion-mnist`), with a DCGAN trained on that dataset, against
+single-layer k-means features (Coates and Ng, 2011): normalised and ZCA-whitened 6x6 patches,
+k-means centroids, the "triangle" activation, sum-pooled over the four quadrants.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from .models import Discriminator
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+INCEPTION_WEIGHTS = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints" / (
+    "weights-inception-2015-12-05-6726825d.pth")
+
+
+def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """An IDX file (MNIST's format), gzipped or not."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(split: str = "train", root: Path = FASHION) -> tuple[np.ndarray, np.ndarray]:
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+    if not images.exists():
+        raise FileNotFoundError(f"{images} is missing: install Debian's dataset-fashion-mnist (make sysdeps)")
+    return load_idx(images), load_idx(labels)
+
+
+@torch.no_grad()
+def dcgan_features(d: Discriminator, images: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """Every block's activations max-pooled to 4x4, flattened and concatenated. `images` are
+    float NCHW in [-1, 1]."""
+    d.eval()
+    out = []
+    for a in range(0, len(images), batch):
+        maps = d.feature_maps(images[a : a + batch])
+        out.append(torch.cat([torch.nn.functional.adaptive_max_pool2d(m, 4).flatten(1) for m in maps], 1))
+    return torch.cat(out).numpy()
+
+
+def _patches(images: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """All size x size patches of (N, H, W) images: (N, P, size*size) float32."""
+    n = images.shape[0]
+    view = np.lib.stride_tricks.sliding_window_view(images, (size, size), axis=(1, 2))[:, ::stride, ::stride]
+    return view.reshape(n, -1, size * size).astype(np.float32)
+
+
+def _normalise(p: np.ndarray) -> np.ndarray:
+    p = p - p.mean(-1, keepdims=True)
+    return p / np.sqrt(p.var(-1, keepdims=True) + 10.0)
+
+
+@dataclass
+class KMeansFeatures:
+    """Coates and Ng's single-layer network: k-means on whitened patches, triangle activation."""
+
+    centroids: np.ndarray
+    mean: np.ndarray
+    whiten: np.ndarray
+    size: int = 6
+
+    @classmethod
+    def fit(cls, images: np.ndarray, k: int = 400, size: int = 6, patches: int = 100_000, seed: int = 0
+            ) -> KMeansFeatures:
+        rng = np.random.default_rng(seed)
+        n, h, w = images.shape
+        i = rng.integers(0, n, patches)
+        y, x = rng.integers(0, h - size + 1, patches), rng.integers(0, w - size + 1, patches)
+        p = np.stack([images[a, b : b + size, c : c + size] for a, b, c in zip(i, y, x, strict=True)])
+        p = p.reshape(patches, -1)
+        p = _normalise(p.astype(np.float32))
+        mean = p.mean(0)
+        cov = np.cov(p - mean, rowvar=False)
+        evals, evecs = np.linalg.eigh(cov)
+        whiten = evecs @ np.diag(1.0 / np.sqrt(evals + 0.1)) @ evecs.T
+        km = MiniBatchKMeans(k, random_state=seed, batch_size=4096, n_init=3).fit((p - mean) @ whiten)
+        return cls(km.cluster_centers_.astype(np.float32), mean.astype(np.float32), whiten.astype(np.float32), size)
+
+    def transform(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        n, h = images.shape[:2]
+        side = h - self.size + 1
+        out = []
+        c2 = (self.centroids**2).sum(1)
+        for a in range(0, n, batch):
+            p = _normalise(_patches(images[a : a + batch], self.size, 1))
+            b = p.shape[0]
+            p = (p.reshape(-1, p.shape[-1]) - self.mean) @ self.whiten  # one BLAS call for the whole batch
+            d = (p * p).sum(1, keepdims=True) - 2 * (p @ self.centroids.T) + c2
+            np.sqrt(np.maximum(d, 0, out=d), out=d)
+            act = np.maximum(d.mean(1, keepdims=True) - d, 0)  # the triangle activation
+            act = act.reshape(b, side, side, -1)
+            m = side // 2
+            quads = [act[:, :m, :m], act[:, :m, m:], act[:, m:, :m], act[:, m:, m:]]
+            out.append(np.concatenate([q.sum((1, 2)) for q in quads], 1))
+        return np.concatenate(out)
+
+
+def svm_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 c: float = 0.01) -> float:
+    """A regularised linear L2-SVM (squared hinge loss) on standardised features."""
+    scaler = StandardScaler().fit(train_x)
+    svm = LinearSVC(C=c, loss="squared_hinge", dual="auto", max_iter=5000)
+    svm.fit(scaler.transform(train_x), train_y)
+    return float((svm.predict(scaler.transform(test_x)) == test_y).mean())
+
+
+def fid(real_dir: str | os.PathLike[str], fake_dir: str | os.PathLike[str]) -> float:
+    """FID between two folders of images, with torch-fidelity and Inception-v3 weights that must
+    already be on disk: they are never downloaded at run time."""
+    if not INCEPTION_WEIGHTS.exists():
+        raise FileNotFoundError(
+            f"FID needs the Inception-v3 weights file {INCEPTION_WEIGHTS} (torch-fidelity's "
+            "weights-inception-2015-12-05-6726825d.pth); it is not present and is never downloaded. "
+            "Copy it there (and pip install torch-fidelity) to compute FID."
+        )
+    try:
+        import torch_fidelity
+    except ImportError as exc:
+        raise ImportError("FID needs torch-fidelity (pip install torch-fidelity); the weights are present") from exc
+    metrics = torch_fidelity.calculate_metrics(
+        input1=str(real_dir), input2=str(fake_dir), fid=True, verbose=False,
+        feature_extractor_weights_path=str(INCEPTION_WEIGHTS),
+    )
+    return float(metrics["frechet_inception_distance"])
+
+
+def write_fashion_shards(out: str | os.PathLike[str], split: str = "train", limit: int | None = None) -> int:
+    """Fashion-MNIST as a shard dataset: 28x28 images padded to 32x32 (the background is black),
+    stored as RGB PNG with the label in each record's metadata."""
+    from shards import ShardWriter, is_complete
+
+    if is_complete(out):
+        from shards import open_dataset
+
+        return len(open_dataset(out))
+    images, labels = load_fashion_mnist(split)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    with ShardWriter(out, name=f"fashion-mnist-{split}", image_size=(32, 32), encoding="png", mode="overwrite",
+                     parameters={"split": split, "limit": limit, "padding": 2}) as w:
+        for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+            padded = np.pad(img, 2)
+            w.add(np.repeat(padded[:, :, None], 3, axis=2), {"key": f"{split}-{i:05d}", "label": int(label)})
+    return len(images)
+
+
+@dataclass
+class RepresentationResult:
+    labels: int
+    test_images: int
+    dcgan_accuracy: float
+    kmeans_accuracy: float
+    pixels_accuracy: float
+    dcgan_features: int
+    kmeans_features: int
+    run_dir: str
+
+
+def representation_test(work: str | os.PathLike[str], labels: int = 10_000, test: int | None = None,
+                        train_images: int | None = None, epochs: int = 3, width: int = 256, kmeans_k: int = 400,
+                        seed: int = 0, progress: bool = True, batch_size: int = 128) -> RepresentationResult:
+    """Train DCGAN on Fashion-MNIST (unlabelled), then fit L2-SVMs with `labels` labelled training
+    images on D's features, on k-means features, and on raw pixels; report test accuracy."""
+    from .config import TrainConfig
+    from .train import load_checkpoint, train_dcgan
+
+    work = Path(work)
+    shards_dir = work / "fashion-train"
+    write_fashion_shards(shards_dir, "train", train_images)
+    config = TrainConfig(dataset=shards_dir, image_size=32, channels=1, g_width=width, d_width=width,
+                         epochs=epochs, batch_size=batch_size, seed=seed, runs_dir=work / "runs",
+                         desc="fashion-dcgan", sample_every=1000, checkpoint_every=2000)
+    summary = train_dcgan(config, progress=progress)
+    ckpt = load_checkpoint(summary.run_dir / "checkpoints" / "latest.pt")
+    d = Discriminator(32, width, 1, config.kernel)
+    d.load_state_dict(ckpt["discriminator"])
+
+    tr_x, tr_y = load_fashion_mnist("train")
+    te_x, te_y = load_fashion_mnist("test")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(tr_x), labels, replace=False))
+    tr_x, tr_y = tr_x[pick], tr_y[pick]
+    if test is not None:
+        te_x, te_y = te_x[:test], te_y[:test]
+
+    def as_input(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.pad(x, ((0, 0), (2, 2), (2, 2)))).float().div(127.5).sub(1)[:, None]
+
+    f_tr, f_te = dcgan_features(d, as_input(tr_x)), dcgan_features(d, as_input(te_x))
+    dcgan_acc = svm_accuracy(f_tr, tr_y, f_te, te_y)
+    km = KMeansFeatures.fit(tr_x.astype(np.float32), k=kmeans_k, seed=seed)
+    k_tr, k_te = km.transform(tr_x.astype(np.float32)), km.transform(te_x.astype(np.float32))
+    kmeans_acc = svm_accuracy(k_tr, tr_y, k_te, te_y)
+    pix_acc = svm_accuracy(tr_x.reshape(len(tr_x), -1).astype(np.float32), tr_y,
+                           te_x.reshape(len(te_x), -1).astype(np.float32), te_y)
+    return RepresentationResult(labels, len(te_x), dcgan_acc, kmeans_acc, pix_acc, f_tr.shape[1], k_tr.shape[1],
+                                str(summary.run_dir))

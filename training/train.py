@@ -1,0 +1,372 @@
+"""Stage `train-dcgan`: the training loop, run directories, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from shards import open_dataset
+from shards.sheet import contact_sheet, write_png
+from wikifaces import code_version
+from wikifaces.files import atomic_open, atomic_write_json
+from wikifaces.paths import DataRoot
+
+from .config import TrainConfig
+from .data import InMemoryBatches, StreamedBatches, decoded_bytes, load_tensor, step_generator, to_model_input
+from .models import Generator, build_models, sample_z
+
+log = logging.getLogger("wikifaces.training")
+
+CHECKPOINT = "latest.pt"
+MODEL_FIELDS = ("image_size", "channels", "z_dim", "g_width", "d_width", "kernel")
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    steps: int
+    epochs_done: float
+    images_per_second: float
+    final: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    data_fraction: float = 0.0  # share of the loop's time spent getting and preparing batches
+    generator: nn.Module | None = field(default=None, repr=False)
+    discriminator: nn.Module | None = field(default=None, repr=False)
+
+
+# -- run directories -------------------------------------------------------------------------------------
+def new_run_dir(runs: Path, desc: str) -> Path:
+    """`runs/00001-<desc>`: one more than the highest number there."""
+    runs.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name.split("-", 1)[0]) for p in runs.iterdir() if p.name[:5].isdigit()]
+    for k in range(max(taken, default=0) + 1, max(taken, default=0) + 100):
+        run = runs / f"{k:05d}-{desc}"
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:  # another process took it
+            continue
+    raise RuntimeError(f"could not create a run directory in {runs}")
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for but torch sees no GPU")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, g: nn.Module, d: nn.Module, opt_g: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer, step: int, epoch: int, fixed_noise: torch.Tensor,
+                    config: TrainConfig) -> None:
+    state = {
+        "generator": g.state_dict(), "discriminator": d.state_dict(),
+        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, "epoch": epoch,
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "fixed_noise": fixed_noise.cpu(), "config": config.model_dump(mode="json"),
+        "code_version": code_version(),
+    }
+    with atomic_open(path) as fh:
+        torch.save(state, fh)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`: tensors and plain containers only, so a file
+    from an untrusted source cannot run code when it is opened."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ValueError(f"{path} holds more than weights (pickled objects); it was refused: {exc}") from None
+        raise
+
+
+# -- samples, plots, warnings ------------------------------------------------------------------------------
+@torch.no_grad()
+def generate(g: Generator, z: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """uint8 NHWC images for z, with BatchNorm in training mode (as during training) but its
+    running statistics left untouched."""
+    buffers = {k: v.clone() for k, v in g.state_dict().items() if "running" in k or "num_batches" in k}
+    was_training = g.training
+    g.train()
+    out = []
+    for a in range(0, len(z), batch):
+        x = g(z[a : a + batch]).float()
+        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu())
+    g.load_state_dict({**g.state_dict(), **buffers})
+    g.train(was_training)
+    imgs = torch.cat(out).numpy()
+    return np.repeat(imgs, 3, axis=3) if imgs.shape[3] == 1 else imgs
+
+
+def diversity(images: np.ndarray) -> float:
+    """Mean pairwise distance of 16x16 grey thumbnails: low means the samples look alike."""
+    x = torch.from_numpy(images).float().mean(3, keepdim=True).permute(0, 3, 1, 2)
+    x = nn.functional.adaptive_avg_pool2d(x, 16).flatten(1) / 255
+    return float(torch.pdist(x).mean()) if len(x) > 1 else 0.0
+
+
+def plot_losses(metrics_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss_d" in r]
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
+    a.plot(steps, [r["loss_d"] for r in rows], label="D loss", lw=1)
+    a.plot(steps, [r["loss_g"] for r in rows], label="G loss", lw=1)
+    a.set_xlabel("step")
+    a.legend()
+    a.set_title("losses")
+    b.plot(steps, [r["d_x"] for r in rows], label="D(x)", lw=1)
+    b.plot(steps, [r["d_g_z"] for r in rows], label="D(G(z))", lw=1)
+    b.set_ylim(0, 1)
+    b.set_xlabel("step")
+    b.legend()
+    b.set_title("discriminator outputs")
+    fig.tight_layout()
+    with atomic_open(out) as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------
+def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
+                resume: str | os.PathLike[str] | None = None, progress: bool = True) -> TrainSummary:
+    """Train DCGAN on a shard dataset; with `resume`, continue the run in that directory exactly."""
+    if config.dataset is None:
+        raise ValueError("no dataset: give TrainConfig(dataset=...) the folder of a published shard dataset")
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    main = rank == 0
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes")
+    device = _device(config)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = not config.deterministic
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.manual_seed(config.seed)
+
+    checkpoint = None
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt_path = run_dir / "checkpoints" / CHECKPOINT if run_dir.is_dir() else run_dir
+        run_dir = ckpt_path.parent.parent
+        checkpoint = load_checkpoint(ckpt_path)
+        stored = TrainConfig.model_validate(checkpoint["config"])
+        changed = [f for f in MODEL_FIELDS if getattr(stored, f) != getattr(config, f)]
+        if changed:
+            raise ValueError(f"cannot resume {run_dir}: the model changed ({', '.join(changed)})")
+    else:
+        runs = Path(config.runs_dir) if config.runs_dir else DataRoot.resolve(root).runs
+        if main:
+            run_dir = new_run_dir(runs, config.desc)
+        if distributed:
+            names = [str(run_dir) if main else None]
+            dist.broadcast_object_list(names, src=0)
+            run_dir = Path(names[0])
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+
+    # data
+    ds = open_dataset(config.dataset)
+    n = len(ds)
+    if n < 2:
+        raise ValueError(f"{config.dataset} has {n} records; training needs at least 2")
+    batch = min(config.batch_size, n - n % world) if n < config.batch_size else config.batch_size
+    need = decoded_bytes(n, config.image_size, config.channels)
+    mode = config.data if config.data != "auto" else ("memory" if need <= config.max_memory_gb * 2**30 else "stream")
+    if mode == "memory":
+        data = InMemoryBatches(load_tensor(str(config.dataset), config.image_size, config.channels, progress and main),
+                               batch, config.seed, config.flip, device, rank, world)
+    else:
+        data = StreamedBatches(str(config.dataset), config.image_size, config.channels, batch, config.seed,
+                               config.flip, device, config.workers, rank, world)
+    steps_per_epoch = data.steps_per_epoch
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+
+    # models
+    g, d = build_models(config.image_size, config.z_dim, config.g_width, config.d_width, config.channels,
+                        config.kernel)
+    fixed_noise = sample_z(config.fixed_samples, config.z_dim, torch.Generator().manual_seed(config.seed + 12345))
+    step = 0
+    if checkpoint is not None:
+        g.load_state_dict(checkpoint["generator"])
+        d.load_state_dict(checkpoint["discriminator"])
+        fixed_noise = checkpoint["fixed_noise"]
+        step = int(checkpoint["step"])
+    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+    g.to(device, memory_format=fmt)
+    d.to(device, memory_format=fmt)
+    opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    if checkpoint is not None:
+        opt_g.load_state_dict(checkpoint["opt_g"])
+        opt_d.load_state_dict(checkpoint["opt_d"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if torch.cuda.is_available() and checkpoint["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    g_train, d_train = g, d
+    if distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        g_train = DistributedDataParallel(g, device_ids=ids, broadcast_buffers=False)
+        d_train = DistributedDataParallel(d, device_ids=ids, broadcast_buffers=False)
+    if config.compile:
+        g_train, d_train = torch.compile(g_train), torch.compile(d_train)
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
+    criterion = nn.BCEWithLogitsLoss()
+
+    if main and checkpoint is None:
+        atomic_write_json(run_dir / "config.json", {
+            "config": config.model_dump(mode="json"), "code_version": code_version(), "torch": torch.__version__,
+            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else platform.processor() or platform.machine(), "world_size": world, "data_mode": mode,
+            "records": n, "batch_size": batch, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "bf16": bf16, "dataset_manifest": ds.manifest.model_dump(mode="json", include={"name", "count", "image"}),
+            "parameters": {"generator": sum(p.numel() for p in g.parameters()),
+                           "discriminator": sum(p.numel() for p in d.parameters())},
+        })
+    ds.close()
+    metrics_path = run_dir / "metrics.jsonl"
+    real_diversity = None
+    warnings: list[str] = []
+    low_d_steps = 0
+    last: dict[str, float] = {}
+    t_last, img_since = time.perf_counter(), 0
+    images_total, t_start = 0, time.perf_counter()
+    data_seconds = 0.0
+    ones = torch.ones(batch // world, device=device)
+    zeros = torch.zeros(batch // world, device=device)
+
+    warned: set[str] = set()
+
+    def warn(kind: str, message: str) -> None:
+        if kind not in warned:  # each failure mode is reported once, when first seen
+            warned.add(kind)
+            warnings.append(message)
+            log.warning(message)
+            if main:
+                with open(metrics_path, "a") as fh:
+                    fh.write(json.dumps({"step": step, "warning": message}) + "\n")
+
+    def sample_and_check(real_u8: torch.Tensor, real_div: float | None) -> float:
+        """Write the fixed-noise grid; warn when the samples are far less varied than real images."""
+        samples = generate(g, fixed_noise.to(device))
+        write_png(run_dir / "samples" / f"step-{step:07d}.png",
+                  contact_sheet(list(samples), cols=int(math.sqrt(len(samples))), cell=64))
+        if real_div is None:
+            real = real_u8[:64].permute(0, 2, 3, 1).cpu().numpy()
+            real_div = diversity(real if real.shape[3] == 3 else np.repeat(real, 3, 3))
+        div = diversity(samples)
+        warmed_up = step >= max(500, 2 * steps_per_epoch)  # early samples all look alike
+        if warmed_up and real_div and div < 0.25 * real_div:
+            warn("collapse", f"low sample diversity at step {step}: the fixed-noise samples are {div:.3f} apart "
+                 f"on average against {real_div:.3f} for real images (mode collapse?)")
+        return real_div
+
+    columns = [TextColumn("[bold]train-dcgan"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not (progress and main)) as bar:
+        task = bar.add_task("train", total=total_steps, completed=step, status="")
+        while step < total_steps:
+            epoch, start = divmod(step, steps_per_epoch)
+            batches = data.batches(epoch, start)
+            while True:
+                t0 = time.perf_counter()
+                real_u8 = next(batches, None)
+                if real_u8 is None:
+                    break
+                gen = step_generator(config.seed, step, 0, rank)
+                real = to_model_input(real_u8, config.flip, gen, config.channels_last)
+                z = sample_z(real.shape[0], config.z_dim, gen, device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                data_seconds += time.perf_counter() - t0
+                # D: maximise log D(x) + log(1 - D(G(z)))
+                d_train.zero_grad(set_to_none=True)
+                with autocast:
+                    out_real = d_train(real)
+                    loss_real = criterion(out_real.float(), ones)
+                loss_real.backward()
+                with autocast:
+                    fake = g_train(z)
+                    out_fake = d_train(fake.detach())
+                    loss_fake = criterion(out_fake.float(), zeros)
+                loss_fake.backward()
+                opt_d.step()
+                # G: maximise log D(G(z)) (the non-saturating loss)
+                g_train.zero_grad(set_to_none=True)
+                with autocast:
+                    out_g = d_train(fake)
+                    loss_g = criterion(out_g.float(), ones)
+                loss_g.backward()
+                opt_g.step()
+                step += 1
+                images_total += real.shape[0] * world
+                img_since += real.shape[0] * world
+                loss_d = (loss_real + loss_fake).item()
+                low_d_steps = low_d_steps + 1 if loss_d < 0.01 else 0
+                if low_d_steps == max(50, steps_per_epoch // 2):
+                    warn("d_wins", f"the discriminator has won: its loss stayed under 0.01 for {low_d_steps} steps, "
+                         "so the generator gets almost no gradient (try fewer D updates, a lower D learning rate or "
+                         "label smoothing)")
+                if main and (step % 10 == 0 or step == total_steps or step == 1):
+                    now = time.perf_counter()
+                    last = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss_d": round(loss_d, 5),
+                            "loss_g": round(loss_g.item(), 5),
+                            "d_x": round(torch.sigmoid(out_real.detach().float()).mean().item(), 5),
+                            "d_g_z": round(torch.sigmoid(out_fake.detach().float()).mean().item(), 5),
+                            "d_g_z_after": round(torch.sigmoid(out_g.detach().float()).mean().item(), 5),
+                            "images_per_second": round(img_since / max(1e-9, now - t_last), 2)}
+                    t_last, img_since = now, 0
+                    with open(metrics_path, "a") as fh:
+                        fh.write(json.dumps(last) + "\n")
+                    bar.update(task, completed=step,
+                               status=f"D {loss_d:.3f} G {last['loss_g']:.3f} {last['images_per_second']:.0f} img/s")
+                if main and (step % config.sample_every == 0 or step == total_steps):
+                    real_diversity = sample_and_check(real_u8, real_diversity)
+                if step % config.checkpoint_every == 0 or step == total_steps or step % steps_per_epoch == 0:
+                    if main:
+                        save_checkpoint(run_dir / "checkpoints" / CHECKPOINT, g, d, opt_g, opt_d, step,
+                                        step // steps_per_epoch, fixed_noise, config)
+                    if distributed:
+                        dist.barrier()
+                if step >= total_steps:
+                    break
+    elapsed = time.perf_counter() - t_start
+    rate = images_total / elapsed if elapsed > 0 else 0.0
+    if main:
+        plot_losses(metrics_path, run_dir / "loss.png")
+        atomic_write_json(run_dir / "summary.json", {"steps": step, "epochs": round(step / steps_per_epoch, 3),
+                                                     "images_per_second": round(rate, 2), "final": last,
+                                                     "data_fraction": round(data_seconds / max(elapsed, 1e-9), 4),
+                                                     "warnings": warnings})
+    data_fraction = data_seconds / elapsed if elapsed > 0 else 0.0
+    return TrainSummary(run_dir, step, step / steps_per_epoch, rate, last, warnings, data_fraction, g, d)

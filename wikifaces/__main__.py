@@ -1,0 +1,5 @@
+"""`python -m wikifaces ...` (and `torchrun ... -m wikifaces train ...`)."""
+
+from wikifaces.cli import app
+
+app()
