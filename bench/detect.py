@@ -4,8 +4,8 @@ Inputs: N 960-px-wide JPEGs rendered by the offline stand-in from real photograp
 the images stage downloads by default). Side by side in one run:
   * naive: decode, then `detectMultiScale` on the full-resolution grey image, one process,
     OpenCV's default parameters (the usual tutorial code);
-  * ours: the `detect` stage's per-image work (decode, downscaled detection, verification,
-    crops) over all cores, one detector per process.
+  * ours: the `detect` stage's batches (decode, downscaled detection, verification, crops
+    written out) over all cores, one detector per batch.
 Agreement: the share of the naive detector's faces of at least `min_face` pixels that ours
 also finds (IoU >= 0.5, before verification, which exists to drop some of them).
 
@@ -29,7 +29,7 @@ import cv2  # noqa: E402
 
 from faces.config import DetectConfig  # noqa: E402
 from faces.detect import FaceDetector, iou  # noqa: E402
-from faces.stage import _init_worker, _work  # noqa: E402
+from faces.stage import batches, detect_batch  # noqa: E402
 from scraping.standin import build_corpus  # noqa: E402
 from wikifaces.imaging import decode_rgb  # noqa: E402
 
@@ -61,10 +61,15 @@ def main() -> None:
         t_naive = time.perf_counter() - t0
 
         workers = os.cpu_count() or 1
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(config,)) as pool:
-            list(pool.map(_work, [(paths[0], "0" * 64)] * workers))  # start-up outside the clock
+        work = Path(d) / "work"
+        work.mkdir()
+        tasks = [(p, f"{k:064x}") for k, p in enumerate(paths)]
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(detect_batch, [tasks[:1]] * workers, [config] * workers, [work] * workers))  # warm-up
             t0 = time.perf_counter()
-            results = list(pool.map(_work, [(p, "0" * 64) for p in paths], chunksize=4))
+            chunks = batches(tasks, 8)
+            results = [r for rs in pool.map(detect_batch, chunks, [config] * len(chunks), [work] * len(chunks))
+                       for r in rs]
             t_ours = time.perf_counter() - t0
 
         # Agreement of the detector itself (ours before verification) with the naive one.

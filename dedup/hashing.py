@@ -113,57 +113,91 @@ def hash_part(dataset: str, start: int, stop: int, method: str) -> tuple[Hashes,
     return Hashes(codes, pixels, status, sha_b, sha_p, method), rejected
 
 
-def hash_images(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
-                workers: int | None = None, part_size: int = PART_SIZE, progress: bool = True) -> Hashes:
-    """Hash every record of a shard dataset into `out_dir/hashes-<method>.npz` (returned).
+@dataclass
+class HashPlan:
+    dataset: str
+    method: str
+    out_dir: Path
+    parts_dir: Path
+    spans: list[tuple[int, int]]
+    names: list[Path]
 
-    Parts already hashed for this dataset and method are reused, so a killed run resumes."""
+    @property
+    def todo(self) -> list[int]:
+        """Parts not hashed yet (a killed run left the others)."""
+        return [k for k, p in enumerate(self.names) if not p.exists()]
+
+
+def plan_hashing(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
+                 part_size: int = PART_SIZE) -> HashPlan:
     if method not in _FUNCS:
         raise ValueError(f"hash method must be one of {sorted(_FUNCS)}, not {method!r}")
-    ds = open_dataset(dataset)
-    n = len(ds)
+    n = len(open_dataset(dataset))
     out = Path(out_dir)
-    final = out / f"hashes-{method}.npz"
-    tag = fingerprint(dataset)[:16]
-    parts_dir = out / f"hash-parts-{method}-{tag}"
+    parts_dir = out / f"hash-parts-{method}-{fingerprint(dataset)[:16]}"
     parts_dir.mkdir(parents=True, exist_ok=True)
     spans = [(a, min(n, a + part_size)) for a in range(0, n, part_size)]
     names = [parts_dir / f"part-{k:05d}.npz" for k in range(len(spans))]
-    todo = [(k, s) for k, s in enumerate(spans) if not names[k].exists()]
+    return HashPlan(str(dataset), method, out, parts_dir, spans, names)
+
+
+def hash_part_file(dataset: str, start: int, stop: int, method: str, path: str | os.PathLike[str]) -> str:
+    """Hash records start..stop-1 and save them (and the unreadable ones) beside `path`: a unit
+    of fan-out whose result is a file, not a payload."""
+    hashes, rejected = hash_part(dataset, start, stop, method)
+    target = Path(path)
+    with atomic_open(target.with_suffix(".rejected.jsonl"), "w") as fh:
+        for row in rejected:
+            fh.write(_json(row) + "\n")
+    hashes.save(target)  # last: its presence marks the part done
+    return str(target)
+
+
+def finish_hashing(plan: HashPlan) -> Hashes:
+    """Join the parts into `hashes-<method>.npz`, with the unreadable records beside it."""
+    final = plan.out_dir / f"hashes-{plan.method}.npz"
+    if not plan.names:
+        hashes = Hashes(np.zeros((0, 1), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int8),
+                        np.zeros(0, "S16"), np.zeros(0, "S16"), plan.method)
+    else:
+        missing = [p.name for p in plan.names if not p.exists()]
+        if missing:
+            raise RuntimeError(f"hash parts missing: {', '.join(missing[:5])}")
+        hashes = Hashes.concat([Hashes.load(p) for p in plan.names])
+    hashes.save(final)
+    rejected_rows = [line for p in plan.names for line in p.with_suffix(".rejected.jsonl").read_text().splitlines()]
+    with atomic_open(plan.out_dir / f"hash-rejected-{plan.method}.jsonl", "w") as fh:
+        fh.write("".join(line + "\n" for line in rejected_rows))
+    for p in plan.parts_dir.iterdir():
+        p.unlink()
+    plan.parts_dir.rmdir()
+    return hashes
+
+
+def hash_images(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
+                workers: int | None = None, part_size: int = PART_SIZE, progress: bool = True) -> Hashes:
+    """Hash every record of a shard dataset into `out_dir/hashes-<method>.npz` (returned), in
+    local processes. Parts already hashed for this dataset and method are reused, so a killed
+    run resumes."""
+    plan = plan_hashing(dataset, out_dir, method, part_size)
+    todo = plan.todo
     workers = min(workers or os.cpu_count() or 1, max(1, len(todo)))
     with Progress(disable=not progress or not todo, transient=True) as bar:
-        task = bar.add_task(f"hashing ({method})", total=sum(b - a for _, (a, b) in todo))
-
-        def done(k: int, result: tuple[Hashes, list[dict[str, Any]]]) -> None:
-            hashes, rejected = result
-            with atomic_open(names[k].with_suffix(".rejected.jsonl"), "w") as fh:
-                for row in rejected:
-                    fh.write(_json(row) + "\n")
-            hashes.save(names[k])
-            bar.advance(task, spans[k][1] - spans[k][0])
-
+        task = bar.add_task(f"hashing ({method})", total=sum(plan.spans[k][1] - plan.spans[k][0] for k in todo))
         if workers <= 1:
-            for k, (a, b) in todo:
-                done(k, hash_part(str(dataset), a, b, method))
+            for k in todo:
+                hash_part_file(plan.dataset, *plan.spans[k], method, plan.names[k])
+                bar.advance(task, plan.spans[k][1] - plan.spans[k][0])
         elif todo:
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(hash_part, str(dataset), a, b, method): k for k, (a, b) in todo}
+                futures = {pool.submit(hash_part_file, plan.dataset, *plan.spans[k], method, plan.names[k]): k
+                           for k in todo}
                 for fut in as_completed(futures):
-                    done(futures[fut], fut.result())
-    if n == 0:
-        empty = Hashes(np.zeros((0, 1), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int8),
-                       np.zeros(0, "S16"), np.zeros(0, "S16"), method)
-        empty.save(final)
-        return empty
-    hashes = Hashes.concat([Hashes.load(p) for p in names])
+                    fut.result()
+                    k = futures[fut]
+                    bar.advance(task, plan.spans[k][1] - plan.spans[k][0])
+    hashes = finish_hashing(plan)
     hashes.parts_computed = len(todo)
-    hashes.save(final)
-    rejected_rows = [line for p in names for line in p.with_suffix(".rejected.jsonl").read_text().splitlines()]
-    with atomic_open(out / f"hash-rejected-{method}.jsonl", "w") as fh:
-        fh.write("".join(line + "\n" for line in rejected_rows))
-    for p in parts_dir.iterdir():
-        p.unlink()
-    parts_dir.rmdir()
     return hashes
 
 

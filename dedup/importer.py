@@ -13,6 +13,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import shutil
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,7 +30,7 @@ from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image, sniff_encoding
 from wikifaces.paths import DataRoot
 from wikifaces.receipts import Receipt, config_hash, fingerprint
-from wikifaces.tables import Journal, write_jsonl
+from wikifaces.tables import Journal, read_jsonl, write_jsonl
 
 from .config import LsunImportConfig
 from .lsun import is_lsun_lmdb, iter_source, lsun_count
@@ -166,3 +167,134 @@ def open_shard_last_position(out: Path, writer: ShardWriter) -> int:
     last = writer.shards[-1]
     with open_shard_env(out / last.file).begin() as txn:
         return int(json.loads(txn.get(meta_key(last.count - 1)))["source_index"])
+
+
+# -- the same import as independent parts, for fan-out ---------------------------------------------------------
+@dataclass
+class ImportPart:
+    index: int
+    start: int  # position of the first record in the source
+    count: int
+    start_key: str | None  # for an LMDB source: the key at `start` (a cursor jumps there)
+
+
+def plan_import(config: LsunImportConfig, part_size: int = 20_000) -> list[ImportPart]:
+    """Cut the source into parts of `part_size` records. For an LMDB, one pass over the keys
+    (values are not read) notes the first key of each part; the key list is not kept."""
+    src = Path(config.source)
+    if not src.exists():
+        raise FileNotFoundError(f"LSUN source {src} does not exist")
+    parts: list[ImportPart] = []
+    total = 0
+    if is_lsun_lmdb(src):
+        import lmdb
+
+        env = lmdb.open(str(src), readonly=True, lock=False, readahead=False, subdir=True)
+        try:
+            with env.begin() as txn, txn.cursor() as cur:
+                for pos, key in enumerate(cur.iternext(keys=True, values=False)):
+                    if config.limit is not None and pos >= config.limit:
+                        break
+                    if pos % part_size == 0:
+                        parts.append(ImportPart(len(parts), pos, 0, key.decode("ascii", "replace")))
+                    total = pos + 1
+        finally:
+            env.close()
+    else:
+        for pos, _ in enumerate(iter_source(src)):
+            if config.limit is not None and pos >= config.limit:
+                break
+            if pos % part_size == 0:
+                parts.append(ImportPart(len(parts), pos, 0, None))
+            total = pos + 1
+    for p in parts:
+        p.count = min(part_size, total - p.start)
+    return parts
+
+
+def _parts_dir(config: LsunImportConfig, root: DataRoot) -> Path:
+    return root.lsun(config.category) / f"parts-{config_hash(config)[:12]}"
+
+
+def _iter_part(config: LsunImportConfig, part: ImportPart) -> Iterator[tuple[str, bytes]]:
+    if part.start_key is not None:
+        import lmdb
+
+        env = lmdb.open(str(config.source), readonly=True, lock=False, readahead=False, subdir=True)
+        try:
+            with env.begin() as txn, txn.cursor() as cur:
+                if not cur.set_key(part.start_key.encode()):
+                    raise RuntimeError(f"key {part.start_key} is no longer in {config.source}")
+                for _, (key, value) in zip(range(part.count), cur, strict=False):
+                    yield key.decode("ascii", "replace"), value
+        finally:
+            env.close()
+    else:
+        yield from itertools.islice(iter_source(config.source, part.start), part.count)
+
+
+def import_part(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None, part: ImportPart) -> int:
+    """Import one part into its own small dataset (skipped when already complete); returns its
+    record count. A unit of fan-out: its result is files, not a payload."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
+    out = _parts_dir(config, data) / f"part-{part.index:05d}"
+    if is_complete(out):
+        return len(open_dataset(out))
+    cv2.setNumThreads(1)
+    size = (config.size, config.size) if config.size else None
+    rejected = []
+    with ShardWriter(out, name=f"lsun-{config.category}-part", image_size=size, encoding=config.encoding,
+                     quality=config.quality, mode="overwrite", max_records=config.shard_records) as w:
+        for pos, (key, raw) in enumerate(_iter_part(config, part), start=part.start):
+            encoded, meta, error = normalise(raw, config.size, config.encoding, config.quality, config.max_pixels)
+            if encoded is None:
+                rejected.append({"position": pos, "key": key, "status": "corrupt", "reason": error})
+            else:
+                w.add_encoded(encoded, {"key": key, "source_index": pos, **meta})
+    write_jsonl(out.with_suffix(".rejected.jsonl"), rejected)
+    return w.count
+
+
+def merge_parts(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None,
+                parts: list[ImportPart]) -> ImportSummary:
+    """Join complete parts into `<category>/shards` (their shard files renamed in order) with one
+    manifest, the rejected rows in one table, and a receipt."""
+    from shards.format import MANIFEST_NAME, Manifest, Provenance, ShardInfo, shard_name
+    from wikifaces import code_version
+    from wikifaces.files import atomic_write_text
+
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
+    base = data.lsun(config.category)
+    pdir = _parts_dir(config, data)
+    out = base / "shards"
+    tmp = base / "shards.merging"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    infos, rejected, spec = [], [], None
+    for part in parts:
+        pds = pdir / f"part-{part.index:05d}"
+        manifest = open_dataset(pds).manifest
+        spec = manifest.image
+        for s in manifest.shards:
+            name = shard_name(len(infos))
+            os.replace(pds / s.file, tmp / name)
+            infos.append(ShardInfo(file=name, count=s.count, bytes=s.bytes, sha256=s.sha256))
+        rejected.extend(read_jsonl(pds.with_suffix(".rejected.jsonl")))
+    params = {**config.model_dump(mode="json"), "config_hash": config_hash(config), "parts": len(parts)}
+    manifest = Manifest(name=f"lsun-{config.category}", count=sum(i.count for i in infos),
+                        image=spec or open_dataset(out).manifest.image, shards=infos,
+                        provenance=Provenance(code_version=code_version(), parameters=params))
+    atomic_write_text(tmp / MANIFEST_NAME, manifest.to_json())
+    old = base / "shards.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    write_jsonl(base / "import-rejected.jsonl", sorted(rejected, key=lambda r: r["position"]))
+    shutil.rmtree(pdir, ignore_errors=True)
+    counts = {"imported": manifest.count, "rejected": len(rejected), "parts": len(parts)}
+    Receipt(stage="lsun-import", config_hash=config_hash(config), config=config.model_dump(mode="json"),
+            inputs={"source": str(config.source)}, outputs={str(out): fingerprint(out)}, counts=counts).write(
+        base / "import.receipt.json")
+    return ImportSummary(manifest.count, len(rejected), out, counts)

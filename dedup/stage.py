@@ -50,14 +50,27 @@ def default_out_dir(dataset: str | os.PathLike[str]) -> Path:
     return p.parent / "dedup" if p.name == "shards" else p.with_name(p.name + "-dedup")
 
 
+def _hash_stamp(config: DedupConfig, dataset: Path) -> dict[str, Any]:
+    want: dict[str, Any] = {"dataset": fingerprint(dataset), "method": config.method}
+    if config.method == "ae":
+        want.update(bits=config.ae_bits, epochs=config.ae_epochs, seed=config.seed)
+    return want
+
+
+def hashes_current(config: DedupConfig, dataset: Path, out_dir: Path) -> bool:
+    """Whether the saved hashes were made from this dataset with this method."""
+    path, stamp = out_dir / f"hashes-{config.method}.npz", out_dir / f"hashes-{config.method}.json"
+    return path.exists() and stamp.exists() and json.loads(stamp.read_text()) == _hash_stamp(config, dataset)
+
+
+def stamp_hashes(config: DedupConfig, dataset: Path, out_dir: Path) -> None:
+    atomic_write_json(out_dir / f"hashes-{config.method}.json", _hash_stamp(config, dataset))
+
+
 def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bool = True) -> Hashes:
     """The saved hashes of this dataset and method, computing them if missing or stale."""
     path = out_dir / f"hashes-{config.method}.npz"
-    stamp = out_dir / f"hashes-{config.method}.json"
-    want = {"dataset": fingerprint(dataset), "method": config.method}
-    if config.method == "ae":
-        want.update(bits=config.ae_bits, epochs=config.ae_epochs, seed=config.seed)
-    if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == want:
+    if hashes_current(config, dataset, out_dir):
         return Hashes.load(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.method == "ae":
@@ -67,7 +80,7 @@ def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bo
         hashes.save(path)
     else:
         hashes = hash_images(dataset, out_dir, config.method, config.workers, progress=progress)
-    atomic_write_json(stamp, want)
+    stamp_hashes(config, dataset, out_dir)
     return hashes
 
 

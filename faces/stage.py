@@ -57,16 +57,7 @@ class DetectSummary:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-# -- the per-image work (runs in worker processes) ---------------------------------------------------------
-_WORKER: tuple[DetectConfig, FaceDetector, Verifier] | None = None
-
-
-def _init_worker(config: DetectConfig) -> None:
-    global _WORKER
-    cv2.setNumThreads(1)  # the pool is the parallelism
-    _WORKER = (config, FaceDetector(config), make_verifier(config.verify))
-
-
+# -- the per-image work ------------------------------------------------------------------------------------------
 def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDetector | None = None,
                   verifier: Verifier | None = None) -> dict[str, Any]:
     """Detect, verify, rank and crop the faces of one stored image. Returns a result with one
@@ -121,12 +112,6 @@ def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDe
     return result
 
 
-def _work(args: tuple[str, str]) -> dict[str, Any]:
-    assert _WORKER is not None, "worker not initialised"
-    config, detector, verifier = _WORKER
-    return process_image(args[0], args[1], config, detector, verifier)
-
-
 # -- the stage ------------------------------------------------------------------------------------------------
 def results_hash(config: DetectConfig) -> str:
     """The hash of what decides a face's result: not how many workers, nor how many images."""
@@ -137,81 +122,137 @@ def face_key(sha256: str, rank: int) -> str:
     return f"{sha256[:24]}-{rank:02d}"
 
 
-def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | None = None,
-                 progress: bool = True) -> DetectSummary:
-    """Run detection over every `ok` row of images.jsonl; resumable per source image."""
-    data = DataRoot.resolve(root)
+@dataclass
+class DetectPlan:
+    """What a detection run has to do: the sources in order, and those not yet done."""
+
+    config: DetectConfig
+    root: DataRoot
+    sources: dict[str, list[dict[str, Any]]]  # sha256 -> the image rows using it, in order
+    shas: list[str]
+    done: dict[str, dict[str, Any]]
+    todo: list[tuple[str, str]]  # (stored file, sha256)
+    chash: str
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root.faces
+
+    @property
+    def work(self) -> Path:
+        return self.root.faces / WORK_DIR
+
+
+def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot | None = None) -> DetectPlan:
+    """Read the images table and the journal: which source images still need detecting."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     images_path = data.raw_wikipedia / "images.jsonl"
     if not images_path.exists():
         raise FileNotFoundError(f"{images_path} does not exist: run the images stage first")
     out_dir = data.faces
-    work = out_dir / WORK_DIR
-    work.mkdir(parents=True, exist_ok=True)
+    (out_dir / WORK_DIR).mkdir(parents=True, exist_ok=True)
     _recover_swap(out_dir / SHARDS_DIR)
     _recover_swap(out_dir / REJECTED_DIR)
-
-    sources: dict[str, list[dict[str, Any]]] = {}  # sha256 -> the image rows using it, in order
+    sources: dict[str, list[dict[str, Any]]] = {}
     for row in read_jsonl(images_path):
         if row.get("status") == "ok" and row.get("sha256"):
             sources.setdefault(row["sha256"], []).append(row)
     shas = list(sources)[: config.limit] if config.limit else list(sources)
-
     chash = results_hash(config)
     journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["source_sha256"])
     done = {r["source_sha256"]: r for r in journal.latest().values() if r.get("config_hash") == chash}
-    previous = _previous_results(out_dir, chash)
-    for sha, r in previous.items():
+    for sha, r in _previous_results(out_dir, chash).items():
         done.setdefault(sha, r)
-    todo = [s for s in shas if s not in done]
-
-    def record(result: dict[str, Any]) -> None:
-        for face in result["faces"]:
-            key = face_key(result["source_sha256"], face["rank"])
-            atomic_write_bytes(work / f"{key}.{config.encoding}", face.pop("crop_bytes"))
-            face["key"] = key
-        result["config_hash"] = chash
-        journal.append(result)
-        done[result["source_sha256"]] = result
-
     store = data.image_store
-    tasks = [(str(store / s[:2] / s[2:4] / s), s) for s in todo]
-    workers = min(config.workers or os.cpu_count() or 1, max(1, len(tasks)))
-    with Progress(disable=not progress or not tasks, transient=True) as bar:
-        task = bar.add_task("detecting faces", total=len(tasks))
-        if workers == 1:
-            detector, verifier = FaceDetector(config), make_verifier(config.verify)
-            for path, sha in tasks:
-                record(process_image(path, sha, config, detector, verifier))
-                bar.advance(task)
-        elif tasks:
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(config,)) as pool:
-                pending: set[Future] = set()
-                it = iter(tasks)
-                for t in it:
-                    pending.add(pool.submit(_work, t))
-                    if len(pending) >= workers * 4:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            record(f.result())
-                            bar.advance(task)
-                for f in pending:
-                    record(f.result())
-                    bar.advance(task)
-    journal.close()
+    todo = [(str(store / s[:2] / s[2:4] / s), s) for s in shas if s not in done]
+    return DetectPlan(config, data, sources, shas, done, todo, chash)
 
-    rows = _table(shas, sources, done, config)
-    kept = _write_shards(out_dir, rows, work, previous_dataset=out_dir / SHARDS_DIR, config=config)
+
+def detect_batch(tasks: list[tuple[str, str]], config: DetectConfig, work: str | os.PathLike[str]
+                 ) -> list[dict[str, Any]]:
+    """Detect faces in a batch of stored images (one detector for the batch); crops are written
+    to the shared `work` folder, and the results (small rows) are returned. A unit of fan-out."""
+    cv2.setNumThreads(1)  # the batches are the parallelism
+    detector, verifier = FaceDetector(config), make_verifier(config.verify)
+    return [_save_crops(process_image(path, sha, config, detector, verifier), Path(work), config.encoding)
+            for path, sha in tasks]
+
+
+def _save_crops(result: dict[str, Any], work: Path, encoding: str) -> dict[str, Any]:
+    for face in result["faces"]:
+        key = face_key(result["source_sha256"], face["rank"])
+        atomic_write_bytes(work / f"{key}.{encoding}", face.pop("crop_bytes"))
+        face["key"] = key
+    return result
+
+
+def record_results(plan: DetectPlan, results: list[dict[str, Any]]) -> None:
+    """Journal finished results (a killed run resumes from them)."""
+    journal_results(plan.root, plan.config, results)
+    plan.done.update((r["source_sha256"], r) for r in results)
+
+
+def journal_results(root: DataRoot, config: DetectConfig, results: list[dict[str, Any]]) -> None:
+    chash = results_hash(config)
+    with Journal(root.faces / JOURNAL_FILE, key=lambda r: r["source_sha256"]) as journal:
+        for result in results:
+            result["config_hash"] = chash
+            journal.append(result)
+
+
+def finish_detection(plan: DetectPlan) -> DetectSummary:
+    """Write the shards, the faces table and the receipt from every source's result."""
+    config, out_dir = plan.config, plan.out_dir
+    rows = _table(plan.shas, plan.sources, plan.done, config)
+    kept = _write_shards(out_dir, rows, plan.work, previous_dataset=out_dir / SHARDS_DIR, config=config)
     write_jsonl(out_dir / FACES_FILE, rows)
-    journal.remove()
-    shutil.rmtree(work, ignore_errors=True)
+    Journal(out_dir / JOURNAL_FILE, key=lambda r: r["source_sha256"]).remove()
+    shutil.rmtree(plan.work, ignore_errors=True)
     statuses = Counter(r["status"] for r in rows)
-    counts = {"images": len(shas), "faces": kept, "statuses": dict(statuses), "processed_now": len(todo)}
-    Receipt(stage="detect", config_hash=chash, config=config.model_dump(mode="json"),
+    counts = {"images": len(plan.shas), "faces": kept, "statuses": dict(statuses), "processed_now": len(plan.todo)}
+    images_path = plan.root.raw_wikipedia / "images.jsonl"
+    Receipt(stage="detect", config_hash=plan.chash, config=config.model_dump(mode="json"),
             inputs={"images": fingerprint(images_path)},
             outputs={str(out_dir / FACES_FILE): fingerprint(out_dir / FACES_FILE)},
             counts=counts).write(out_dir / RECEIPT_FILE)
-    return DetectSummary(len(shas), kept, dict(statuses), out_dir / FACES_FILE, counts)
+    return DetectSummary(len(plan.shas), kept, dict(statuses), out_dir / FACES_FILE, counts)
+
+
+def batches(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | None = None,
+                 progress: bool = True, batch_size: int = 8) -> DetectSummary:
+    """Run detection over every `ok` row of images.jsonl in local processes (one detector
+    each); resumable per source image."""
+    plan = plan_detection(config, root)
+    work = str(plan.work)
+    chunks = batches(plan.todo, batch_size)
+    workers = min(config.workers or os.cpu_count() or 1, max(1, len(chunks)))
+    with Progress(disable=not progress or not plan.todo, transient=True) as bar:
+        task = bar.add_task("detecting faces", total=len(plan.todo))
+        if workers == 1:
+            for chunk in chunks:
+                record_results(plan, detect_batch(chunk, config, work))
+                bar.advance(task, len(chunk))
+        elif chunks:
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                pending: set[Future] = set()
+                for chunk in chunks:
+                    pending.add(pool.submit(detect_batch, chunk, config, work))
+                    if len(pending) >= workers * 2:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            results = f.result()
+                            record_results(plan, results)
+                            bar.advance(task, len(results))
+                for f in pending:
+                    results = f.result()
+                    record_results(plan, results)
+                    bar.advance(task, len(results))
+    return finish_detection(plan)
 
 
 def _previous_results(out_dir: Path, chash: str) -> dict[str, dict[str, Any]]:
