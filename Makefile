@@ -9,7 +9,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 # Debian packages whose files the tests and benchmarks use (real photographs, labelled data).
-DEB_PACKAGES := opencv-doc dataset-fashion-mnist
+DEB_PACKAGES := opencv-doc dataset-fashion-mnist chromium chromium-driver
 
 .PHONY: demo test install install-test lint bench clean-venv sysdeps testdata
 

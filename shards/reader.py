@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +34,10 @@ from .format import (
 # and keyed by (real path); the inode tells a replaced file from the one we mapped.
 _ENVS: dict[str, tuple[int, lmdb.Environment]] = {}
 _ENVS_PID = os.getpid()
+# Open Dataset objects per shard path: one closing must not unmap what another is reading
+# (datasets opened in threads of one process share the environment).
+_USERS: dict[str, int] = {}
+_USERS_LOCK = threading.Lock()
 
 
 def open_shard_env(path: str | os.PathLike[str]) -> lmdb.Environment:
@@ -40,6 +45,7 @@ def open_shard_env(path: str | os.PathLike[str]) -> lmdb.Environment:
     global _ENVS_PID
     if os.getpid() != _ENVS_PID:  # a forked child must not use its parent's handles
         _ENVS.clear()
+        _USERS.clear()
         _ENVS_PID = os.getpid()
     real = os.path.realpath(path)
     try:
@@ -140,7 +146,11 @@ class Dataset(Sequence[Record]):
             self._pid = os.getpid()
         env = self._envs[shard]
         if env is None:
-            env = self._envs[shard] = open_shard_env(self.path / self.manifest.shards[shard].file)
+            path = self.path / self.manifest.shards[shard].file
+            with _USERS_LOCK:
+                env = self._envs[shard] = open_shard_env(path)
+                real = os.path.realpath(path)
+                _USERS[real] = _USERS.get(real, 0) + 1
         return env
 
     def locate(self, index: int) -> tuple[int, int]:
@@ -244,10 +254,17 @@ class Dataset(Sequence[Record]):
         return out
 
     def close(self) -> None:
-        """Release this process's handles on the dataset's shards."""
-        for shard in self.manifest.shards:
-            close_shard_env(self.path / shard.file)
-        self._envs = [None] * len(self._envs)
+        """Release this dataset's handles; a shard's mapping is closed when no open dataset uses it."""
+        with _USERS_LOCK:
+            for shard, env in zip(self.manifest.shards, self._envs, strict=True):
+                if env is None or self._pid != os.getpid():
+                    continue
+                real = os.path.realpath(self.path / shard.file)
+                _USERS[real] = _USERS.get(real, 1) - 1
+                if _USERS[real] <= 0:
+                    _USERS.pop(real, None)
+                    close_shard_env(real)
+            self._envs = [None] * len(self._envs)
 
     def __repr__(self) -> str:
         s = self.manifest.image

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,25 @@ import pytest
 from wikifaces.samples import random_crops
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Prefect reads its settings when first imported: give this test run its own home and result
+# storage (the harness does not isolate results), no analytics (they need DNS), no heartbeats
+# (a second per flow run), and no server from the environment.
+_PREFECT_TMP = Path(tempfile.mkdtemp(prefix="wikifaces-prefect-"))
+os.environ.update({"PREFECT_HOME": str(_PREFECT_TMP / "home"),
+                   "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(_PREFECT_TMP / "results"),
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"})
+for _var in ("PREFECT_API_URL", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_PROFILE"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole run (started on first use: ~20 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +76,35 @@ def build_images_root(root: Path, images: list[tuple[str, bytes]]) -> list[dict]
                      "status": "ok", "reason": "", "sha256": sha})
     write_jsonl(root / "raw" / "wikipedia" / "images.jsonl", rows)
     return rows
+
+
+TINY_TRAIN = {"image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, "max_steps": 3, "sample_every": 2,
+              "checkpoint_every": 2, "fixed_samples": 16, "desc": "test"}
+
+
+@pytest.fixture(scope="session")
+def pipeline_root(tmp_path_factory):
+    """A whole faces build on the offline stand-in (40 people), run stage by stage with plain
+    library calls (no Prefect), with a tiny training run and the report."""
+    from dedup import DedupConfig
+    from faces import DetectConfig
+    from scraping.config import HttpConfig, ImagesConfig, NamesConfig
+    from scraping.standin import StandinServer, build_corpus
+    from training import TrainConfig
+    from wikifaces.paths import DataRoot
+    from wikifaces.pipeline import DedupStageConfig, run_stage
+    from wikifaces.publish import PublishConfig
+    from wikifaces.report import ReportConfig
+
+    root = DataRoot(tmp_path_factory.mktemp("pipeline"))
+    with StandinServer(build_corpus(40, all_photos=True)) as server:
+        http = HttpConfig(**server.endpoints(), contact="wikifaces tests")
+        run_stage("names", NamesConfig(categories=("Stand-in people",), category_depth=2, http=http), root,
+                  progress=False)
+        run_stage("images", ImagesConfig(http=http), root, progress=False)
+    run_stage("detect", DetectConfig(), root, progress=False)
+    run_stage("dedup", DedupStageConfig(dedup=DedupConfig()), root, progress=False)
+    run_stage("publish", PublishConfig(), root, progress=False)
+    run_stage("train-dcgan", TrainConfig(dataset=root.processed("faces-64"), **TINY_TRAIN), root, progress=False)
+    run_stage("report", ReportConfig(), root, progress=False)
+    return root

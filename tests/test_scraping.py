@@ -22,6 +22,7 @@ from scraping.images import fetch_images
 from scraping.mediawiki import parse_list_html
 from scraping.names import collect_names
 from scraping.standin import TOKEN, StandinServer, build_corpus
+from scraping.standin.corpus import HOSTILE_ARTIST
 from scraping.store import ImageStore
 from wikifaces.cli import app
 from wikifaces.tables import read_jsonl
@@ -224,8 +225,10 @@ def test_images_rows_licences_and_store(named_root, server, corpus):
             continue
         assert r["status"] == "ok", r
         f = corpus.files[p.image]
-        assert r["licence"] == f.licence and r["attribution_required"] == f.attribution_required
-        assert r["artist"] and "<" not in r["artist"] and "&amp;" not in r["artist"]
+        assert r["licence"] == f.licence.split("<", 1)[0] and r["attribution_required"] == f.attribution_required
+        assert r["artist"] and "&amp;" not in r["artist"] and "not text" not in r["artist"]
+        # markup is gone; only the hostile artist's literal "<script>" text (escaped in the HTML) remains
+        assert "<" not in r["artist"] or r["artist"] == HOSTILE_ARTIST
         assert "<" not in r["credit"] and r["nonfree"] is False
         path = store.path(r["sha256"])
         assert path.relative_to(named_root / "raw/wikipedia/store").parts[:2] == (r["sha256"][:2], r["sha256"][2:4])

@@ -29,6 +29,12 @@ from wikifaces.files import sha256_file
 from .conftest import REPO, run_python
 
 
+def _to_float(image):
+    import torch
+
+    return torch.from_numpy(image).float().div(255)
+
+
 def _write(path, records, **kw):
     opts = {"name": "t", "image_size": (32, 32), "encoding": "png"} | kw
     return write_shards(records, path, **opts)
@@ -269,8 +275,9 @@ def test_dataloader_with_two_workers(tmp_path, crops):
     from shards.torch import ShardDataset
 
     _write(tmp_path / "ds", crops, max_records=64)
-    ds = ShardDataset(tmp_path / "ds", transform=lambda im: torch.from_numpy(im).float().div(255))
-    loader = DataLoader(ds, batch_size=32, num_workers=2, shuffle=False)
+    ds = ShardDataset(tmp_path / "ds", transform=_to_float)
+    # forkserver: this process may have run Prefect flows, whose threads break forked workers
+    loader = DataLoader(ds, batch_size=32, num_workers=2, shuffle=False, multiprocessing_context="forkserver")
     batches = list(loader)
     got = torch.cat(batches)
     want = torch.from_numpy(np.stack([im for im, _ in crops])).float().div(255)

@@ -126,8 +126,11 @@ class StreamedBatches:
         per_rank = self.batch // self.world
         idx = [order[k * self.batch : (k + 1) * self.batch][self.rank * per_rank : (self.rank + 1) * per_rank]
                for k in range(start, self.steps_per_epoch)]
+        # forkserver, not fork: a process that has run a Prefect flow has background threads whose
+        # exit hooks make forked workers exit with status 1 (and fork with threads is unsafe anyway).
         loader = DataLoader(self.records, batch_sampler=[i.tolist() for i in idx], num_workers=self.workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+                            pin_memory=self.device.type == "cuda", persistent_workers=False,
+                            multiprocessing_context="forkserver" if self.workers else None)
         for b in loader:
             yield b.to(self.device, non_blocking=True)
 

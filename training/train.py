@@ -155,8 +155,11 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
 
 # -- the loop ---------------------------------------------------------------------------------------------------
 def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
-                resume: str | os.PathLike[str] | None = None, progress: bool = True) -> TrainSummary:
-    """Train DCGAN on a shard dataset; with `resume`, continue the run in that directory exactly."""
+                resume: str | os.PathLike[str] | None = None, progress: bool = True,
+                run_dir: str | os.PathLike[str] | None = None) -> TrainSummary:
+    """Train DCGAN on a shard dataset; with `resume`, continue the run in that directory exactly.
+    `run_dir` starts the run in that (new) directory instead of the next numbered one, so that a
+    caller knows where to resume it after a crash."""
     if config.dataset is None:
         raise ValueError("no dataset: give TrainConfig(dataset=...) the folder of a published shard dataset")
     distributed = dist.is_available() and dist.is_initialized()
@@ -186,7 +189,7 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
     else:
         runs = Path(config.runs_dir) if config.runs_dir else DataRoot.resolve(root).runs
         if main:
-            run_dir = new_run_dir(runs, config.desc)
+            run_dir = Path(run_dir) if run_dir is not None else new_run_dir(runs, config.desc)
         if distributed:
             names = [str(run_dir) if main else None]
             dist.broadcast_object_list(names, src=0)
@@ -285,7 +288,7 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
             real = real_u8[:64].permute(0, 2, 3, 1).cpu().numpy()
             real_div = diversity(real if real.shape[3] == 3 else np.repeat(real, 3, 3))
         div = diversity(samples)
-        warmed_up = step >= max(500, 2 * steps_per_epoch)  # early samples all look alike
+        warmed_up = step >= min(500, max(100, total_steps // 2))  # early samples all look alike
         if warmed_up and real_div and div < 0.25 * real_div:
             warn("collapse", f"low sample diversity at step {step}: the fixed-noise samples are {div:.3f} apart "
                  f"on average against {real_div:.3f} for real images (mode collapse?)")
@@ -332,9 +335,9 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
                 images_total += real.shape[0] * world
                 img_since += real.shape[0] * world
                 loss_d = (loss_real + loss_fake).item()
-                low_d_steps = low_d_steps + 1 if loss_d < 0.01 else 0
+                low_d_steps = low_d_steps + 1 if loss_d < 0.05 else 0
                 if low_d_steps == max(50, steps_per_epoch // 2):
-                    warn("d_wins", f"the discriminator has won: its loss stayed under 0.01 for {low_d_steps} steps, "
+                    warn("d_wins", f"the discriminator has won: its loss stayed under 0.05 for {low_d_steps} steps, "
                          "so the generator gets almost no gradient (try fewer D updates, a lower D learning rate or "
                          "label smoothing)")
                 if main and (step % 10 == 0 or step == total_steps or step == 1):

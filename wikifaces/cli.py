@@ -430,6 +430,53 @@ def memorisation(run: RunArgument, dataset: Annotated[Path, typer.Argument(help=
 
 
 @app.command()
+def publish(
+    root: RootOption = None,
+    dataset: Annotated[str, typer.Option(help="Name of the published dataset (processed/<name>).")] = "faces-64",
+    source: Annotated[str, typer.Option(help="faces or lsun.")] = "faces",
+    category: Annotated[str, typer.Option(help="LSUN category, for --source lsun.")] = "bedroom",
+    size: Annotated[int, typer.Option(min=8, max=1024, help="Published image size.")] = 64,
+    no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Publish every candidate.")] = False,
+) -> None:
+    """Publish candidates minus duplicates as processed/<dataset>: shards, manifest, card, attribution."""
+    from wikifaces.pipeline import run_stage
+    from wikifaces.publish import PublishConfig
+
+    config = _config_or_exit(lambda: PublishConfig(dataset=dataset, source=source, category=category, size=size,
+                                                   use_dedup=not no_dedup))
+    try:
+        r = run_stage("publish", config, root)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    console.print(f"publish: {'skipped, ' + r.reason if r.skipped else 'done'}; {r.counts.get('records')} records "
+                  f"in {r.outputs and next(iter(r.outputs))}")
+
+
+@app.command()
+def report(
+    root: RootOption = None,
+    dataset: Annotated[str, typer.Option(help="The published dataset the report is about.")] = "faces-64",
+    source: Annotated[str, typer.Option(help="faces or lsun.")] = "faces",
+    category: Annotated[str, typer.Option(help="LSUN category, for --source lsun.")] = "bedroom",
+    samples: Annotated[int, typer.Option(min=0, max=400, help="Kept images shown.")] = 64,
+    open_: Annotated[bool, typer.Option("--open", help="Open it in the default browser.")] = False,
+) -> None:
+    """Write the build's self-contained HTML report (processed/<dataset>/report.html) and print its path."""
+    from wikifaces.report import ReportConfig, build_report
+
+    config = _config_or_exit(lambda: ReportConfig(dataset=dataset, source=source, category=category,
+                                                  samples=samples))
+    written = build_report(config, root)
+    path = Path(written["report"]).resolve()
+    console.print(str(path))
+    if open_:
+        import webbrowser
+
+        if not webbrowser.open(path.as_uri()):
+            err.print("no browser could be started here: open the path above yourself")
+
+
+@app.command()
 def standin(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,
     people: Annotated[int, typer.Option(min=12, help="People in the stand-in's world.")] = 60,
@@ -450,12 +497,124 @@ def standin(
             pass
 
 
-@app.command()
-def demo(root: RootOption = None) -> None:
-    """Run the pipeline end to end on the offline defaults and say where the results are."""
-    from wikifaces.demo import run_demo
+server_app = typer.Typer(help="A local Prefect server on SQLite, in the background (home: <root>/prefect).",
+                          no_args_is_help=True)
+app.add_typer(server_app, name="server")
 
-    run_demo(root, console)
+
+def _prefect_home(root: Path | None) -> Path:
+    from wikifaces.paths import DataRoot
+
+    return (DataRoot.resolve(root).root / "prefect").resolve()
+
+
+@server_app.command("start")
+def server_start(root: RootOption = None,
+                 port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 4200 if free).")] = None
+                 ) -> None:
+    """Start the server (or find the running one) and print the variable that points Prefect at it."""
+    from flows.server import start_server, ui_url
+
+    try:
+        api = start_server(_prefect_home(root), port)
+    except RuntimeError as e:
+        _fail(str(e))
+    console.print(f"Prefect server: UI {ui_url(api)}; in every shell that talks to it:")
+    console.print(f"  export PREFECT_API_URL={api}")
+
+
+@server_app.command("stop")
+def server_stop(root: RootOption = None) -> None:
+    """Stop the server that `server start` (or the demo) started for this data root."""
+    from flows.server import stop_server
+
+    console.print("stopped" if stop_server(_prefect_home(root)) else "no server was running for this data root")
+
+
+def _connect(root: Path | None) -> None:
+    from flows.demo import connect
+    from wikifaces.paths import DataRoot
+
+    try:
+        api = connect(DataRoot.resolve(root), console=err)
+    except RuntimeError as e:
+        _fail(str(e))
+    err.print(f"Prefect API: {api}")
+
+
+@app.command()
+def serve(
+    root: RootOption = None,
+    only: Annotated[list[str] | None, typer.Option(help="Serve only these flows (repeatable), e.g. train-dcgan.")]
+    = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many runs at once.")] = None,
+) -> None:
+    """Serve deployments of every flow from this process until interrupted (`<flow>/default`, and
+    `build-faces/demo` on the offline stand-in). Uses PREFECT_API_URL, else the local server."""
+    _connect(root)
+    from flows.deploy import serve_all
+
+    serve_all(only, limit)
+
+
+@app.command()
+def build(
+    root: RootOption = None,
+    lsun: Annotated[Path | None, typer.Option(help="Build LSUN from this LMDB release or image folder "
+                                                   "(build-lsun) instead of faces.")] = None,
+    params: Annotated[str | None, typer.Option("--params", "-p", help="Flow parameters as JSON, as `prefect "
+                                                                     "deployment run --params` takes them.")] = None,
+    from_stage: Annotated[str | None, typer.Option("--from", help="Run from this stage on.")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only this stage (repeatable).")] = None,
+    force: Annotated[bool, typer.Option(help="Rerun the chosen stages even when unchanged.")] = False,
+    standin: Annotated[bool, typer.Option(help="Scrape the offline stand-in instead of Wikipedia.")] = False,
+    dask_address: Annotated[str | None, typer.Option(help="Send fan-out work to this Dask scheduler "
+                                                          "(tcp://host:8786).")] = None,
+) -> None:
+    """Run build-faces (or build-lsun) in this process, reported to Prefect."""
+    import json
+
+    from pydantic import ValidationError
+
+    try:
+        extra = json.loads(params) if params else {}
+    except json.JSONDecodeError as e:
+        _fail(f"--params is not JSON: {e}")
+    _connect(root)
+    from flows.build import ParameterTypeError, build_faces, build_lsun
+    from wikifaces.lock import RootLocked
+
+    common = {"root": str(root) if root else None, "from_stage": from_stage, "only": only, "force": force,
+              "dask_address": dask_address}
+    try:
+        if lsun is not None:
+            extra.setdefault("lsun", {})["source"] = str(lsun)
+            results = build_lsun(**{**common, **extra})
+        else:
+            results = build_faces(**{**common, "standin": standin, **extra})
+    except (ParameterTypeError, ValidationError, ValueError, TypeError) as e:
+        _fail(str(e), 2)
+    except RootLocked as e:
+        _fail(str(e), 3)
+    table = Table("stage", "what happened")
+    for r in results:
+        table.add_row(r["stage"], f"skipped: {r['reason']}" if r.get("skipped") else "ran")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    root: RootOption = None,
+    port: Annotated[int | None, typer.Option(help="Port for the local Prefect server.")] = None,
+) -> None:
+    """build-faces end to end on the offline defaults (local Prefect server, stand-in Wikipedia,
+    short CPU training); says where the dataset, report and Prefect UI are."""
+    from flows.demo import run_demo
+
+    try:
+        run_demo(root, console, port)
+    except RuntimeError as e:  # the server would not start, or another build holds the data root
+        _fail(str(e))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,20 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic writes leave when killed mid-write
+
+
+def sweep_temporaries(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left under `root`; returns them.
+    Call only while holding the root's lock (no writer can be mid-write then)."""
+    removed = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            if _TEMPORARY.match(name):
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed

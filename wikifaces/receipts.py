@@ -26,11 +26,21 @@ def config_hash(config: BaseModel | dict[str, Any]) -> str:
 
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
-    """A file's sha256, or for a folder (a shard dataset) the sha256 of its manifest; "" if absent."""
+    """A file's sha256, or for a folder (a shard dataset) the sha256 of its manifest; "" if absent.
+
+    A dataset whose shard files are missing or have other sizes than its manifest says counts as
+    absent: a cheap stat per shard (a full check is `wikifaces verify`)."""
     p = Path(path)
     if p.is_dir():
         m = p / "manifest.json"
-        return sha256_file(m) if m.exists() else ""
+        if not m.exists():
+            return ""
+        try:
+            shards = json.loads(m.read_text()).get("shards", [])
+            intact = all((p / s["file"]).stat().st_size == s["bytes"] for s in shards)
+        except (OSError, ValueError, KeyError, TypeError):
+            intact = False
+        return sha256_file(m) if intact else ""
     return sha256_file(p) if p.exists() else ""
 
 

@@ -7,6 +7,7 @@ size) so that every file has its own bytes; a few people share a picture, as rea
 
 from __future__ import annotations
 
+import html
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,8 @@ LAST = (
     "Jensen",
 )
 
+HOSTILE_TITLE = "Eve O'Hara/../../etc/passwd"
+HOSTILE_ARTIST = "Mallory <script>alert('wikifaces')</script> & Sons"
 ARTISTS = (
     '<a href="//commons.wikimedia.org/wiki/User:{u}" title="User:{u}">{u}</a>',
     '<span class="fn value"><a href="https://www.flickr.com/people/{u}" class="external text">{u}</a></span>',
@@ -188,12 +191,27 @@ def build_corpus(people: int = 60, seed: int = 0, all_photos: bool = False) -> C
             files[image] = FileInfo(
                 name=image, photo=photo.id, width=ow, height=oh, licence=lic[0], licence_url=lic[1],
                 attribution_required=lic[2],
-                artist_html=ARTISTS[i % len(ARTISTS)].format(u=user, n=1000 + i),
+                artist_html=(ARTISTS[i % len(ARTISTS)].format(u=user, n=1000 + i) if i % 13 != 7 else
+                             f'<a href="javascript:alert(1)">{html.escape(HOSTILE_ARTIST)}</a>'
+                             '<script>alert("not text")</script>'),
                 credit_html=f'<span class="int-own-work" lang="en">Own work</span> ({photo.credit})',
                 crop=(rng.random(), rng.random(), crop_side), flip=rng.random() < 0.5,
                 gain=rng.uniform(0.9, 1.1),
             )
         persons.append(Person(name, pageid, qid, birth, image))
+
+    # Untrusted text as a hostile editor could write it: path pieces in a title ("/" and ".." are
+    # legal in titles) and its file name, markup in a licence; above, every 13th artist field has a
+    # script as literal text (escaped in Commons' HTML, so "<script>" in the extracted text) next to
+    # real markup.
+    if len(persons) > 8 and persons[7].image and persons[8].image:
+        p = persons[7]
+        f = files.pop(p.image)
+        p.title = HOSTILE_TITLE
+        f.name = p.image = "Eve_O'Hara_.._.._etc_(1957).jpg"
+        files[f.name] = f
+        g = files[persons[8].image]
+        g.licence = g.licence + '<img src=x onerror="alert(2)">'
 
     # A non-free portrait (a local file on the wiki, not on Commons), and two people sharing one picture.
     nonfree_person = persons[4]

@@ -1,0 +1,153 @@
+"""The parent flows: `build-faces` (names -> images -> detect -> dedup -> publish -> train-dcgan ->
+report) and `build-lsun` (lsun-import -> dedup -> publish -> train-dcgan).
+
+Every stage is a subflow that skips itself when its receipt says nothing changed; `from_stage`
+and `only` choose stages, `force` reruns them. Training runs through its own deployment when the
+build itself runs deployed and `train_deployment` names one (so that it can run on a GPU pool);
+otherwise in this process.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.deployments import run_deployment
+from prefect.exceptions import ParameterTypeError
+from prefect.runtime import deployment as current_deployment
+from pydantic import Field
+
+from dedup.config import DedupConfig, LsunImportConfig
+from faces.config import DetectConfig
+from scraping.config import ImagesConfig, NamesConfig
+from training.config import TrainConfig
+from wikifaces.paths import DataRoot
+from wikifaces.pipeline import FACES_STAGES, LSUN_STAGES, DedupStageConfig, select_stages
+from wikifaces.publish import PublishConfig
+from wikifaces.report import ReportConfig, funnel
+
+from .common import building, task_runner
+from .common import standin as standin_urls
+from .stages import (
+    DEFAULT_NAMES,
+    dedup_flow,
+    detect_flow,
+    images_flow,
+    lsun_import_flow,
+    names_flow,
+    publish_flow,
+    report_flow,
+    train_flow,
+)
+
+
+def _train(train: TrainConfig, root: str, force: bool, train_deployment: str | None) -> dict[str, Any]:
+    logger = get_run_logger()
+    if train_deployment and current_deployment.id:
+        logger.info("train-dcgan: through the deployment %s", train_deployment)
+        run = run_deployment(name=train_deployment, parameters={"config": train.model_dump(mode="json"),
+                                                                "root": root, "force": force})
+        if not run.state or not run.state.is_completed():
+            raise RuntimeError(f"the training deployment {train_deployment} ended {run.state}")
+        return {"stage": "train-dcgan", "flow_run": str(run.id)}
+    return train_flow(train, root, force)
+
+
+@flow(name="build-faces", log_prints=True)
+def build_faces(
+    names: NamesConfig = DEFAULT_NAMES,
+    images: ImagesConfig = ImagesConfig(),
+    detect: DetectConfig = DetectConfig(),
+    dedup: DedupConfig = DedupConfig(),
+    publish: PublishConfig = PublishConfig(),
+    train: TrainConfig = TrainConfig(),
+    report: ReportConfig = ReportConfig(),
+    root: str | None = None,
+    from_stage: str | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+    standin: bool = False,
+    standin_people: Annotated[int, Field(ge=12, le=5000)] = 80,
+    dask_address: str | None = None,
+    train_deployment: str | None = None,
+) -> list[dict[str, Any]]:
+    """Wikipedia portraits to a published face dataset, a trained DCGAN and a report."""
+    stages = select_stages(FACES_STAGES, from_stage, only)
+    data = DataRoot.resolve(root)
+    base = str(data.root)
+    publish = publish.model_copy(update={"source": "faces"})
+    train = train.model_copy(update={"dataset": data.processed(publish.dataset)})
+    report = report.model_copy(update={"dataset": publish.dataset, "source": "faces"})
+    results = []
+    with building(data, "build-faces"), standin_urls(standin, standin_people) as rewrite:
+        names = names.model_copy(update={"http": rewrite(names.http)})
+        images = images.model_copy(update={"http": rewrite(images.http)})
+        for stage in stages:
+            if stage == "names":
+                results.append(names_flow(names, base, force))
+            elif stage == "images":
+                results.append(images_flow(images, base, force))
+            elif stage == "detect":
+                results.append(detect_flow(detect, base, force, dask_address=dask_address))
+            elif stage == "dedup":
+                results.append(dedup_flow(DedupStageConfig(source="faces", dedup=dedup), base, force,
+                                          dask_address=dask_address))
+            elif stage == "publish":
+                results.append(publish_flow(publish, base, force))
+            elif stage == "train-dcgan":
+                results.append(_train(train, base, force, train_deployment))
+            elif stage == "report":
+                results.append(report_flow(report, base, force))
+    _funnel_artifact(data, report)
+    return results
+
+
+@flow(name="build-lsun", log_prints=True)
+def build_lsun(
+    lsun: LsunImportConfig,
+    dedup: DedupConfig = DedupConfig(),
+    publish: PublishConfig = PublishConfig(dataset="lsun-bedroom-64", source="lsun"),
+    train: TrainConfig = TrainConfig(),
+    root: str | None = None,
+    from_stage: str | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+    dask_address: str | None = None,
+    train_deployment: str | None = None,
+) -> list[dict[str, Any]]:
+    """An LSUN category to a deduplicated published dataset and a trained DCGAN."""
+    stages = select_stages(LSUN_STAGES, from_stage, only)
+    data = DataRoot.resolve(root)
+    base = str(data.root)
+    publish = publish.model_copy(update={"source": "lsun", "category": lsun.category})
+    train = train.model_copy(update={"dataset": data.processed(publish.dataset)})
+    results = []
+    with building(data, "build-lsun"):
+        for stage in stages:
+            if stage == "lsun-import":
+                results.append(lsun_import_flow(lsun, base, force, dask_address=dask_address))
+            elif stage == "dedup":
+                results.append(dedup_flow(DedupStageConfig(source="lsun", category=lsun.category, dedup=dedup),
+                                          base, force, dask_address=dask_address))
+            elif stage == "publish":
+                results.append(publish_flow(publish, base, force))
+            elif stage == "train-dcgan":
+                results.append(_train(train, base, force, train_deployment))
+    _funnel_artifact(data, ReportConfig(dataset=publish.dataset, source="lsun", category=lsun.category))
+    return results
+
+
+def _funnel_artifact(data: DataRoot, report: ReportConfig) -> None:
+    """The build's funnel as one table: names -> pages with an image -> free -> downloaded ->
+    faces -> kept after dedup -> published."""
+    try:
+        steps = funnel(data, report)
+    except FileNotFoundError:
+        return
+    rows = [{"step": s["step"], "count": s["count"], "lost": "" if s["lost"] is None else f"{s['lost']:.1%}",
+             "why": ", ".join(f"{k}: {v}" for k, v in s["reasons"].items() if v)} for s in steps]
+    create_table_artifact(key="build-funnel", table=rows, description="the build's funnel")
+
+
+__all__ = ["ParameterTypeError", "build_faces", "build_lsun", "task_runner"]

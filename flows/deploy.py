@@ -1,0 +1,45 @@
+"""Deployments for every flow, served by one process (`wikifaces serve`).
+
+Why `serve()` rather than a `prefect.yaml` with a process work pool: one command, no pool or
+worker to create, and the deployments' code is the installed package itself. A GPU machine runs
+`wikifaces serve --only train-dcgan` against the same Prefect server, and a build started
+elsewhere with `train_deployment="train-dcgan/default"` trains there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import serve
+
+from dedup.config import LsunImportConfig
+from scraping.config import NamesConfig
+
+from . import ALL_FLOWS
+
+# The offline demo: the stand-in Wikipedia, a small CPU training run.
+DEMO_PARAMETERS: dict[str, Any] = {
+    "names": NamesConfig(categories=("Stand-in people",), category_depth=2).model_dump(mode="json"),
+    "standin": True,
+    "train": {"image_size": 64, "g_width": 128, "d_width": 128, "batch_size": 32, "max_steps": 300,
+              "sample_every": 50, "checkpoint_every": 100, "desc": "demo"},
+}
+LSUN_PARAMETERS: dict[str, Any] = {
+    "lsun": LsunImportConfig(source="data/lsun/bedroom_train_lmdb").model_dump(mode="json"),
+}
+
+
+def deployments(only: list[str] | None = None) -> list[Any]:
+    out = []
+    for name, fl in ALL_FLOWS.items():
+        if only and name not in only:
+            continue
+        params = LSUN_PARAMETERS if name == "build-lsun" else {}
+        out.append(fl.to_deployment(name="default", parameters=params, tags=["wikifaces"]))
+        if name == "build-faces":
+            out.append(fl.to_deployment(name="demo", parameters=DEMO_PARAMETERS, tags=["wikifaces", "offline"]))
+    return out
+
+
+def serve_all(only: list[str] | None = None, limit: int | None = None) -> None:
+    serve(*deployments(only), limit=limit)

@@ -1,0 +1,246 @@
+"""The Prefect flows: every stage on the offline stand-in, receipts that skip unchanged stages,
+parameters validated before work starts, a real Dask cluster, and a real Prefect server with
+served deployments run by `prefect deployment run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shards import open_dataset, verify_dataset
+from tests.conftest import REPO, TINY_TRAIN, run_python
+from wikifaces.tables import read_jsonl
+
+NAMES = {"categories": ["Stand-in people"], "category_depth": 2}
+PEOPLE = 40  # in the stand-in's world (the demo has 80)
+BUILD = {"names": NAMES, "standin": True, "standin_people": PEOPLE, "train": TINY_TRAIN}
+STAGES = ["names", "images", "detect", "dedup", "publish", "train-dcgan", "report"]
+
+
+def receipts(root: Path) -> dict[str, str]:
+    """Each stage's receipt's finish time: a stage that ran rewrites it."""
+    return {p.stem: json.loads(p.read_text())["finished"] for p in sorted((root / "receipts").glob("*.json"))}
+
+
+def ran(results: list[dict]) -> list[str]:
+    return [r["stage"] for r in results if not r.get("skipped")]
+
+
+@pytest.fixture(scope="module")
+def built(prefect_harness, tmp_path_factory):
+    from flows import build_faces
+
+    root = tmp_path_factory.mktemp("build")
+    results = build_faces(root=str(root), **BUILD)
+    return root, results
+
+
+def test_build_faces_runs_every_stage_on_the_standin(built):
+    root, results = built
+    assert ran(results) == STAGES
+    assert sorted(receipts(root)) == sorted(STAGES)
+    published = root / "processed" / "faces-64"
+    assert verify_dataset(published, decode=True).ok
+    ds = open_dataset(published)
+    keep = json.loads((root / "interim/faces/dedup/summary.json").read_text())
+    assert len(ds) == keep["kept"] > 20
+    assert ds[0].image.shape == (64, 64, 3)
+    # the card and the attribution cover every published image
+    attribution = list(read_jsonl(published / "attribution.jsonl"))
+    assert [a["index"] for a in attribution] == list(range(len(ds)))
+    assert all(a["licence"] and a["url"] for a in attribution)
+    card = (published / "README.md").read_text()
+    assert f"{len(ds)} images" in card and "## Licences" in card and "open_dataset" in card
+    run = Path((root / "runs" / "latest-faces-64.txt").read_text().strip())
+    assert (run / "checkpoints" / "latest.pt").exists()
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    assert (published / "report.html").stat().st_size > 10_000
+
+
+def test_rerun_skips_every_stage(built):
+    from flows import build_faces
+
+    root, _ = built
+    before = receipts(root)
+    results = build_faces(root=str(root), **BUILD)
+    assert ran(results) == []
+    assert all("unchanged since" in r["reason"] for r in results)
+    assert receipts(root) == before
+
+
+def test_changed_parameter_reruns_that_stage_and_what_depends_on_it(built):
+    from flows import build_faces
+
+    root, _ = built
+    before = receipts(root)
+    published = open_dataset(root / "processed" / "faces-64").manifest.count
+    results = build_faces(root=str(root), **BUILD, dedup={"threshold": 0})
+    assert ran(results) == ["dedup", "publish", "train-dcgan", "report"]
+    assert next(r for r in results if r["stage"] == "dedup")["reason"] == "its parameters changed"
+    assert next(r for r in results if r["stage"] == "publish")["reason"].startswith("its inputs changed (keep")
+    after = receipts(root)
+    assert [s for s in STAGES if after[s] == before[s]] == ["names", "images", "detect"]
+    # fewer near-duplicates at threshold 0: more published images
+    assert open_dataset(root / "processed" / "faces-64").manifest.count > published
+
+
+def test_only_and_force_rerun_exactly_one_stage(built):
+    from flows import build_faces
+
+    root, _ = built
+    before = receipts(root)
+    results = build_faces(root=str(root), **BUILD, dedup={"threshold": 0},
+                          only=["report"], force=True)
+    assert [r["stage"] for r in results] == ["report"] and ran(results) == ["report"]
+    after = receipts(root)
+    assert {s for s in STAGES if after[s] != before[s]} == {"report"}
+    # a deleted output makes its stage rerun; the next ones see the same content and skip
+    (root / "processed" / "faces-64" / "shard-00000.lmdb").unlink()
+    results = build_faces(root=str(root), **BUILD, dedup={"threshold": 0},
+                          from_stage="publish")
+    assert ran(results)[0] == "publish"
+    assert verify_dataset(root / "processed" / "faces-64").ok
+
+
+def test_single_stage_flows(built, tmp_path):
+    """Any stage reruns on its own, as its own flow."""
+    from flows import dedup_flow, report_flow
+    from wikifaces.pipeline import DedupStageConfig
+
+    root, _ = built
+    r = dedup_flow(DedupStageConfig(), str(root))
+    assert r["skipped"] is False or "unchanged" in r["reason"]
+    r = report_flow({"dataset": "faces-64"}, str(root), force=True)
+    assert r["skipped"] is False and Path(r["counts"]["report"]).exists()
+
+
+def test_bad_parameters_are_rejected_before_any_work(prefect_harness, tmp_path):
+    from prefect.exceptions import ParameterTypeError
+
+    from flows import build_faces, detect_flow
+
+    for bad in ({"dedup": {"threshold": 99}}, {"train": {"batch_size": 1}}, {"names": {"categories": []}},
+                {"publish": {"dataset": "../escape"}}):
+        with pytest.raises(ParameterTypeError) as e:
+            build_faces(root=str(tmp_path), standin=True, **bad)
+        assert next(iter(next(iter(bad.values())))) in str(e.value)
+    with pytest.raises(ParameterTypeError, match="batch_size"):
+        detect_flow(root=str(tmp_path), batch_size=0)
+    with pytest.raises(ValueError, match="unknown stage 'detekt'"):
+        build_faces(root=str(tmp_path), standin=True, only=["detekt"])
+    assert not (tmp_path / "receipts").exists() and not (tmp_path / "raw").exists()
+
+
+def test_build_lsun_on_a_small_release(prefect_harness, tmp_path):
+    from dedup import write_lsun_lmdb
+    from flows import build_lsun
+
+    write_lsun_lmdb(tmp_path / "bedroom_train_lmdb", 150, size=96, fmt="webp", seed=3, duplicates=0.1)
+    results = build_lsun(lsun={"source": str(tmp_path / "bedroom_train_lmdb"), "size": 64}, root=str(tmp_path),
+                         train=TINY_TRAIN, publish={"dataset": "lsun-bedroom-64", "source": "lsun"})
+    assert ran(results) == ["lsun-import", "dedup", "publish", "train-dcgan"]
+    ds = open_dataset(tmp_path / "processed" / "lsun-bedroom-64")
+    assert 100 < len(ds) < 150  # the planted duplicates are gone
+    again = build_lsun(lsun={"source": str(tmp_path / "bedroom_train_lmdb"), "size": 64}, root=str(tmp_path),
+                       train=TINY_TRAIN, publish={"dataset": "lsun-bedroom-64", "source": "lsun"})
+    assert ran(again) == []
+
+
+def test_dask_cluster_gives_the_same_output_as_threads(built, tmp_path):
+    """detect and dedup fan out over a real distributed.LocalCluster (2 worker processes)."""
+    from distributed import LocalCluster
+
+    from flows import dedup_flow, detect_flow
+    from wikifaces.pipeline import DedupStageConfig
+
+    src, _ = built
+    roots = {}
+    for name in ("threads", "dask"):
+        roots[name] = tmp_path / name
+        shutil.copytree(src / "raw", roots[name] / "raw")
+    detect_flow(root=str(roots["threads"]), batch_size=8)
+    dedup_flow(DedupStageConfig(), str(roots["threads"]), part_size=20)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        detect_flow(root=str(roots["dask"]), batch_size=8, dask_address=cluster.scheduler_address)
+        dedup_flow(DedupStageConfig(), str(roots["dask"]), part_size=20, dask_address=cluster.scheduler_address)
+
+    def rows(root: Path) -> list[dict]:
+        return sorted((r for r in read_jsonl(root / "interim/faces/faces.jsonl")),
+                      key=lambda r: json.dumps(r, sort_keys=True))
+
+    assert rows(roots["dask"]) == rows(roots["threads"]) and len(rows(roots["dask"])) > 20
+    a, b = (open_dataset(roots[n] / "interim/faces/shards") for n in ("threads", "dask"))
+    assert len(a) == len(b)
+    by_key = {a.read_meta(i)["key"]: a.read_bytes(i) for i in range(len(a))}
+    assert all(by_key[b.read_meta(i)["key"]] == b.read_bytes(i) for i in range(len(b)))
+    keep = [(roots[n] / "interim/faces/dedup/keep.npy").read_bytes() for n in ("threads", "dask")]
+    assert keep[0] == keep[1]
+
+
+def test_stages_do_not_import_prefect():
+    r = run_python("import sys, scraping, faces, dedup, shards, training, wikifaces.pipeline, wikifaces.cli, "
+                   "flows.server\nbad = sorted(m for m in sys.modules if m.split('.')[0] == 'prefect')\n"
+                   "print(bad[:5]); sys.exit(1 if bad else 0)")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- a real Prefect server, served deployments, `prefect deployment run` ------------------------------------------
+def _wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{what} within {timeout:.0f} s" + (f": {log.read_text()[-3000:]}" if log else ""))
+
+
+def test_end_to_end_with_a_real_server_and_deployments(tmp_path):
+    from flows.server import free_port, start_server, stop_server
+
+    home, root = tmp_path / "prefect", tmp_path / "data"
+    api = start_server(home, free_port())
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home), "WIKIFACES_ROOT": str(root),
+           "PYTHONPATH": str(REPO)}
+    bin_dir = Path(sys.executable).parent
+    serve_log = tmp_path / "serve.log"
+    with open(serve_log, "wb") as log:
+        serving = subprocess.Popen([str(bin_dir / "wikifaces"), "serve"], stdout=log, stderr=subprocess.STDOUT,
+                                   env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        _wait_for(lambda: b"Your deployments are being served" in serve_log.read_bytes() or serving.poll() is not None,
+                  180, "`wikifaces serve` did not serve", serve_log)
+        assert serving.poll() is None, serve_log.read_text()
+        params = json.dumps({"train": TINY_TRAIN, "standin_people": 24})
+
+        def deploy_run() -> subprocess.CompletedProcess:
+            return subprocess.run([str(bin_dir / "prefect"), "deployment", "run", "build-faces/demo", "--params",
+                                   params, "--watch", "--watch-timeout", "600"], env=env, capture_output=True,
+                                  text=True, timeout=660)
+
+        first = deploy_run()
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:] + serve_log.read_text()[-3000:]
+        check = subprocess.run([str(bin_dir / "wikifaces"), "verify", str(root / "processed" / "faces-64")],
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert check.returncode == 0, check.stdout + check.stderr
+        before = receipts(root)
+        assert sorted(before) == sorted(STAGES)
+        second = deploy_run()
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert receipts(root) == before, "a second run must skip every stage"
+    finally:
+        os.killpg(serving.pid, signal.SIGTERM)
+        try:
+            serving.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serving.pid, signal.SIGKILL)
+            serving.wait()
+        assert stop_server(home)
+    assert not (home / "server.json").exists()

@@ -1,0 +1,58 @@
+"""Whole-build reliability: one build per data root (a lock that a SIGKILL releases), a full disk
+in the middle of a stage, and crashes at random moments (a short chaos run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from wikifaces.lock import RootLocked, root_lock
+
+HOLD = """
+import sys, time
+from wikifaces.lock import root_lock
+with root_lock(sys.argv[1], "a test build"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(root) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_second_build_on_one_root_refuses_and_a_killed_holder_frees_it(tmp_path):
+    holder = _holder(tmp_path)
+    try:
+        with pytest.raises(RootLocked, match=rf"in use by another build \(a test build, pid {holder.pid}"), \
+                root_lock(tmp_path, "second"):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with root_lock(tmp_path, "after the crash"), root_lock(tmp_path, "nested in the same process"):
+        assert (tmp_path / ".lock").read_text().count("after the crash") == 1
+
+
+def test_build_flow_refuses_a_root_in_use(prefect_harness, tmp_path):
+    from flows import build_faces
+
+    holder = _holder(tmp_path)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RootLocked, match="wait for it to finish"):
+            build_faces(root=str(tmp_path), standin=True)
+        assert time.monotonic() - t0 < 30
+        assert not (tmp_path / "receipts").exists() and not (tmp_path / "raw").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

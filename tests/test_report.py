@@ -1,0 +1,158 @@
+"""The build report: the data behind each section, escaping, and the page in a real browser
+(Debian's headless Chromium through its chromedriver; no browser download)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scraping.standin.corpus import HOSTILE_ARTIST, HOSTILE_TITLE
+from shards import open_dataset
+from wikifaces.cli import app
+from wikifaces.report import (
+    ReportConfig,
+    duplicate_clusters,
+    funnel,
+    kept_samples,
+    licences,
+    rejected_samples,
+    render,
+    stage_parameters,
+    training_run,
+)
+from wikifaces.tables import read_jsonl
+
+CONFIG = ReportConfig(samples=400)
+
+
+def test_funnel_counts_follow_the_stage_outputs(pipeline_root):
+    root = pipeline_root
+    steps = {s["step"]: s for s in funnel(root, CONFIG)}
+    names = sum(1 for _ in read_jsonl(root.raw_wikipedia / "names.jsonl"))
+    assert steps["people (resolved, deduplicated)"]["count"] == names
+    images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+    assert steps["pages with a lead image"]["reasons"]["no_image"] == sum(r["status"] == "no_image" for r in images)
+    assert steps["downloaded and valid"]["count"] == sum(r["status"] == "ok" for r in images)
+    summary = json.loads((root.faces / "dedup" / "summary.json").read_text())
+    assert steps["kept after dedup"]["count"] == summary["kept"]
+    assert steps["kept after dedup"]["reasons"]["duplicate"] == summary["removed"] > 0
+    assert steps["published"]["count"] == len(open_dataset(root.processed("faces-64")))
+    ordered = funnel(root, CONFIG)
+    for before, after in itertools.pairwise(ordered):
+        if after["lost"] is not None and before["count"]:
+            assert after["lost"] == round((before["count"] - after["count"]) / before["count"], 4)
+            assert after["count"] <= before["count"]
+    # faces are another unit than images: no share lost is claimed there
+    assert steps["faces kept (detected, checked, large enough)"]["lost"] is None
+
+
+def test_licences_and_samples_match_the_published_records(pipeline_root):
+    root = pipeline_root
+    published = root.processed("faces-64")
+    attribution = list(read_jsonl(published / "attribution.jsonl"))
+    assert dict(licences(root, CONFIG)) == dict(Counter(a["licence"] for a in attribution))
+    kept = kept_samples(root, CONFIG)
+    assert len(kept) == len(attribution)  # samples=400 shows them all
+    for k in kept:
+        assert k["title"] == attribution[k["index"]]["title"] and k["image"].shape == (64, 64, 3)
+    rejected = rejected_samples(root, CONFIG)
+    assert rejected and all(r["status"] != "ok" and r["reason"] for r in rejected)
+
+
+def test_duplicate_clusters_show_one_kept_image_each(pipeline_root):
+    clusters = duplicate_clusters(pipeline_root, CONFIG)
+    assert clusters
+    for c in clusters:
+        assert sum(m["kept"] for m in c["members"]) == 1
+        assert all(m["image"].shape == (64, 64, 3) or m["image"].ndim == 3 for m in c["members"][:8])
+        assert max(m["distance"] for m in c["members"]) == c["max_distance"]
+    distances = [c["max_distance"] for c in clusters]
+    assert distances == sorted(distances, reverse=True)
+
+
+def test_training_and_parameters_sections(pipeline_root):
+    run = training_run(pipeline_root, CONFIG)
+    assert run is not None and [r["step"] for r in run["metrics"]][-1] == 3
+    assert run["samples"] and all(p.exists() for p in run["samples"])
+    assert (run["run"] / "interpolate-seed0.png").exists() and (run["run"] / "memorisation.png").exists()
+    stages = {p["stage"]: p for p in stage_parameters(pipeline_root)}
+    assert set(stages) == {"names", "images", "detect", "dedup", "publish", "train-dcgan", "report"}
+    assert all(p["code_version"] and p["config"] for p in stages.values())
+
+
+def test_scraped_text_is_escaped_everywhere(pipeline_root):
+    root = pipeline_root
+    published = root.processed("faces-64")
+    attribution = list(read_jsonl(published / "attribution.jsonl"))
+    assert any(a["artist"] == HOSTILE_ARTIST for a in attribution), "the stand-in's hostile artist is published"
+    rows = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+    assert any(r["title"] == HOSTILE_TITLE and r["status"] == "ok" for r in rows)
+    page = render(CONFIG, root)
+    assert not re.search(r"<script|onerror|javascript:", page, re.I)
+    assert "Mallory &lt;script&gt;alert(&#x27;wikifaces&#x27;)&lt;/script&gt; &amp; Sons" in page
+    for name in ("README.md", "ATTRIBUTION.md"):
+        text = (published / name).read_text()
+        assert "<script" not in text.lower() and "<img" not in text.lower()
+    assert "Mallory &lt;script&gt;" in (published / "ATTRIBUTION.md").read_text()
+
+
+def test_cli_report_writes_and_prints_its_path(pipeline_root, tmp_path):
+    r = CliRunner().invoke(app, ["report", "--root", str(pipeline_root.root), "--samples", "8"])
+    assert r.exit_code == 0, r.output
+    path = Path(r.output.strip().splitlines()[-1])
+    assert path == (pipeline_root.processed("faces-64") / "report.html").resolve() and path.stat().st_size > 10_000
+    r = CliRunner().invoke(app, ["report", "--root", str(pipeline_root.root), "--samples", "999"])
+    assert r.exit_code == 2 and "samples" in r.output
+
+
+def _chrome():
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        message = "Debian's chromium and chromium-driver are not installed (make sysdeps installs them as root)"
+        if os.environ.get("WIKIFACES_REQUIRE_TESTDATA"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    # no network at all: the page must work from the file alone
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,2000", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def test_report_in_a_real_browser(pipeline_root, tmp_path):
+    from wikifaces.report import build_report
+
+    written = build_report(CONFIG, pipeline_root.root)
+    driver = _chrome()
+    try:
+        driver.get(Path(written["report"]).resolve().as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        assert len(images) > 20
+        assert all(ok for _, ok in images), [alt for alt, ok in images if not ok]
+        text = driver.execute_script("return document.body.innerText")
+        assert HOSTILE_ARTIST in text  # shown as text ...
+        assert driver.execute_script("return document.scripts.length") == 0  # ... and nothing runs
+        for section in ("Funnel", "Licences", "Kept images", "Rejected detections", "Duplicate clusters",
+                        "Training", "Stages: parameters and code version"):
+            assert section in text
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        shot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+    finally:
+        driver.quit()

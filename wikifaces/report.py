@@ -1,0 +1,359 @@
+"""Stage `report`: one self-contained HTML page per build, for a curator who would rather look
+than read logs.
+
+Sections: the funnel (counts per stage, the share lost at each step, rejection reasons), the
+licences, random kept faces and rejected detections with their reasons, duplicate clusters
+with distances, the training run (losses, D outputs, samples over time, a latent walk, the
+memorisation check), and the parameters and code version of every stage. Pictures are embedded
+as data URIs, there is no script at all, and every string from the data is escaped, so the page
+works opened as a file, offline, and nothing in a title or licence field can run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from shards import is_complete, open_dataset
+from wikifaces import code_version
+from wikifaces.files import atomic_write_text
+from wikifaces.paths import DataRoot
+from wikifaces.receipts import Receipt
+from wikifaces.tables import read_jsonl
+
+
+class ReportConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dataset: str = Field(default="faces-64", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: Literal["faces", "lsun"] = "faces"
+    category: str = Field(default="bedroom", pattern=r"^[A-Za-z0-9_.-]+$")
+    samples: Annotated[int, Field(ge=0, le=400)] = 64
+    rejected: Annotated[int, Field(ge=0, le=400)] = 24
+    clusters: Annotated[int, Field(ge=0, le=100)] = 12
+    seed: int = 0
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def png_uri(image: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("could not encode a picture for the report")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def file_uri(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def figure_uri(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# -- the data behind each section (plain values: tested on their own) -----------------------------------
+def funnel(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
+    """Counts at each step of the build and the share lost from the previous one, with reasons."""
+    steps: list[dict[str, Any]] = []
+
+    def add(label: str, count: int, reasons: Counter[str] | None = None, comparable: bool = True) -> None:
+        """`comparable` is False where the unit changes (images -> faces): no share lost then."""
+        prev = steps[-1]["count"] if steps else None
+        lost = round((prev - count) / prev, 4) if prev and comparable else (0.0 if comparable else None)
+        steps.append({"step": label, "count": count, "lost": lost,
+                      "reasons": dict((reasons or Counter()).most_common())})
+
+    if config.source == "faces":
+        names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
+        rejected = Counter(r["status"] for r in read_jsonl(root.raw_wikipedia / "names-rejected.jsonl"))
+        add("names found", len(names) + sum(rejected.values()))
+        add("people (resolved, deduplicated)", len(names), rejected)
+        images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+        statuses = Counter(r["status"] for r in images)
+        with_image = [r for r in images if r["status"] != "no_image"]
+        add("pages with a lead image", len(with_image), Counter({"no_image": statuses.get("no_image", 0)}))
+        free = [r for r in with_image if r["status"] not in ("nonfree", "taken_down")]
+        add("free licence (and not taken down)", len(free),
+            Counter({k: v for k, v in statuses.items() if k in ("nonfree", "taken_down")}))
+        ok = [r for r in free if r["status"] == "ok"]
+        add("downloaded and valid", len(ok), Counter({k: v for k, v in statuses.items()
+                                                      if k not in ("ok", "no_image", "nonfree", "taken_down")}))
+        faces = list(read_jsonl(root.faces / "faces.jsonl"))
+        kept = [r for r in faces if r["status"] == "ok"]
+        by_image = {r.get("source_sha256"): r.get("image_status") for r in faces}
+        usable = {r.get("source_sha256") for r in kept}
+        add("images with a usable face", len(usable),
+            Counter(status for sha, status in by_image.items() if sha not in usable))
+        add("faces kept (detected, checked, large enough)", len(kept),
+            Counter(r["status"] for r in faces if r["status"] != "ok"), comparable=False)
+    else:
+        ds = root.lsun(config.category) / "shards"
+        n = len(open_dataset(ds)) if is_complete(ds) else 0
+        bad = Counter(r["status"] for r in read_jsonl(root.lsun(config.category) / "import-rejected.jsonl"))
+        add("images imported", n, bad)
+    summary = _dedup_summary(root, config)
+    if summary:
+        add("kept after dedup", summary["kept"], Counter({"duplicate": summary["removed"],
+                                                          "unreadable": summary["corrupt"]}))
+    published = root.processed(config.dataset)
+    if is_complete(published):
+        m = open_dataset(published).manifest
+        add("published", m.count, Counter(m.summary.get("skipped", {})))
+    return steps
+
+
+def _dedup_summary(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
+    base = root.faces if config.source == "faces" else root.lsun(config.category)
+    path = base / "dedup" / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def licences(root: DataRoot, config: ReportConfig) -> list[tuple[str, int]]:
+    published = root.processed(config.dataset)
+    if not is_complete(published):
+        return []
+    counts = open_dataset(published).manifest.summary.get("licences", {})
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+def kept_samples(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
+    """Published images at random, each with who it shows, its author and licence."""
+    published = root.processed(config.dataset)
+    if not is_complete(published) or config.samples == 0:
+        return []
+    ds = open_dataset(published)
+    picks = sorted(random.Random(config.seed).sample(range(len(ds)), min(config.samples, len(ds))))
+    out = []
+    for i in picks:
+        image, meta = ds[i]
+        out.append({"index": i, "image": image, "title": meta.get("title"), "artist": meta.get("artist"),
+                    "licence": meta.get("licence")})
+    return out
+
+
+def rejected_samples(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
+    """A sample of rejected detections: each with its crop (RGB) and its status and reason."""
+    path = root.faces / "rejected"
+    if config.source != "faces" or not is_complete(path) or config.rejected == 0:
+        return []
+    ds = open_dataset(path)
+    picks = sorted(random.Random(config.seed).sample(range(len(ds)), min(config.rejected, len(ds))))
+    out = []
+    for i in picks:
+        image, meta = ds[i]
+        out.append({"image": image, "status": meta.get("status"), "reason": meta.get("reason"),
+                    "title": meta.get("title")})
+    return out
+
+
+def duplicate_clusters(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
+    """The clusters with the largest distances (where mistakes would be), members with images."""
+    base = root.faces if config.source == "faces" else root.lsun(config.category)
+    clusters = list(read_jsonl(base / "dedup" / "clusters.jsonl"))
+    if not clusters or not is_complete(base / "shards"):
+        return []
+    ds = open_dataset(base / "shards")
+    chosen = sorted(clusters, key=lambda c: (-c["max_distance"], c["cluster"]))[: config.clusters]
+    for c in chosen:
+        for m in c["members"][:8]:
+            m["image"] = ds[m["index"]].image
+    return chosen
+
+
+def training_run(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
+    marker = root.runs / f"latest-{config.dataset}.txt"
+    if not marker.exists():
+        return None
+    run = Path(marker.read_text().strip())
+    if not (run / "metrics.jsonl").exists():
+        return None
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss_d" in r]
+    warnings = [r["warning"] for r in read_jsonl(run / "metrics.jsonl") if "warning" in r]
+    samples = sorted((run / "samples").glob("step-*.png"))
+    return {"run": run, "metrics": rows, "warnings": warnings, "samples": samples,
+            "summary": json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}}
+
+
+def stage_parameters(root: DataRoot) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((root.root / "receipts").glob("*.json")):
+        receipt = Receipt.read(path)
+        if receipt is not None:
+            out.append({"stage": receipt.stage, "code_version": receipt.code_version, "finished": receipt.finished,
+                        "config_hash": receipt.config_hash, "config": receipt.config, "counts": receipt.counts})
+    return out
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+def _funnel_chart(steps: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(steps) + 0.8))
+    labels = [s["step"] for s in steps][::-1]
+    ax.barh(labels, [s["count"] for s in steps][::-1], color="#4a7fb5")
+    for y, s in enumerate(steps[::-1]):
+        ax.text(s["count"], y, f"  {s['count']}", va="center", fontsize=9)
+    ax.set_xlabel("count")
+    ax.spines[["top", "right"]].set_visible(False)
+    return figure_uri(fig)
+
+
+def _loss_chart(rows: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.4))
+    a.plot(steps, [r["loss_d"] for r in rows], label="D loss", lw=1)
+    a.plot(steps, [r["loss_g"] for r in rows], label="G loss", lw=1)
+    a.set_xlabel("step")
+    a.legend()
+    b.plot(steps, [r["d_x"] for r in rows], label="D(x)", lw=1)
+    b.plot(steps, [r["d_g_z"] for r in rows], label="D(G(z))", lw=1)
+    b.set_ylim(0, 1)
+    b.set_xlabel("step")
+    b.legend()
+    return figure_uri(fig)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;
+vertical-align:top}th{background:#f4f4f4}.num{text-align:right}.muted{color:#777}img{max-width:100%}
+.tiles{display:flex;flex-wrap:wrap;gap:8px}.tile{width:120px;font-size:11px}.tile img{width:120px}
+.cluster{display:flex;gap:6px;margin:6px 0;align-items:flex-start}.cluster figure{margin:0;font-size:11px;
+text-align:center}.kept img{outline:3px solid #2a2}.dropped img{outline:3px solid #c33}pre{background:#f7f7f7;
+padding:.6em;overflow-x:auto;font-size:12px}.warn{color:#a60}"""
+
+
+def render(config: ReportConfig, root: DataRoot) -> str:
+    parts: list[str] = []
+    title = f"wikifaces build report: {esc(config.dataset)}"
+    parts.append(f"<h1>{title}</h1><p class='muted'>wikifaces {esc(code_version())}</p>")
+
+    steps = funnel(root, config)
+    parts.append("<h2 id='funnel'>Funnel</h2><table><tr><th>step</th><th class='num'>count</th>"
+                 "<th class='num'>lost from the step before</th><th>why</th></tr>")
+    for s in steps:
+        reasons = ", ".join(f"{esc(k)}: {v}" for k, v in s["reasons"].items() if v) or "&nbsp;"
+        parts.append(f"<tr><td>{esc(s['step'])}</td><td class='num'>{s['count']}</td>"
+                     f"<td class='num'>{'—' if s['lost'] is None else format(s['lost'], '.1%')}</td>"
+                     f"<td>{reasons}</td></tr>")
+    parts.append("</table>")
+    if steps:
+        parts.append(f"<img alt='funnel chart' src='{_funnel_chart(steps)}'>")
+
+    lic = licences(root, config)
+    if lic:
+        parts.append("<h2 id='licences'>Licences</h2><table><tr><th>licence</th><th class='num'>images</th></tr>")
+        parts.extend(f"<tr><td>{esc(k)}</td><td class='num'>{v}</td></tr>" for k, v in lic)
+        parts.append("</table><p>Every image's author, licence and source: <a href='ATTRIBUTION.md'>ATTRIBUTION.md</a>"
+                     " (and <a href='attribution.jsonl'>attribution.jsonl</a>).</p>")
+
+    kept = kept_samples(root, config)
+    if kept:
+        parts.append(f"<h2 id='kept'>Kept images</h2><p>{len(kept)} at random, with subject, author and "
+                     "licence.</p><div class='tiles'>")
+        for r in kept:
+            parts.append(f"<div class='tile'><img alt='published image {r['index']}' src='{png_uri(r['image'])}'>"
+                         f"<div><b>{esc(r['title'])}</b></div><div class='muted'>{esc(r['artist'])}, "
+                         f"{esc(r['licence'])}</div></div>")
+        parts.append("</div>")
+    rejected = rejected_samples(root, config)
+    if rejected:
+        parts.append("<h2 id='rejected'>Rejected detections</h2><div class='tiles'>")
+        for r in rejected:
+            parts.append(f"<div class='tile'><img alt='rejected detection' src='{png_uri(r['image'])}'>"
+                         f"<div><b>{esc(r['status'])}</b>: {esc(r['reason'])}</div>"
+                         f"<div class='muted'>{esc(r['title'])}</div></div>")
+        parts.append("</div>")
+    clusters = duplicate_clusters(root, config)
+    if clusters:
+        parts.append("<h2 id='duplicates'>Duplicate clusters</h2><p>Largest distances first: a green frame is the "
+                     "image kept, red ones were removed; d is the Hamming distance of the hashes.</p>")
+        for c in clusters:
+            parts.append("<div class='cluster'>")
+            for m in c["members"][:8]:
+                cls = "kept" if m["kept"] else "dropped"
+                label = "kept" if m["kept"] else f"d = {m['distance']}"
+                parts.append(f"<figure class='{cls}'><img width='96' alt='{esc(m['key'])}' src='{png_uri(m['image'])}'>"
+                             f"<figcaption>{esc(label)}</figcaption></figure>")
+            parts.append("</div>")
+
+    run = training_run(root, config)
+    if run is not None:
+        parts.append(f"<h2 id='training'>Training</h2><p>Run <code>{esc(run['run'].name)}</code>: "
+                     f"{esc(run['summary'].get('steps'))} steps, {esc(run['summary'].get('images_per_second'))} "
+                     "images/s.</p>")
+        parts.extend(f"<p class='warn'>warning: {esc(w)}</p>" for w in run["warnings"])
+        if run["metrics"]:
+            parts.append(f"<img alt='losses and discriminator outputs' src='{_loss_chart(run['metrics'])}'>")
+        shown = run["samples"][:: max(1, len(run["samples"]) // 4)][-4:] if run["samples"] else []
+        for p in shown:
+            uri = file_uri(p)
+            if uri:
+                parts.append(f"<h3>Fixed-noise samples, {esc(p.stem.replace('step-', 'step '))}</h3>"
+                             f"<img alt='samples' src='{uri}'>")
+        for name, label in (("interpolate-seed0.png", "Latent walk"), ("memorisation.png", "Memorisation check: "
+                                                                        "samples and their nearest training images")):
+            uri = file_uri(run["run"] / name)
+            if uri:
+                parts.append(f"<h3>{esc(label)}</h3><img alt='{esc(label)}' src='{uri}'>")
+
+    params = stage_parameters(root)
+    if params:
+        parts.append("<h2 id='parameters'>Stages: parameters and code version</h2><table>"
+                     "<tr><th>stage</th><th>code</th><th>finished</th><th>parameters</th></tr>")
+        for p in params:
+            parts.append(f"<tr><td>{esc(p['stage'])}</td><td>{esc(p['code_version'])}</td><td>{esc(p['finished'])}"
+                         f"</td><td><pre>{esc(json.dumps(p['config'], indent=1, sort_keys=True))}</pre></td></tr>")
+        parts.append("</table>")
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
+            f"style-src 'unsafe-inline'\"><title>{title}</title><style>{CSS}</style></head><body>{body}</body></html>")
+
+
+def build_report(config: ReportConfig, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Write `processed/<dataset>/report.html` (and, for a training run, its latent walk and
+    memorisation pictures); returns what it wrote."""
+    data = DataRoot.resolve(root)
+    out_dir = data.processed(config.dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = training_run(data, config)
+    if run is not None and (run["run"] / "checkpoints" / "latest.pt").exists():
+        from training.tools import interpolate, memorisation
+
+        if not (run["run"] / "interpolate-seed0.png").exists():
+            interpolate(run["run"], run["run"] / "interpolate-seed0.png", rows=6, steps=8)
+        if not (run["run"] / "memorisation.png").exists() and is_complete(out_dir):
+            memorisation(run["run"], out_dir, run["run"] / "memorisation.png", n=8)
+    page = render(config, data)
+    path = out_dir / "report.html"
+    atomic_write_text(path, page)
+    return {"report": str(path), "bytes": len(page.encode())}
