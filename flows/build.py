@@ -54,6 +54,9 @@ def _train(train: TrainConfig, root: str, force: bool, train_deployment: str | N
     return train_flow(train, root, force)
 
 
+STANDIN_NAMES = NamesConfig(categories=("Stand-in people",), category_depth=2)
+
+
 @flow(name="build-faces", log_prints=True)
 def build_faces(
     names: NamesConfig = DEFAULT_NAMES,
@@ -80,12 +83,17 @@ def build_faces(
     train = train.model_copy(update={"dataset": data.processed(publish.dataset)})
     report = report.model_copy(update={"dataset": publish.dataset, "source": "faces"})
     results = []
+    if standin and names == DEFAULT_NAMES:  # the stand-in has no "Living people": use its own categories
+        names = STANDIN_NAMES
     with building(data, "build-faces"), standin_urls(standin, standin_people) as rewrite:
         names = names.model_copy(update={"http": rewrite(names.http)})
         images = images.model_copy(update={"http": rewrite(images.http)})
         for stage in stages:
             if stage == "names":
                 results.append(names_flow(names, base, force))
+                if (results[-1].get("counts") or {}).get("people") == 0:
+                    raise ValueError(f"names found nobody in {list(names.categories) or 'the given sources'}: "
+                                     "check the categories (with --standin: its own, 'Stand-in people')")
             elif stage == "images":
                 results.append(images_flow(images, base, force))
             elif stage == "detect":

@@ -332,7 +332,7 @@ class ShardWriter:
             if shard.count % self.commit_every == 0:
                 shard.commit()
         except lmdb.Error as exc:
-            raise ShardError(f"writing {shard.tmp.name} failed: {exc}") from exc
+            raise ShardError(f"writing {shard.tmp.name} failed: {exc}{storage_hint(self.out_dir)}") from exc
         self.count += 1
         return self.count - 1
 
@@ -344,7 +344,7 @@ class ShardWriter:
             info = shard.finish()
         except lmdb.Error as exc:
             shard.discard()
-            raise ShardError(f"finishing {shard.tmp.name} failed: {exc}") from exc
+            raise ShardError(f"finishing {shard.tmp.name} failed: {exc}{storage_hint(self.out_dir)}") from exc
         self.shards.append(info)
         with open(self.out_dir / PROGRESS_NAME, "a") as fh:
             fh.write(info.model_dump_json() + "\n")
@@ -400,6 +400,23 @@ def write_shards(
             writer.add(image, meta)
     assert writer.manifest is not None
     return writer.manifest
+
+
+def storage_hint(path: Path) -> str:
+    """LMDB reports a full disk or a file-size limit as a bare I/O error: say what the storage
+    looks like, so that the message points at the cause."""
+    import resource
+    import shutil
+
+    hints = []
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(path).free
+        hints.append(f"{free / 2**30:.1f} GiB free on its disk")
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        hints.append(f"a file-size limit (ulimit -f) of {soft:,} bytes applies")
+    return (f" (is the disk full? {', '.join(hints)}; free space and rerun: finished shards and stages are kept, "
+            "this dataset is not marked complete)")
 
 
 def is_complete(path: str | os.PathLike[str]) -> bool:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from shards import open_dataset
+from shards import ShardError, open_dataset, verify_dataset
 from shards.sheet import contact_sheet, write_png
 from wikifaces import code_version
 from wikifaces.files import atomic_open, atomic_write_json
@@ -197,7 +197,13 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
 
-    # data
+    # data: checksums first (seconds for GBs), so that a damaged shard stops the run before step 0
+    # with a clear message rather than with a decode error hours in
+    check = verify_dataset(config.dataset)
+    if not check.ok:
+        problems = "; ".join(f"{c.file}: {', '.join(c.problems)}" for c in check.shards if not c.ok)
+        raise ShardError(f"{config.dataset} is damaged ({problems}): training will not start on it. "
+                         "Rebuild it (the publish stage) and check it with `wikifaces verify`")
     ds = open_dataset(config.dataset)
     n = len(ds)
     if n < 2:

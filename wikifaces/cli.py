@@ -444,9 +444,11 @@ def publish(
 
     config = _config_or_exit(lambda: PublishConfig(dataset=dataset, source=source, category=category, size=size,
                                                    use_dedup=not no_dedup))
+    from shards import ShardError
+
     try:
         r = run_stage("publish", config, root)
-    except FileNotFoundError as e:
+    except (OSError, ShardError) as e:
         _fail(str(e))
     console.print(f"publish: {'skipped, ' + r.reason if r.skipped else 'done'}; {r.counts.get('records')} records "
                   f"in {r.outputs and next(iter(r.outputs))}")
