@@ -54,8 +54,8 @@ class UploadFault:
 
 UPLOAD_FAULTS = (
     UploadFault("connection refused", "redirect", "http_error", "refused", location="http://{dead}/x.jpg"),
-    UploadFault("timeout (no response)", "slow", "http_error", "timeout", delay=3.0),
-    UploadFault("slow body", "slow_body", "http_error", "not complete within", delay=3.0),
+    UploadFault("timeout (no response)", "slow", "http_error", "timeout", delay=5.0),
+    UploadFault("slow body", "slow_body", "http_error", "not complete within", delay=8.0),
     UploadFault("truncated body, every time", "truncated", "http_error", ""),
     UploadFault("truncated body, twice", "truncated", "ok", times=2),
     UploadFault("429 with Retry-After", "429", "ok", times=2, retry_after=1),
@@ -67,6 +67,7 @@ UPLOAD_FAULTS = (
     UploadFault("HTML served as an image", "html_as_image", "not_image", ""),
     UploadFault("SVG", "svg", "unsupported", ""),
     UploadFault("decompression bomb", "bomb", "too_large", ""),
+    UploadFault("a body over the size cap", "oversized", "too_large", "cap"),
     UploadFault("CMYK JPEG", "cmyk", "ok"),
     UploadFault("EXIF-rotated JPEG", "exif_rotated", "ok"),
     UploadFault("corrupt PNG", "corrupt_png", "corrupt", ""),
@@ -88,8 +89,9 @@ class Outcome:
 
 def http_config(server: Any, dead: str) -> HttpConfig:
     return HttpConfig(**server.endpoints(), contact="wikifaces fault matrix").model_copy(update={
-        "allowed_download_hosts": (server.host, dead), "read_timeout": 1.0, "download_deadline": 1.5,
-        "max_attempts": 6, "backoff_initial": 0.05, "backoff_max": 1.0, "connect_timeout": 1.0})
+        "allowed_download_hosts": (server.host, dead), "read_timeout": 2.0, "download_deadline": 3.0,
+        "max_attempts": 6, "backoff_initial": 0.05, "backoff_max": 1.0, "connect_timeout": 1.0,
+        "max_response_bytes": 8_000_000})
 
 
 def build(root: Path, server: Any, dead: str) -> None:

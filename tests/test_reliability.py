@@ -70,3 +70,21 @@ def test_chaos_kills_then_identical_dataset(prefect_harness, tmp_path, monkeypat
     assert figures["runs"] == 1 and figures["kills"] >= 2, figures
     assert figures["identical"] == 1, figures
     assert figures["lost records"] == figures["duplicated records"] == figures["leftover temporary files"] == 0
+
+
+def test_no_path_is_built_from_scraped_text(pipeline_root):
+    """A whole build whose stand-in has a title with '/' and '../' (and scripts in author names):
+    every file lies inside the data root and no name carries scraped text."""
+    from scraping.standin.corpus import HOSTILE_TITLE
+    from wikifaces.tables import read_jsonl
+
+    root = pipeline_root.root.resolve()
+    rows = list(read_jsonl(root / "raw/wikipedia/images.jsonl"))
+    assert any(r["title"] == HOSTILE_TITLE and r["status"] == "ok" for r in rows)  # it was processed
+    scraped = {w for r in rows for w in (r["title"] or "").replace("/", " ").split() if len(w) > 3}
+    for path in root.rglob("*"):
+        assert path.resolve().is_relative_to(root), path
+        assert not path.is_symlink(), path
+        assert ".." not in path.name and "passwd" not in path.name and "<" not in path.name, path
+        assert not any(word in path.name for word in scraped), path
+    assert not (root.parent / "etc").exists()
