@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,12 @@ if str(REPO) not in sys.path:
 TRAIN = {"image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, "max_steps": 40, "sample_every": 10,
          "checkpoint_every": 5, "fixed_samples": 16, "desc": "chaos"}
 VOLATILE = {"seconds", "finished", "fetched", "created", "elapsed"}  # times, not content
+LOOPBACK_PORT = re.compile(r"(127\.0\.0\.1|localhost):\d+")
+
+
+def neutral(text: str) -> str:
+    """The stand-in takes whichever port is free at each start: its URLs are compared without it."""
+    return LOOPBACK_PORT.sub(r"\1", text)
 
 
 @dataclass
@@ -79,7 +86,7 @@ def records(root: Path) -> list[tuple[str, str, str]]:
     for i in range(len(ds)):
         meta = {k: v for k, v in ds.read_meta(i).items() if k not in VOLATILE}
         digest = hashlib.sha256(ds.read_bytes(i)).hexdigest()
-        out.append((meta.get("key", ""), json.dumps(meta, sort_keys=True), digest))
+        out.append((meta.get("key", ""), neutral(json.dumps(meta, sort_keys=True)), digest))
     ds.close()
     return out
 
@@ -90,7 +97,7 @@ def table_rows(root: Path) -> dict[str, Counter[str]]:
 
     tables = {"names": root / "raw/wikipedia/names.jsonl", "images": root / "raw/wikipedia/images.jsonl",
               "faces": root / "interim/faces/faces.jsonl"}
-    return {name: Counter(json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True)
+    return {name: Counter(neutral(json.dumps({k: v for k, v in r.items() if k not in VOLATILE}, sort_keys=True))
                           for r in read_jsonl(path)) for name, path in tables.items()}
 
 

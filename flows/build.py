@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
-from prefect.exceptions import ParameterTypeError
+from prefect.exceptions import ObjectNotFound, ParameterTypeError
 from prefect.runtime import deployment as current_deployment
 from pydantic import Field
 
@@ -43,14 +43,20 @@ from .stages import (
 
 
 def _train(train: TrainConfig, root: str, force: bool, train_deployment: str | None) -> dict[str, Any]:
+    """Deployed, the build trains through the training deployment (which may be served on a GPU
+    machine); run in-process, or when that deployment does not exist, it trains here."""
     logger = get_run_logger()
     if train_deployment and current_deployment.id:
-        logger.info("train-dcgan: through the deployment %s", train_deployment)
-        run = run_deployment(name=train_deployment, parameters={"config": train.model_dump(mode="json"),
-                                                                "root": root, "force": force})
-        if not run.state or not run.state.is_completed():
-            raise RuntimeError(f"the training deployment {train_deployment} ended {run.state}")
-        return {"stage": "train-dcgan", "flow_run": str(run.id)}
+        try:
+            run = run_deployment(name=train_deployment, parameters={"config": train.model_dump(mode="json"),
+                                                                    "root": root, "force": force})
+        except ObjectNotFound:
+            logger.warning("train-dcgan: no deployment %s is served; training in this process", train_deployment)
+        else:
+            logger.info("train-dcgan: ran as flow run %s of the deployment %s", run.id, train_deployment)
+            if not run.state or not run.state.is_completed():
+                raise RuntimeError(f"the training deployment {train_deployment} ended {run.state}")
+            return {"stage": "train-dcgan", "flow_run": str(run.id), "deployment": train_deployment}
     return train_flow(train, root, force)
 
 
@@ -73,7 +79,7 @@ def build_faces(
     standin: bool = False,
     standin_people: Annotated[int, Field(ge=12, le=5000)] = 80,
     dask_address: str | None = None,
-    train_deployment: str | None = None,
+    train_deployment: str | None = "train-dcgan/default",
 ) -> list[dict[str, Any]]:
     """Wikipedia portraits to a published face dataset, a trained DCGAN and a report."""
     stages = select_stages(FACES_STAGES, from_stage, only)
@@ -122,7 +128,7 @@ def build_lsun(
     only: list[str] | None = None,
     force: bool = False,
     dask_address: str | None = None,
-    train_deployment: str | None = None,
+    train_deployment: str | None = "train-dcgan/default",
 ) -> list[dict[str, Any]]:
     """An LSUN category to a deduplicated published dataset and a trained DCGAN."""
     stages = select_stages(LSUN_STAGES, from_stage, only)

@@ -218,7 +218,9 @@ def train_flow(config: TrainConfig, root: str | None = None, force: bool = False
         raise ValueError("train-dcgan needs config.dataset: a published shard dataset")
     if (decision := check("train-dcgan", config, data, force)).skip:
         return decision.result
-    counts = STAGES["train-dcgan"].run(config, data, False)
+    bar = create_progress_artifact(0.0, key="train-progress", description="train-dcgan: steps done (%)")
+    counts = STAGES["train-dcgan"].run(config, data,
+                                       lambda step, total: update_progress_artifact(bar, 100 * step / total))
     get_run_logger().info("training run: %s", counts["run_dir"])
     run = Path(counts["run_dir"])
     samples = sorted((run / "samples").glob("*.png"))

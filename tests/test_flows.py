@@ -202,6 +202,15 @@ def _wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> 
     raise AssertionError(f"{what} within {timeout:.0f} s" + (f": {log.read_text()[-3000:]}" if log else ""))
 
 
+def _flow_runs(api: str, flow: str) -> list[dict]:
+    import urllib.request
+
+    body = json.dumps({"flows": {"name": {"any_": [flow]}}}).encode()
+    request = urllib.request.Request(f"{api}/flow_runs/filter", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
 def test_end_to_end_with_a_real_server_and_deployments(tmp_path):
     from flows.server import free_port, start_server, stop_server
 
@@ -232,6 +241,9 @@ def test_end_to_end_with_a_real_server_and_deployments(tmp_path):
         assert check.returncode == 0, check.stdout + check.stderr
         before = receipts(root)
         assert sorted(before) == sorted(STAGES)
+        # deployed, the build trains through the train-dcgan deployment (its own flow run)
+        train_runs = _flow_runs(api, "train-dcgan")
+        assert len(train_runs) == 1 and train_runs[0]["deployment_id"] and train_runs[0]["state_type"] == "COMPLETED"
         second = deploy_run()
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert receipts(root) == before, "a second run must skip every stage"
@@ -244,3 +256,21 @@ def test_end_to_end_with_a_real_server_and_deployments(tmp_path):
             serving.wait()
         assert stop_server(home)
     assert not (home / "server.json").exists()
+
+
+def test_stage_hash_ignores_http_manners_and_the_standin_port():
+    """A stand-in on another free port, or a politer client, is the same names stage; another
+    category or another wiki is not."""
+    from scraping.config import HttpConfig, NamesConfig
+    from wikifaces.pipeline import STAGES
+
+    def names(category: str, api: str, contact: str) -> NamesConfig:
+        host = api.split("/")[2]
+        return NamesConfig(categories=(category,), http=HttpConfig(api_url=f"{api}/w/api.php", contact=contact,
+                                                                    allowed_download_hosts=(host,)))
+
+    h = STAGES["names"].hash
+    base = h(names("People", "http://127.0.0.1:8765", "a"))
+    assert h(names("People", "http://127.0.0.1:40123", "someone else")) == base
+    assert h(names("Others", "http://127.0.0.1:8765", "a")) != base
+    assert h(names("People", "https://de.wikipedia.org", "a")) != base

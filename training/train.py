@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,10 +157,12 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
 # -- the loop ---------------------------------------------------------------------------------------------------
 def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
                 resume: str | os.PathLike[str] | None = None, progress: bool = True,
-                run_dir: str | os.PathLike[str] | None = None) -> TrainSummary:
+                run_dir: str | os.PathLike[str] | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> TrainSummary:
     """Train DCGAN on a shard dataset; with `resume`, continue the run in that directory exactly.
     `run_dir` starts the run in that (new) directory instead of the next numbered one, so that a
-    caller knows where to resume it after a crash."""
+    caller knows where to resume it after a crash. `on_progress(step, total)` is called as
+    metrics are logged (the Prefect flow turns it into a progress artifact)."""
     if config.dataset is None:
         raise ValueError("no dataset: give TrainConfig(dataset=...) the folder of a published shard dataset")
     distributed = dist.is_available() and dist.is_initialized()
@@ -359,6 +362,8 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
                         fh.write(json.dumps(last) + "\n")
                     bar.update(task, completed=step,
                                status=f"D {loss_d:.3f} G {last['loss_g']:.3f} {last['images_per_second']:.0f} img/s")
+                    if on_progress is not None:
+                        on_progress(step, total_steps)
                 if main and (step % config.sample_every == 0 or step == total_steps):
                     real_diversity = sample_and_check(real_u8, real_diversity)
                 if step % config.checkpoint_every == 0 or step == total_steps or step % steps_per_epoch == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,9 +41,27 @@ class StageResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
+# How to talk to the wiki (politeness, timeouts, caching) does not change what a stage finds.
+_HTTP_HOW = {"contact", "maxlag", "api_requests_per_second", "max_concurrent_downloads", "download_bytes_per_second",
+             "connect_timeout", "read_timeout", "download_deadline", "max_attempts", "backoff_initial", "backoff_max",
+             "token_env", "cache", "cache_expire_days"}
+
+
+def _loopback_without_port(value: Any) -> Any:
+    """The offline stand-in takes whatever port is free: a loopback address is hashed without it."""
+    if isinstance(value, str):
+        return re.sub(r"(127\.0\.0\.1|localhost|\[::1\]):\d+", r"\1", value)
+    if isinstance(value, list):
+        return [_loopback_without_port(v) for v in value]
+    return value
+
+
 def _results_hash(config: BaseModel) -> str:
-    """Execution-only fields (workers, progress) do not change results, so not the hash."""
-    return config_hash(config.model_dump(mode="json", exclude={"workers"} & set(type(config).model_fields)))
+    """Execution-only fields (workers, progress, HTTP manners) do not change results, so not the hash."""
+    data = config.model_dump(mode="json", exclude={"workers"} & set(type(config).model_fields))
+    if isinstance(data.get("http"), dict):
+        data["http"] = {k: _loopback_without_port(v) for k, v in data["http"].items() if k not in _HTTP_HOW}
+    return config_hash(data)
 
 
 @dataclass(frozen=True)
@@ -91,9 +110,9 @@ def _publish(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
     return publish_dataset(config, root.root)
 
 
-def _train(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _train(config: Any, root: DataRoot, progress: Any) -> dict[str, Any]:
     """Train; a run that a crash interrupted (same config, same dataset) is resumed from its last
-    checkpoint rather than started again."""
+    checkpoint rather than started again. `progress`: a bar (True), or a callable(step, total)."""
     from training import train_dcgan
     from training.train import new_run_dir
 
@@ -110,7 +129,8 @@ def _train(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
     if resume is None:
         run = new_run_dir(Path(config.runs_dir) if config.runs_dir else root.runs, config.desc)
         atomic_write_text(pending, json.dumps({"key": key, "run_dir": str(run)}))
-    s = train_dcgan(config, root.root, resume=resume, progress=progress, run_dir=None if resume else run)
+    s = train_dcgan(config, root.root, resume=resume, progress=progress is True, run_dir=None if resume else run,
+                    on_progress=progress if callable(progress) else None)
     atomic_write_text(root.runs / f"latest-{name}.txt", str(s.run_dir) + "\n")
     pending.unlink(missing_ok=True)
     return {"run_dir": str(s.run_dir), "steps": s.steps, "images_per_second": round(s.images_per_second, 2),
