@@ -29,10 +29,10 @@ for _var in ("PREFECT_API_URL", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_PR
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test server for the whole run (started on first use: ~20 s)."""
-    from prefect.testing.utilities import prefect_test_harness
+    from flows.testing import harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with harness() as api_url:
+        yield api_url
 
 
 @pytest.fixture(scope="session")

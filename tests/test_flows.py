@@ -123,9 +123,8 @@ def test_single_stage_flows(built, tmp_path):
 
 
 def test_bad_parameters_are_rejected_before_any_work(prefect_harness, tmp_path):
-    from prefect.exceptions import ParameterTypeError
-
     from flows import build_faces, detect_flow
+    from flows.testing import ParameterTypeError
 
     for bad in ({"dedup": {"threshold": 99}}, {"train": {"batch_size": 1}}, {"names": {"categories": []}},
                 {"publish": {"dataset": "../escape"}}):

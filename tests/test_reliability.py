@@ -61,11 +61,9 @@ def test_build_flow_refuses_a_root_in_use(prefect_harness, tmp_path):
 def test_chaos_kills_then_identical_dataset(prefect_harness, tmp_path, monkeypatch):
     """bench/chaos.py, short: build-faces killed with SIGKILL 3 times at random moments, then let
     finish, gives the clean build's published records, no lost or duplicated row, no temporary file."""
-    from prefect.settings import PREFECT_API_URL
-
     from bench.chaos import chaos
 
-    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    monkeypatch.setenv("PREFECT_API_URL", prefect_harness)
     figures = chaos(runs=1, kills=3, people=24, seed=1, work=tmp_path, log=lambda *_: None)
     assert figures["runs"] == 1 and figures["kills"] >= 2, figures
     assert figures["identical"] == 1, figures
