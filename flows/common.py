@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from wikifaces.files import sweep_temporaries
 from wikifaces.lock import root_lock
 from wikifaces.paths import DataRoot
 from wikifaces.pipeline import stage_status, write_receipt
+
+from .server import free_port, port_free
 
 STANDIN_PORT = 8765
 # Network tasks retry on top of the HTTP client's own retries (those honour Retry-After).
@@ -92,16 +93,6 @@ def building(data: DataRoot, name: str) -> Iterator[None]:
         yield
 
 
-def _free_port(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def standin(enabled: bool, people: int = 80) -> Iterator[Callable[[Any], Any]]:
     """A function that points an HttpConfig at a stand-in started here (on port 8765 when free, so
@@ -112,7 +103,8 @@ def standin(enabled: bool, people: int = 80) -> Iterator[Callable[[Any], Any]]:
         return
     from scraping.standin import StandinServer, build_corpus
 
-    with StandinServer(build_corpus(people, all_photos=True), port=_free_port(STANDIN_PORT)) as server:
+    port = STANDIN_PORT if port_free(STANDIN_PORT) else free_port()
+    with StandinServer(build_corpus(people, all_photos=True), port=port) as server:
         yield lambda http: http.model_copy(update={**server.endpoints(),
                                                    "contact": http.contact or "wikifaces demo (offline)"})
 

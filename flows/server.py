@@ -35,7 +35,7 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -65,8 +65,8 @@ def start_server(home: Path, port: int | None = None, timeout: float = 120.0) ->
     home.mkdir(parents=True, exist_ok=True)
     if (url := running_server(home)) is not None:
         return url
-    port = port or (DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port())
-    if not _port_free(port):
+    port = port or (DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port())
+    if not port_free(port):
         raise RuntimeError(f"port {port} on 127.0.0.1 is taken: choose another with --port")
     api_url = f"http://127.0.0.1:{port}/api"
     prefect = Path(sys.executable).with_name("prefect")

@@ -44,30 +44,30 @@ def fetch_images_task(config: ImagesConfig, root: str) -> dict[str, Any]:
     return fetch_images(config, root, progress=False).counts
 
 
+def _scrape(stage: str, work: Any, config: NamesConfig | ImagesConfig, root: str | None, force: bool,
+            standin: bool) -> dict[str, Any]:
+    """A scraping stage: against the stand-in when asked, skipped when unchanged, its task retried."""
+    data = DataRoot.resolve(root)
+    with standin_http(config.http, standin) as http:
+        config = config.model_copy(update={"http": http})
+        if (decision := check(stage, config, data, force)).skip:
+            return decision.result
+        counts = work(config, str(data.root))
+    return done(stage, config, data, counts, decision)
+
+
 @flow(name="names", log_prints=True)
 def names_flow(config: NamesConfig = DEFAULT_NAMES, root: str | None = None, force: bool = False,
                standin: bool = False) -> dict[str, Any]:
     """Stage `names`: people from categories, list pages and names files."""
-    data = DataRoot.resolve(root)
-    with standin_http(config.http, standin) as http:
-        config = config.model_copy(update={"http": http})
-        if (decision := check("names", config, data, force)).skip:
-            return decision.result
-        counts = collect_names_task(config, str(data.root))
-    return done("names", config, data, counts, decision)
+    return _scrape("names", collect_names_task, config, root, force, standin)
 
 
 @flow(name="images", log_prints=True)
 def images_flow(config: ImagesConfig = ImagesConfig(), root: str | None = None, force: bool = False,
                 standin: bool = False) -> dict[str, Any]:
     """Stage `images`: lead images with licences, downloaded politely and checked."""
-    data = DataRoot.resolve(root)
-    with standin_http(config.http, standin) as http:
-        config = config.model_copy(update={"http": http})
-        if (decision := check("images", config, data, force)).skip:
-            return decision.result
-        counts = fetch_images_task(config, str(data.root))
-    return done("images", config, data, counts, decision)
+    return _scrape("images", fetch_images_task, config, root, force, standin)
 
 
 # -- detect: batches of images fanned out -----------------------------------------------------------------------

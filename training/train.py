@@ -125,16 +125,13 @@ def diversity(images: np.ndarray) -> float:
     return float(torch.pdist(x).mean()) if len(x) > 1 else 0.0
 
 
-def plot_losses(metrics_path: Path, out: Path) -> None:
+def loss_figure(rows: list[dict[str, Any]]) -> Any:
+    """Losses and D's outputs per logged step (metrics.jsonl rows): a matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "loss_d" in r]
-    if not rows:
-        return
     steps = [r["step"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
     a.plot(steps, [r["loss_d"] for r in rows], label="D loss", lw=1)
@@ -149,6 +146,17 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     b.legend()
     b.set_title("discriminator outputs")
     fig.tight_layout()
+    return fig
+
+
+def plot_losses(metrics_path: Path, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss_d" in r]
+    if not rows:
+        return
+    fig = loss_figure(rows)
     with atomic_open(out) as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)

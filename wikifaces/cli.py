@@ -429,12 +429,17 @@ def memorisation(run: RunArgument, dataset: Annotated[Path, typer.Argument(help=
                   f"{nearest[len(nearest) // 2]:.1f}; picture: {target}")
 
 
+DatasetOption = Annotated[str, typer.Option(help="The published dataset (processed/<name>).")]
+SourceOption = Annotated[str, typer.Option(help="faces or lsun.")]
+CategoryOption = Annotated[str, typer.Option(help="LSUN category, for --source lsun.")]
+
+
 @app.command()
 def publish(
     root: RootOption = None,
-    dataset: Annotated[str, typer.Option(help="Name of the published dataset (processed/<name>).")] = "faces-64",
-    source: Annotated[str, typer.Option(help="faces or lsun.")] = "faces",
-    category: Annotated[str, typer.Option(help="LSUN category, for --source lsun.")] = "bedroom",
+    dataset: DatasetOption = "faces-64",
+    source: SourceOption = "faces",
+    category: CategoryOption = "bedroom",
     size: Annotated[int, typer.Option(min=8, max=1024, help="Published image size.")] = 64,
     no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Publish every candidate.")] = False,
 ) -> None:
@@ -457,9 +462,9 @@ def publish(
 @app.command()
 def report(
     root: RootOption = None,
-    dataset: Annotated[str, typer.Option(help="The published dataset the report is about.")] = "faces-64",
-    source: Annotated[str, typer.Option(help="faces or lsun.")] = "faces",
-    category: Annotated[str, typer.Option(help="LSUN category, for --source lsun.")] = "bedroom",
+    dataset: DatasetOption = "faces-64",
+    source: SourceOption = "faces",
+    category: CategoryOption = "bedroom",
     samples: Annotated[int, typer.Option(min=0, max=400, help="Kept images shown.")] = 64,
     open_: Annotated[bool, typer.Option("--open", help="Open it in the default browser.")] = False,
 ) -> None:

@@ -154,7 +154,7 @@ class DedupStageConfig(BaseModel):
 
 
 def dedup_dataset(config: DedupStageConfig, root: DataRoot) -> Path:
-    base = root.faces if config.source == "faces" else root.lsun(config.category)
+    base = root.candidates(config.source, config.category)
     return base / "shards"
 
 
@@ -178,7 +178,7 @@ def _publish_inputs(config: Any, root: DataRoot) -> dict[str, Path]:
 def _report_inputs(config: Any, root: DataRoot) -> dict[str, Path]:
     """The report shows the whole build: it is stale when the dataset, the dedup result, the
     face table or the latest training run changed."""
-    base = root.faces if config.source == "faces" else root.lsun(config.category)
+    base = root.candidates(config.source, config.category)
     inputs = {"dataset": root.processed(config.dataset), "dedup": base / "dedup" / "summary.json",
               "checkpoint": _latest_run(config, root)}
     if config.source == "faces":

@@ -48,7 +48,7 @@ class PublishConfig(BaseModel):
 
 def candidate_paths(config: PublishConfig, root: DataRoot) -> tuple[Path, Path]:
     """(candidate shard dataset, dedup folder) for the source."""
-    base = root.faces if config.source == "faces" else root.lsun(config.category)
+    base = root.candidates(config.source, config.category)
     return base / "shards", base / "dedup"
 
 

@@ -1,7 +1,7 @@
 """Stage receipts: what a stage ran with and produced, so an unchanged rerun can be skipped.
 
 A receipt holds the stage's config hash, fingerprints of its inputs, the code version and
-its counts. `is_current` says whether a stored receipt matches a new run's config and inputs.
+its counts. `wikifaces.pipeline.stage_status` compares a stored receipt with a new run's.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ def fingerprint(path: str | os.PathLike[str]) -> str:
         m = p / "manifest.json"
         if not m.exists():
             return ""
+        from shards import ShardError, read_manifest
+
         try:
-            shards = json.loads(m.read_text()).get("shards", [])
-            intact = all((p / s["file"]).stat().st_size == s["bytes"] for s in shards)
-        except (OSError, ValueError, KeyError, TypeError):
+            intact = all((p / s.file).stat().st_size == s.bytes for s in read_manifest(p).shards)
+        except (OSError, ShardError):
             intact = False
         return sha256_file(m) if intact else ""
     return sha256_file(p) if p.exists() else ""
@@ -66,10 +67,3 @@ class Receipt(BaseModel):
             return cls.model_validate_json(p.read_text())
         except ValueError:
             return None  # a damaged receipt only means the stage reruns
-
-    def matches(self, config: BaseModel | dict[str, Any], inputs: dict[str, str]) -> bool:
-        """True when this receipt was made with the same config and inputs, and its outputs
-        are still as it left them."""
-        if self.config_hash != config_hash(config) or self.inputs != inputs:
-            return False
-        return all(fingerprint(path) == fp for path, fp in self.outputs.items())

@@ -123,7 +123,7 @@ def funnel(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
 
 
 def _dedup_summary(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
-    base = root.faces if config.source == "faces" else root.lsun(config.category)
+    base = root.candidates(config.source, config.category)
     path = base / "dedup" / "summary.json"
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -168,7 +168,7 @@ def rejected_samples(root: DataRoot, config: ReportConfig) -> list[dict[str, Any
 
 def duplicate_clusters(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
     """The clusters with the largest distances (where mistakes would be), members with images."""
-    base = root.faces if config.source == "faces" else root.lsun(config.category)
+    base = root.candidates(config.source, config.category)
     clusters = list(read_jsonl(base / "dedup" / "clusters.jsonl"))
     if not clusters or not is_complete(base / "shards"):
         return []
@@ -222,23 +222,9 @@ def _funnel_chart(steps: list[dict[str, Any]]) -> str:
 
 
 def _loss_chart(rows: list[dict[str, Any]]) -> str:
-    import matplotlib
+    from training.train import loss_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.4))
-    a.plot(steps, [r["loss_d"] for r in rows], label="D loss", lw=1)
-    a.plot(steps, [r["loss_g"] for r in rows], label="G loss", lw=1)
-    a.set_xlabel("step")
-    a.legend()
-    b.plot(steps, [r["d_x"] for r in rows], label="D(x)", lw=1)
-    b.plot(steps, [r["d_g_z"] for r in rows], label="D(G(z))", lw=1)
-    b.set_ylim(0, 1)
-    b.set_xlabel("step")
-    b.legend()
-    return figure_uri(fig)
+    return figure_uri(loss_figure(rows))
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -249,6 +235,12 @@ vertical-align:top}th{background:#f4f4f4}.num{text-align:right}.muted{color:#777
 .cluster{display:flex;gap:6px;margin:6px 0;align-items:flex-start}.cluster figure{margin:0;font-size:11px;
 text-align:center}.kept img{outline:3px solid #2a2}.dropped img{outline:3px solid #c33}pre{background:#f7f7f7;
 padding:.6em;overflow-x:auto;font-size:12px}.warn{color:#a60}"""
+
+
+def _tile(image: np.ndarray, alt: str, caption: str, muted: str) -> str:
+    """An image with a caption and a muted line below (both already escaped)."""
+    return (f"<div class='tile'><img alt='{esc(alt)}' src='{png_uri(image)}'><div>{caption}</div>"
+            f"<div class='muted'>{muted}</div></div>")
 
 
 def render(config: ReportConfig, root: DataRoot) -> str:
@@ -279,18 +271,14 @@ def render(config: ReportConfig, root: DataRoot) -> str:
     if kept:
         parts.append(f"<h2 id='kept'>Kept images</h2><p>{len(kept)} at random, with subject, author and "
                      "licence.</p><div class='tiles'>")
-        for r in kept:
-            parts.append(f"<div class='tile'><img alt='published image {r['index']}' src='{png_uri(r['image'])}'>"
-                         f"<div><b>{esc(r['title'])}</b></div><div class='muted'>{esc(r['artist'])}, "
-                         f"{esc(r['licence'])}</div></div>")
+        parts.extend(_tile(r["image"], f"published image {r['index']}", f"<b>{esc(r['title'])}</b>",
+                           f"{esc(r['artist'])}, {esc(r['licence'])}") for r in kept)
         parts.append("</div>")
     rejected = rejected_samples(root, config)
     if rejected:
         parts.append("<h2 id='rejected'>Rejected detections</h2><div class='tiles'>")
-        for r in rejected:
-            parts.append(f"<div class='tile'><img alt='rejected detection' src='{png_uri(r['image'])}'>"
-                         f"<div><b>{esc(r['status'])}</b>: {esc(r['reason'])}</div>"
-                         f"<div class='muted'>{esc(r['title'])}</div></div>")
+        parts.extend(_tile(r["image"], "rejected detection", f"<b>{esc(r['status'])}</b>: {esc(r['reason'])}",
+                           esc(r["title"])) for r in rejected)
         parts.append("</div>")
     clusters = duplicate_clusters(root, config)
     if clusters:
