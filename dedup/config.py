@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wikifaces.receipts import execution_only
+
 HashMethod = Literal["phash", "dhash", "whash", "ahash", "ae"]
 
 
@@ -23,7 +25,7 @@ class LsunImportConfig(BaseModel):
     limit: Annotated[int | None, Field(ge=1)] = None
     max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     shard_records: Annotated[int, Field(ge=1)] = 50_000
-    workers: Annotated[int | None, Field(ge=1)] = None
+    workers: Annotated[int | None, Field(ge=1)] = execution_only(None)
 
 
 class DedupConfig(BaseModel):
@@ -39,4 +41,4 @@ class DedupConfig(BaseModel):
     ae_epochs: Annotated[int, Field(ge=1, le=500)] = 30
     seed: int = 0
     gallery_clusters: Annotated[int, Field(ge=0, le=200)] = 24
-    workers: Annotated[int | None, Field(ge=1)] = None
+    workers: Annotated[int | None, Field(ge=1)] = execution_only(None)

@@ -28,7 +28,7 @@ from rich.progress import Progress
 
 from shards import open_dataset
 from wikifaces.files import atomic_open
-from wikifaces.receipts import fingerprint
+from wikifaces.receipts import fingerprint, stage_key
 
 log = logging.getLogger("wikifaces.dedup")
 
@@ -134,7 +134,9 @@ def plan_hashing(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str
         raise ValueError(f"hash method must be one of {sorted(_FUNCS)}, not {method!r}")
     n = len(open_dataset(dataset))
     out = Path(out_dir)
-    parts_dir = out / f"hash-parts-{method}-{fingerprint(dataset)[:16]}"
+    # parts are valid for this dataset, this method and this code only
+    key = hashlib.sha256(stage_key(f"{method}:{fingerprint(dataset)}").encode()).hexdigest()[:16]
+    parts_dir = out / f"hash-parts-{method}-{key}"
     parts_dir.mkdir(parents=True, exist_ok=True)
     spans = [(a, min(n, a + part_size)) for a in range(0, n, part_size)]
     names = [parts_dir / f"part-{k:05d}.npz" for k in range(len(spans))]

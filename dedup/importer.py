@@ -8,6 +8,7 @@ last complete shard. Images that do not decode become rows with a reason, never 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -28,14 +29,17 @@ from rich.progress import Progress
 
 from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image, sniff_encoding
+from wikifaces.files import atomic_write_text
+from wikifaces.imaging import ALPHA_NOTE, ImageProblem, decode_rgb, has_alpha
 from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.receipts import Receipt, config_hash, fingerprint, results_hash, stage_key
 from wikifaces.tables import Journal, read_jsonl, write_jsonl
 
 from .config import LsunImportConfig
 from .lsun import is_lsun_lmdb, iter_source, lsun_count
 
 BATCH = 64
+KEY_FILE = "import.key"
 
 
 @dataclass
@@ -53,11 +57,19 @@ def normalise(data: bytes, size: int | None, encoding: str, quality: int, max_pi
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
+            alpha = has_alpha(im)
     except Exception:
         return None, {}, f"not an image ({fmt or 'unknown format'})"
     if w * h > max_pixels:
         return None, {}, f"{w}x{h} exceeds the cap of {max_pixels:,} pixels"
     meta = {"source_format": fmt, "source_width": w, "source_height": h}
+    if alpha:  # never stored or hashed with the alpha channel dropped
+        meta["alpha"] = ALPHA_NOTE
+        try:
+            img = decode_rgb(data, max_pixels)
+        except ImageProblem as exc:
+            return None, meta, exc.reason
+        return encode_image(_fit(img, size), encoding, quality), meta, ""  # type: ignore[arg-type]
     if size is None and fmt == encoding:
         return data, meta, ""
     flags = cv2.IMREAD_COLOR_RGB
@@ -72,14 +84,19 @@ def normalise(data: bytes, size: int | None, encoding: str, quality: int, max_pi
         return None, meta, "the image does not decode"
     if flags != cv2.IMREAD_COLOR_RGB:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if size is not None:
-        ih, iw = img.shape[:2]
-        s = size / min(ih, iw)
-        nw, nh = max(size, round(iw * s)), max(size, round(ih * s))
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-        y, x = (nh - size) // 2, (nw - size) // 2
-        img = np.ascontiguousarray(img[y : y + size, x : x + size])
-    return encode_image(img, encoding, quality), meta, ""  # type: ignore[arg-type]
+    return encode_image(_fit(img, size), encoding, quality), meta, ""  # type: ignore[arg-type]
+
+
+def _fit(img: np.ndarray, size: int | None) -> np.ndarray:
+    """Shorter side to `size`, centre crop to a square; unchanged when `size` is None."""
+    if size is None:
+        return img
+    ih, iw = img.shape[:2]
+    s = size / min(ih, iw)
+    nw, nh = max(size, round(iw * s)), max(size, round(ih * s))
+    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    y, x = (nh - size) // 2, (nw - size) // 2
+    return np.ascontiguousarray(img[y : y + size, x : x + size])
 
 
 def _work(batch: list[tuple[int, str, bytes]], size: int | None, encoding: str, quality: int,
@@ -103,20 +120,40 @@ def _ordered(pool: ProcessPoolExecutor | None, batches: Iterator[list], args: tu
         yield pending.popleft().result()
 
 
+def _key(config: LsunImportConfig, root: DataRoot) -> str:
+    """What an interrupted import may be resumed under: the same parameters and the same code."""
+    return stage_key(results_hash(config, root.root))
+
+
+def reset_import(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None = None) -> None:
+    """Forget an earlier or interrupted import of this category: the next one starts from scratch."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
+    base = data.lsun(config.category)
+    (base / KEY_FILE).unlink(missing_ok=True)
+    shutil.rmtree(_parts_dir(config, data), ignore_errors=True)
+
+
 def import_lsun(config: LsunImportConfig, root: str | os.PathLike[str] | None = None,
-                progress: bool = True) -> ImportSummary:
+                progress: bool = True, force: bool = False) -> ImportSummary:
+    """Import (or resume importing) a category; `force` imports it again from the first record."""
     data = DataRoot.resolve(root)
     base = data.lsun(config.category)
     out = base / "shards"
-    if is_complete(out):
+    key = _key(config, data)
+    if force:
+        reset_import(config, data)
+    elif is_complete(out):
         ds = open_dataset(out)
         if ds.manifest.provenance.parameters.get("config_hash") == config_hash(config):
             return ImportSummary(len(ds), 0, out, {"imported": len(ds), "skipped": "already complete"})
     base.mkdir(parents=True, exist_ok=True)
-    mode = "resume" if out.exists() and any(out.iterdir()) and not is_complete(out) else "overwrite"
+    same_run = (base / KEY_FILE).exists() and (base / KEY_FILE).read_text() == key
+    interrupted = out.exists() and any(out.iterdir()) and not is_complete(out)
+    mode = "resume" if interrupted and same_run else "overwrite"
+    atomic_write_text(base / KEY_FILE, key)
     params = {**config.model_dump(mode="json"), "config_hash": config_hash(config)}
     size = (config.size, config.size) if config.size else None
-    journal = Journal(base / "import-rejected.journal.jsonl", key=lambda r: str(r["position"]))
+    journal = Journal(base / "import-rejected.journal.jsonl", key=lambda r: str(r["position"]), version=key)
     with ShardWriter(out, name=f"lsun-{config.category}", image_size=size, encoding=config.encoding,
                      quality=config.quality, parameters=params, mode=mode,
                      max_records=config.shard_records) as writer:
@@ -213,7 +250,8 @@ def plan_import(config: LsunImportConfig, part_size: int = 20_000) -> list[Impor
 
 
 def _parts_dir(config: LsunImportConfig, root: DataRoot) -> Path:
-    return root.lsun(config.category) / f"parts-{config_hash(config)[:12]}"
+    """One folder per parameters and code: parts made by other ones are never merged in."""
+    return root.lsun(config.category) / f"parts-{hashlib.sha256(_key(config, root).encode()).hexdigest()[:12]}"
 
 
 def _iter_part(config: LsunImportConfig, part: ImportPart) -> Iterator[tuple[str, bytes]]:
@@ -261,7 +299,6 @@ def merge_parts(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoo
     manifest, the rejected rows in one table, and a receipt."""
     from shards.format import MANIFEST_NAME, Manifest, Provenance, ShardInfo, shard_name
     from wikifaces import code_version
-    from wikifaces.files import atomic_write_text
 
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     base = data.lsun(config.category)

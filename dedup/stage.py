@@ -67,6 +67,11 @@ def stamp_hashes(config: DedupConfig, dataset: Path, out_dir: Path) -> None:
     atomic_write_json(out_dir / f"hashes-{config.method}.json", _hash_stamp(config, dataset))
 
 
+def reset_hashes(config: DedupConfig, out_dir: Path) -> None:
+    """Forget the saved hashes of this method: the next run hashes every record again."""
+    (out_dir / f"hashes-{config.method}.json").unlink(missing_ok=True)
+
+
 def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bool = True) -> Hashes:
     """The saved hashes of this dataset and method, computing them if missing or stale."""
     path = out_dir / f"hashes-{config.method}.npz"
@@ -97,11 +102,13 @@ def exact_edges(hashes: Hashes, valid: np.ndarray) -> np.ndarray:
 
 
 def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
-                    progress: bool = True) -> DedupSummary:
-    """Hash (or reuse hashes), search, cluster, keep; write the outputs under `out_dir`."""
+                    progress: bool = True, force: bool = False) -> DedupSummary:
+    """Hash (or reuse hashes; `force` hashes again), search, cluster, keep; write the outputs under `out_dir`."""
     dataset = Path(dataset)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
+    if force:
+        reset_hashes(config, out)
     hashes = load_or_hash(config, dataset, out, progress)
     n = len(hashes)
     valid = hashes.status != CORRUPT

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from wikifaces.receipts import execution_only
+
 Filter = Literal["area", "lanczos", "cubic", "linear"]
 Verifier = Literal["none", "eyes", "alt2", "mtcnn"]
 
@@ -40,7 +42,7 @@ class DetectConfig(BaseModel):
     single_face_only: bool = False
     max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     encoding: Literal["png", "jpeg"] = "png"
-    workers: Annotated[int | None, Field(ge=1)] = None  # None: all cores
+    workers: Annotated[int | None, Field(ge=1)] = execution_only(None)  # None: all cores
     limit: Annotated[int | None, Field(ge=1)] = None
 
     @model_validator(mode="after")

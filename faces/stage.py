@@ -28,7 +28,7 @@ from shards.format import encode_image
 from wikifaces.files import atomic_write_bytes
 from wikifaces.imaging import ImageProblem, decode_rgb
 from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.receipts import Receipt, fingerprint, results_hash, stage_key
 from wikifaces.tables import Journal, read_jsonl, write_jsonl
 
 from .config import DetectConfig
@@ -113,9 +113,22 @@ def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDe
 
 
 # -- the stage ------------------------------------------------------------------------------------------------
-def results_hash(config: DetectConfig) -> str:
+def item_hash(config: DetectConfig, root: DataRoot) -> str:
     """The hash of what decides a face's result: not how many workers, nor how many images."""
-    return config_hash(config.model_dump(mode="json", exclude={"workers", "limit"}))
+    return results_hash(config.model_copy(update={"limit": None}), root.root)
+
+
+def _journal(root: DataRoot, config: DetectConfig) -> Journal:
+    return Journal(root.faces / JOURNAL_FILE, key=lambda r: r["source_sha256"],
+                   version=stage_key(item_hash(config, root)))
+
+
+def reset_detection(root: str | os.PathLike[str] | DataRoot | None = None) -> None:
+    """Forget every earlier result (journal, and the last run's table as a source of results):
+    the next run detects every image anew. A crash after this resumes from the new journal."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
+    for name in (JOURNAL_FILE, RECEIPT_FILE):
+        (data.faces / name).unlink(missing_ok=True)
 
 
 def face_key(sha256: str, rank: int) -> str:
@@ -158,9 +171,8 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
         if row.get("status") == "ok" and row.get("sha256"):
             sources.setdefault(row["sha256"], []).append(row)
     shas = list(sources)[: config.limit] if config.limit else list(sources)
-    chash = results_hash(config)
-    journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["source_sha256"])
-    done = {r["source_sha256"]: r for r in journal.latest().values() if r.get("config_hash") == chash}
+    chash = item_hash(config, data)
+    done = _journal(data, config).latest()
     for sha, r in _previous_results(out_dir, chash).items():
         done.setdefault(sha, r)
     store = data.image_store
@@ -193,10 +205,8 @@ def record_results(plan: DetectPlan, results: list[dict[str, Any]]) -> None:
 
 
 def journal_results(root: DataRoot, config: DetectConfig, results: list[dict[str, Any]]) -> None:
-    chash = results_hash(config)
-    with Journal(root.faces / JOURNAL_FILE, key=lambda r: r["source_sha256"]) as journal:
+    with _journal(root, config) as journal:
         for result in results:
-            result["config_hash"] = chash
             journal.append(result)
 
 
@@ -223,9 +233,11 @@ def batches(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | None = None,
-                 progress: bool = True, batch_size: int = 8) -> DetectSummary:
+                 progress: bool = True, batch_size: int = 8, force: bool = False) -> DetectSummary:
     """Run detection over every `ok` row of images.jsonl in local processes (one detector
-    each); resumable per source image."""
+    each); resumable per source image; `force` detects every image again."""
+    if force:
+        reset_detection(root)
     plan = plan_detection(config, root)
     work = str(plan.work)
     chunks = batches(plan.todo, batch_size)
@@ -264,8 +276,7 @@ def _previous_results(out_dir: Path, chash: str) -> dict[str, dict[str, Any]]:
     for row in read_jsonl(out_dir / FACES_FILE):
         r = out.setdefault(row["source_sha256"], {"source_sha256": row["source_sha256"], "faces": [],
                                                   "status": row["image_status"], "reason": row["image_reason"],
-                                                  "width": row["image_width"], "height": row["image_height"],
-                                                  "config_hash": chash})
+                                                  "width": row["image_width"], "height": row["image_height"]})
         if row.get("rank") is not None:
             r["faces"].append({k: row[k] for k in ("rank", "box", "neighbors", "verify_score", "faces_in_image",
                                                    "second_face_ratio", "status", "reason", "crop", "key")})

@@ -153,13 +153,14 @@ def build_lsun(
 
 
 def _funnel_artifact(data: DataRoot, report: ReportConfig) -> None:
-    """The build's funnel as one table: names -> pages with an image -> free -> downloaded ->
-    faces -> kept after dedup -> published."""
+    """The build's funnel as one table, each row in its unit: titles -> people -> lead images ->
+    images with a face; faces detected -> kept -> after dedup -> published."""
     try:
         steps = funnel(data, report)
     except FileNotFoundError:
         return
-    rows = [{"step": s["step"], "count": s["count"], "lost": "" if s["lost"] is None else f"{s['lost']:.1%}",
+    rows = [{"section": s["section"], "step": s["step"], "count": s["count"], "unit": s["unit"],
+             "lost": "" if s["lost"] is None else f"{s['lost']:.1%}",
              "why": ", ".join(f"{k}: {v}" for k, v in s["reasons"].items() if v)} for s in steps]
     create_table_artifact(key="build-funnel", table=rows, description="the build's funnel")
 

@@ -41,6 +41,7 @@ class Decision:
     skip: bool
     reason: str
     result: dict[str, Any]
+    forced: bool = False  # runs because `force` said so: its earlier per-item results are void
 
 
 def check(stage: str, config: Any, root: DataRoot, force: bool) -> Decision:
@@ -52,9 +53,9 @@ def check(stage: str, config: Any, root: DataRoot, force: bool) -> Decision:
         create_markdown_artifact(key=f"{stage}-summary", markdown=f"**{stage}**: skipped, {why}.",
                                  description=f"{stage}: skipped")
         return Decision(True, why, {"stage": stage, "skipped": True, "reason": why})
-    reason = "forced" if current else why
+    reason = "forced" if force else why
     logger.info("%s: running, %s", stage, reason)
-    return Decision(False, reason, {})
+    return Decision(False, reason, {}, forced=force)
 
 
 def done(stage: str, config: Any, root: DataRoot, counts: dict[str, Any], decision: Decision,

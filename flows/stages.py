@@ -45,13 +45,15 @@ def fetch_images_task(config: ImagesConfig, root: str) -> dict[str, Any]:
 
 
 def _scrape(stage: str, work: Any, config: NamesConfig | ImagesConfig, root: str | None, force: bool,
-            standin: bool) -> dict[str, Any]:
+            standin: bool, reset: Any = None) -> dict[str, Any]:
     """A scraping stage: against the stand-in when asked, skipped when unchanged, its task retried."""
     data = DataRoot.resolve(root)
     with standin_http(config.http, standin) as http:
         config = config.model_copy(update={"http": http})
         if (decision := check(stage, config, data, force)).skip:
             return decision.result
+        if decision.forced and reset is not None:  # once, so that a retried task resumes the forced run
+            reset(data.root)
         counts = work(config, str(data.root))
     return done(stage, config, data, counts, decision)
 
@@ -67,7 +69,9 @@ def names_flow(config: NamesConfig = DEFAULT_NAMES, root: str | None = None, for
 def images_flow(config: ImagesConfig = ImagesConfig(), root: str | None = None, force: bool = False,
                 standin: bool = False) -> dict[str, Any]:
     """Stage `images`: lead images with licences, downloaded politely and checked."""
-    return _scrape("images", fetch_images_task, config, root, force, standin)
+    from scraping.images import reset_images
+
+    return _scrape("images", fetch_images_task, config, root, force, standin, reset_images)
 
 
 # -- detect: batches of images fanned out -----------------------------------------------------------------------
@@ -104,11 +108,13 @@ def detect_flow(config: DetectConfig = DetectConfig(), root: str | None = None, 
                 batch_size: BatchSize = 16, dask_address: str | None = None) -> dict[str, Any]:
     """Stage `detect`: faces found, checked and cropped; batches run on the task runner (threads
     here, or the Dask cluster at `dask_address`)."""
-    from faces.stage import finish_detection, plan_detection
+    from faces.stage import finish_detection, plan_detection, reset_detection
 
     data = DataRoot.resolve(root)
     if (decision := check("detect", config, data, force)).skip:
         return decision.result
+    if decision.forced:
+        reset_detection(data)
     finished = detect_batches_flow.with_options(task_runner=task_runner(dask_address))(config, str(data.root),
                                                                                       batch_size)
     summary = finish_detection(plan_detection(config, data))
@@ -144,7 +150,7 @@ def dedup_flow(config: DedupStageConfig = DedupStageConfig(), root: str | None =
                part_size: BatchSize = 5000, dask_address: str | None = None) -> dict[str, Any]:
     """Stage `dedup`: hashes (parts on the task runner), exact search, clusters, keep list."""
     from dedup.hashing import finish_hashing, plan_hashing
-    from dedup.stage import default_out_dir, find_duplicates, hashes_current, stamp_hashes
+    from dedup.stage import default_out_dir, find_duplicates, hashes_current, reset_hashes, stamp_hashes
 
     data = DataRoot.resolve(root)
     if (decision := check("dedup", config, data, force)).skip:
@@ -152,6 +158,8 @@ def dedup_flow(config: DedupStageConfig = DedupStageConfig(), root: str | None =
     dataset = dedup_dataset(config, data)
     out = default_out_dir(dataset)
     d: DedupConfig = config.dedup
+    if decision.forced:
+        reset_hashes(d, out)
     if d.method != "ae" and not hashes_current(d, dataset, out):
         hash_parts_flow.with_options(task_runner=task_runner(dask_address))(str(dataset), str(out), d.method,
                                                                            part_size)
@@ -184,9 +192,13 @@ def lsun_parts_flow(config: LsunImportConfig, root: str, part_size: int) -> int:
 def lsun_import_flow(config: LsunImportConfig, root: str | None = None, force: bool = False,
                      part_size: PartSize = 20_000, dask_address: str | None = None) -> dict[str, Any]:
     """Stage `lsun-import`: an LSUN category into shards, in parts on the task runner."""
+    from dedup.importer import reset_import
+
     data = DataRoot.resolve(root)
     if (decision := check("lsun-import", config, data, force)).skip:
         return decision.result
+    if decision.forced:
+        reset_import(config, data)
     lsun_parts_flow.with_options(task_runner=task_runner(dask_address))(config, str(data.root), part_size)
     import json
 
@@ -220,7 +232,8 @@ def train_flow(config: TrainConfig, root: str | None = None, force: bool = False
         return decision.result
     bar = create_progress_artifact(0.0, key="train-progress", description="train-dcgan: steps done (%)")
     counts = STAGES["train-dcgan"].run(config, data,
-                                       lambda step, total: update_progress_artifact(bar, 100 * step / total))
+                                       lambda step, total: update_progress_artifact(bar, 100 * step / total),
+                                       decision.forced)
     get_run_logger().info("training run: %s", counts["run_dir"])
     run = Path(counts["run_dir"])
     samples = sorted((run / "samples").glob("*.png"))

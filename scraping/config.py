@@ -9,7 +9,17 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-THUMB_WIDTHS = (250, 330, 500, 960, 1280, 1920)  # Wikimedia's standard thumbnail steps (2026)
+from wikifaces.receipts import execution_only
+
+from .titles import category_title, normalise_title
+
+# Wikimedia's thumbnail steps (2025-26): any other width is answered with HTTP 429.
+THUMB_WIDTHS = (20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840)
+ThumbWidth = Literal[20, 40, 60, 120, 250, 330, 500, 960, 1280, 1920, 3840, "original"]
+# The Robot policy (April 2025) for the upload host: 2 connections, 25 Mbit/s averaged over 10 s.
+POLICY_DOWNLOADS = 2
+POLICY_BYTES_PER_SECOND = 25_000_000 // 8
+WIKIMEDIA_DOMAINS = ("wikimedia.org", "wikipedia.org", "wikidata.org")
 
 
 def is_loopback_url(url: str) -> bool:
@@ -32,24 +42,33 @@ class HttpConfig(BaseModel):
     wikidata_api_url: str = "https://www.wikidata.org/w/api.php"
     allowed_download_hosts: tuple[str, ...] = ("upload.wikimedia.org",)
     lang: str = "en"
-    contact: str | None = Field(
-        default=None,
-        description="Contact for the User-Agent (an e-mail or URL); required for the real sites.",
+    # How we talk to the wiki (who we are, how fast, how patient, what we cache) never changes what
+    # a stage finds: these fields are execution-only, outside the stage's results hash.
+    contact: str | None = execution_only(
+        None, description="Contact for the User-Agent (an e-mail or URL); required for the real sites.",
     )
-    maxlag: Annotated[int, Field(ge=1, le=60)] = 5
-    api_requests_per_second: Annotated[float, Field(gt=0, le=50)] = 5.0
-    max_concurrent_downloads: Annotated[int, Field(ge=1, le=8)] = 2
-    download_bytes_per_second: Annotated[int, Field(ge=10_000)] = 4_000_000
+    maxlag: Annotated[int, Field(ge=1, le=60)] = execution_only(5)
+    api_requests_per_second: Annotated[float, Field(gt=0, le=50)] = execution_only(5.0)
+    max_concurrent_downloads: Annotated[int, Field(ge=1, le=8)] = execution_only(POLICY_DOWNLOADS)
+    # 24 Mbit/s, under the policy's 25
+    download_bytes_per_second: Annotated[int, Field(ge=10_000)] = execution_only(3_000_000)
+    beyond_policy: bool = execution_only(
+        False,
+        description="Allow more than Wikimedia's robot policy (2 downloads, 25 Mbit/s) on its hosts: only with "
+                    "Wikimedia's permission.",
+    )
     max_response_bytes: Annotated[int, Field(ge=1024)] = 50_000_000
-    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
-    read_timeout: Annotated[float, Field(gt=0)] = 30.0
-    download_deadline: Annotated[float, Field(gt=0)] = 120.0
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
-    backoff_initial: Annotated[float, Field(ge=0)] = 1.0
-    backoff_max: Annotated[float, Field(ge=0)] = 120.0
-    token_env: str = "WIKIFACES_API_TOKEN"
-    cache: bool = True
-    cache_expire_days: Annotated[float, Field(ge=0)] = 30.0
+    connect_timeout: Annotated[float, Field(gt=0)] = execution_only(10.0)
+    read_timeout: Annotated[float, Field(gt=0)] = execution_only(30.0)
+    download_deadline: Annotated[float, Field(gt=0)] = execution_only(120.0)
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = execution_only(6)
+    backoff_initial: Annotated[float, Field(ge=0)] = execution_only(1.0)
+    backoff_max: Annotated[float, Field(ge=0)] = execution_only(120.0)
+    token_env: str = execution_only("WIKIFACES_API_TOKEN")
+    cache: bool = execution_only(True)
+    cache_expire_days: Annotated[float, Field(ge=0)] = execution_only(30.0)
+    refresh_cache: bool = execution_only(False, description="Ask the API again and overwrite the cached answers.")
+    max_continuations: Annotated[int, Field(ge=1)] = 10_000  # pages of one query before we stop following
 
     @field_validator("api_url", "commons_api_url", "wikidata_api_url")
     @classmethod
@@ -57,6 +76,20 @@ class HttpConfig(BaseModel):
         if urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname:
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v
+
+    @model_validator(mode="after")
+    def _within_policy(self) -> HttpConfig:
+        hosts = [h.split(":")[0].lower() for h in self.allowed_download_hosts]
+        wikimedia = [h for h in hosts if h.endswith(WIKIMEDIA_DOMAINS)]
+        over = (self.max_concurrent_downloads > POLICY_DOWNLOADS
+                or self.download_bytes_per_second > POLICY_BYTES_PER_SECOND)
+        if wikimedia and over and not self.beyond_policy:
+            raise ValueError(
+                f"{self.max_concurrent_downloads} downloads at {self.download_bytes_per_second:,} bytes/s exceeds "
+                f"Wikimedia's robot policy for {wikimedia[0]} ({POLICY_DOWNLOADS} connections, 25 Mbit/s = "
+                f"{POLICY_BYTES_PER_SECOND:,} bytes/s); set beyond_policy (--beyond-policy) only if Wikimedia "
+                "has given you permission: https://wikitech.wikimedia.org/wiki/Robot_policy")
+        return self
 
     @property
     def uses_real_sites(self) -> bool:
@@ -96,6 +129,17 @@ class NamesConfig(BaseModel):
     limit: Annotated[int | None, Field(ge=1)] = None
     http: HttpConfig = HttpConfig()
 
+    @field_validator("categories")
+    @classmethod
+    def _category_titles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        """One spelling per category, so `Living_people` and `Living people` are one request and one hash."""
+        return tuple(dict.fromkeys(category_title(c) for c in v if c.strip()))
+
+    @field_validator("list_pages")
+    @classmethod
+    def _list_titles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(normalise_title(t) for t in v if t.strip()))
+
     @model_validator(mode="after")
     def _some_source(self) -> NamesConfig:
         if not (self.categories or self.list_pages or self.names_file):
@@ -116,7 +160,7 @@ class ImagesConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    thumb_width: Literal[250, 330, 500, 960, 1280, 1920, "original"] = 960
+    thumb_width: ThumbWidth = 960
     allow_nonfree: bool = False
     min_side: Annotated[int, Field(ge=1)] = 64
     max_pixels: Annotated[int, Field(ge=1)] = 40_000_000

@@ -7,6 +7,7 @@ redirects must respect too, and a size cap on every body.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 import random
@@ -16,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 import requests_cache
@@ -48,6 +49,14 @@ class DisallowedHost(HttpError):
 
 class TooLarge(HttpError):
     pass
+
+
+class BadUrl(HttpError):
+    """A URL whose path would change on the way (dot segments): never requested."""
+
+
+class UnexpectedResponse(HttpError):
+    """The API answered in a shape we do not understand; the message names the request."""
 
 
 class ApiError(HttpError):
@@ -108,6 +117,44 @@ def _host(url: str) -> str:
     return parts.netloc.lower()
 
 
+def api_error(data: Any) -> dict[str, Any] | None:
+    """The error object of an API response (`error`, or the first of `errors` with
+    errorformat=plaintext/html), or None. Whatever the HTTP status and headers said."""
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if error:
+        return error if isinstance(error, dict) else {"code": "unknown", "info": str(error)}
+    errors = data.get("errors")
+    if errors:
+        first = errors[0] if isinstance(errors, list) and errors else errors
+        if isinstance(first, dict):
+            return {"code": first.get("code", "unknown"), "info": first.get("text") or first.get("*") or ""}
+        return {"code": "unknown", "info": str(first)}
+    return None
+
+
+def cacheable(resp: requests.Response) -> bool:
+    """Only a plain success is stored: HTTP 200, no `MediaWiki-API-Error` header, a JSON body with
+    no top-level `error`/`errors`. A cached error would answer every retry and every later run."""
+    if resp.status_code != 200 or "MediaWiki-API-Error" in resp.headers:
+        return False
+    try:
+        return api_error(resp.json()) is None
+    except ValueError:
+        return False
+
+
+def check_path(url: str) -> None:
+    """Refuse a URL whose path has dot segments (also percent-encoded): HTTP clients and servers
+    remove them, so `a/../../etc/passwd.jpg` would fetch another path than the one built."""
+    path = urlsplit(url).path
+    for segment in path.split("/"):
+        if unquote(segment) in (".", ".."):
+            raise BadUrl(f"the URL path {path[:120]!r} has a dot segment: it would fetch another path than the "
+                         "one built from the file's URL")
+
+
 class PoliteClient:
     """Talks to the MediaWiki Action API and the upload host as the config says."""
 
@@ -123,8 +170,7 @@ class PoliteClient:
             Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
             self.api_session: requests.Session = requests_cache.CachedSession(
                 str(cache_path), backend="sqlite", expire_after=config.cache_expire_days * 86400,
-                allowable_codes=(200,), allowable_methods=("GET",),
-                filter_fn=lambda r: "MediaWiki-API-Error" not in r.headers,
+                allowable_codes=(200,), allowable_methods=("GET",), filter_fn=cacheable,
             )
         else:
             self.api_session = requests.Session()
@@ -136,6 +182,7 @@ class PoliteClient:
         self._dl_slots = threading.BoundedSemaphore(config.max_concurrent_downloads)
         self._bucket = TokenBucket(config.download_bytes_per_second)
         self.stats: Counter[str] = Counter()
+        self.warnings: list[str] = []  # continuations cut short and the like; stages record them
         self._stats_lock = threading.Lock()
 
     # -- retries ----------------------------------------------------------------------------
@@ -180,13 +227,16 @@ class PoliteClient:
         with self._api_lock:  # API calls are serial, whatever the caller's threads do
             req = self.api_session.prepare_request(requests.Request("GET", url, params=params))
             cache = getattr(self.api_session, "cache", None)
-            cached = cache is not None and cache.contains(request=req)
+            refresh = self.config.refresh_cache
+            cached = cache is not None and not refresh and cache.contains(request=req)
             if not cached:
                 gap = 1.0 / self.config.api_requests_per_second - (time.monotonic() - self._last_api)
                 if gap > 0:
                     time.sleep(gap)
+            extra = {"force_refresh": True} if cache is not None and refresh else {}
             try:
-                resp = self.api_session.send(req, timeout=(self.config.connect_timeout, self.config.read_timeout))
+                resp = self.api_session.send(req, timeout=(self.config.connect_timeout, self.config.read_timeout),
+                                             **extra)
             except requests.Timeout as exc:
                 raise RetryableError("timeout") from exc
             except requests.ConnectionError as exc:
@@ -205,8 +255,12 @@ class PoliteClient:
             data = resp.json()
         except ValueError as exc:
             raise RetryableError("the API answered with something that is not JSON") from exc
-        error = data.get("error") if isinstance(data, dict) else None
-        if error:
+        if not isinstance(data, dict):
+            raise UnexpectedResponse(f"the API answered {type(data).__name__} JSON, not an object, to {resp.url}")
+        error = api_error(data)
+        if error is not None:
+            if from_cache:  # stored by an older version: it must not answer again
+                cache.delete(requests=[req])  # type: ignore[union-attr]
             code = str(error.get("code", "unknown"))
             info = str(error.get("info", ""))
             if code in ("maxlag", "ratelimited", "readonly", "internal_api_error_DBQueryError"):
@@ -218,16 +272,47 @@ class PoliteClient:
         return data
 
     def query(self, params: dict[str, Any], url: str | None = None) -> list[dict[str, Any]]:
-        """`action=query` with continuation followed; returns every response's `query` block."""
+        """`action=query` with continuation followed; returns every response's `query` block.
+
+        Continuation always ends: one that only pages older revisions of a file (`iistart`) is not
+        followed (we ask for the current one), and one that repeats a token or passes
+        `max_continuations` pages stops with a warning naming the query; the blocks so far are kept."""
         blocks = []
         cont: dict[str, Any] = {}
+        seen: set[str] = set()
         while True:
             data = self.api({"action": "query", **params, **cont}, url)
-            if "query" in data:
-                blocks.append(data["query"])
-            if "continue" not in data:
+            block = data.get("query")
+            if isinstance(block, dict):
+                blocks.append(block)
+            elif block is not None:
+                raise UnexpectedResponse(f"`query` is {type(block).__name__}, not an object, in the answer to "
+                                         f"{_describe(params)} at {url or self.config.api_url}")
+            nxt = data.get("continue")
+            if not nxt:
                 return blocks
-            cont = data["continue"]
+            if not isinstance(nxt, dict):
+                self._warn(f"a `continue` that is not an object for {_describe(params)}: not followed")
+                return blocks
+            nxt = {k: v for k, v in nxt.items() if k != "iistart"}  # older revisions: never wanted
+            if set(nxt) <= {"continue"}:
+                return blocks
+            token = json.dumps(nxt, sort_keys=True, default=str)
+            if token in seen:
+                self._warn(f"the API repeated the continuation {token[:200]} for {_describe(params)}: "
+                           f"stopped after {len(blocks)} pages, keeping what they gave")
+                return blocks
+            if len(seen) + 1 >= self.config.max_continuations:
+                self._warn(f"{_describe(params)} passed {self.config.max_continuations} pages of continuation: "
+                           f"stopped, keeping the {len(blocks)} pages so far (raise max_continuations for more)")
+                return blocks
+            seen.add(token)
+            cont = nxt
+
+    def _warn(self, message: str) -> None:
+        log.warning(message)
+        with self._stats_lock:
+            self.warnings.append(message)
 
     # -- downloads -------------------------------------------------------------------------------
     def _dl_session(self) -> requests.Session:
@@ -238,11 +323,13 @@ class PoliteClient:
         return session
 
     def check_host(self, url: str) -> None:
+        """The scheme and host must be allowed, and the path must be the one written."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise DisallowedHost(f"disallowed scheme {parts.scheme!r}")
         if _host(url) not in {h.lower() for h in self.config.allowed_download_hosts}:
             raise DisallowedHost(f"host {_host(url)!r} is not in the download allow-list")
+        check_path(url)
 
     def download(self, url: str) -> Download:
         """GET an image body from an allowed host, following redirects only to allowed hosts."""
@@ -303,6 +390,13 @@ class PoliteClient:
 
     def close(self) -> None:
         self.api_session.close()
+
+
+def _describe(params: dict[str, Any]) -> str:
+    """A query named by what it asks (`list=categorymembers cmtitle=Category:X`), for messages."""
+    keys = ("list", "prop", "generator", "titles", "cmtitle", "page", "ids", "pageids")
+    shown = [f"{k}={str(params[k])[:80]}" for k in keys if params.get(k)]
+    return "the query " + (" ".join(shown) or "(no parameters)")
 
 
 def _short(exc: BaseException) -> str:

@@ -18,11 +18,11 @@ from rich.progress import Progress
 
 from wikifaces.imaging import check_image
 from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.receipts import Receipt, fingerprint, results_hash, stage_key
 from wikifaces.tables import Journal, read_jsonl, write_jsonl
 
 from .config import ImagesConfig
-from .http import DisallowedHost, HttpError, PoliteClient, TooLarge
+from .http import BadUrl, DisallowedHost, HttpError, PoliteClient, TooLarge
 from .mediawiki import image_infos
 from .names import CACHE_FILE, NAMES_FILE
 from .store import ImageStore
@@ -34,8 +34,9 @@ JOURNAL_FILE = "images.journal.jsonl"
 RECEIPT_FILE = "images.receipt.json"
 TAKEDOWN_FILE = "takedown.txt"
 RETRYABLE = {"http_error", "corrupt", "not_image"}
-STATUSES = ("ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "http_error",
+STATUSES = ("ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url", "http_error",
             "not_image", "unsupported", "too_small", "too_large", "corrupt")
+RASTER_MIMES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff"}
 
 
 @dataclass
@@ -96,10 +97,27 @@ class ImagesSummary:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
+def item_hash(config: ImagesConfig, root: DataRoot) -> str:
+    """What decides one person's row: not how many people (limit), nor whether failures are
+    retried, nor the takedown list (applied to every row on every run)."""
+    return results_hash(config.model_copy(update={"limit": None, "retry_failed": False, "takedown_file": None}),
+                        root.root)
+
+
+def reset_images(root: str | os.PathLike[str] | None = None) -> None:
+    """Forget every earlier result (journal and table's receipt): the next run fetches everyone anew."""
+    out_dir = DataRoot.resolve(root).raw_wikipedia
+    for name in (JOURNAL_FILE, RECEIPT_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = None,
-                 progress: bool = True) -> ImagesSummary:
-    """Fetch, check and store every person's lead image; resumable per person."""
+                 progress: bool = True, force: bool = False) -> ImagesSummary:
+    """Fetch, check and store every person's lead image; resumable per person. Earlier rows are
+    reused only when made with the same parameters; `force` fetches everyone again."""
     data = DataRoot.resolve(root)
+    if force:
+        reset_images(data.root)
     out_dir = data.raw_wikipedia
     names_path = out_dir / NAMES_FILE
     if not names_path.exists():
@@ -110,9 +128,13 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     takedowns = Takedowns.load(config.takedown_file or out_dir / TAKEDOWN_FILE)
     store = ImageStore(data.image_store)
     client = PoliteClient(config.http, cache_path=out_dir / CACHE_FILE)
-    journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["person_id"])
+    chash = item_hash(config, data)
+    journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["person_id"], version=stage_key(chash))
+    previous = Receipt.read(out_dir / RECEIPT_FILE)
     try:
-        done = {r["person_id"]: r for r in read_jsonl(out_dir / IMAGES_FILE)}
+        done = {}
+        if previous is not None and previous.config_hash == chash:
+            done = {r["person_id"]: r for r in read_jsonl(out_dir / IMAGES_FILE)}
         done.update(journal.latest())
         todo = [p for p in people if p["person_id"] not in done
                 or (config.retry_failed and done[p["person_id"]]["status"] in RETRYABLE)]
@@ -128,8 +150,9 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     statuses = Counter(r["status"] for r in rows)
     counts = {"people": len(rows), "statuses": dict(statuses), "fetched_now": len(todo),
               "api_requests": client.stats["api_requests"], "downloads": client.stats["downloads"],
-              "download_bytes": client.stats["download_bytes"], "retries": client.stats["retries"]}
-    Receipt(stage="images", config_hash=config_hash(config), config=config.model_dump(mode="json"),
+              "download_bytes": client.stats["download_bytes"], "retries": client.stats["retries"],
+              "warnings": list(client.warnings)}
+    Receipt(stage="images", config_hash=chash, config=config.model_dump(mode="json"),
             inputs={"names": fingerprint(names_path)},
             outputs={str(out_dir / IMAGES_FILE): fingerprint(out_dir / IMAGES_FILE)},
             counts=counts).write(out_dir / RECEIPT_FILE)
@@ -183,15 +206,19 @@ def _fetch(config: ImagesConfig, client: PoliteClient, store: ImageStore, takedo
         )
         url = info.get("thumburl") if width is not None else None
         url = url or info.get("url")
-        row["url"] = url
+        row["url"] = url if isinstance(url, str) else None
+        ruled_out = _ruled_out(info, url, config)
         if nonfree and not config.allow_nonfree:
             row.update(status="nonfree", reason=f"non-free file ({row['licence'] or 'no licence'})")
             finish(row)
         elif (hit := takedowns.hit(row)) is not None:
             row.update(status="taken_down", reason=hit)
             finish(row)
-        elif not url:
+        elif not row["url"]:
             row.update(status="missing_file", reason="imageinfo gave no URL")
+            finish(row)
+        elif ruled_out is not None:  # the metadata already says no: nothing to download
+            row.update(status=ruled_out[0], reason=ruled_out[1], width=ruled_out[2], height=ruled_out[3])
             finish(row)
         else:
             downloads.append((row, url))
@@ -201,6 +228,9 @@ def _fetch(config: ImagesConfig, client: PoliteClient, store: ImageStore, takedo
             dl = client.download(url)
         except DisallowedHost as exc:
             row.update(status="disallowed_host", reason=exc.reason)
+            return row
+        except BadUrl as exc:
+            row.update(status="bad_url", reason=exc.reason)
             return row
         except TooLarge as exc:
             row.update(status="too_large", reason=exc.reason)
@@ -230,6 +260,29 @@ def _fetch(config: ImagesConfig, client: PoliteClient, store: ImageStore, takedo
             finish(fut.result())
             bar.advance(task)
     return rows
+
+
+def _ruled_out(info: dict[str, Any], url: Any, config: ImagesConfig) -> tuple[str, str, int | None, int | None] | None:
+    """(status, reason, width, height) when imageinfo's mime, size and dimensions already rule the file
+    out (vector or other non-raster type, over the byte or pixel cap, under the minimum side);
+    None when it may be fine or the metadata does not say. The same statuses as after a download."""
+    mime = str(info.get("mime") or "").lower()
+    if mime == "image/svg+xml":
+        return "unsupported", "SVG (vector) image", None, None
+    if mime and mime not in RASTER_MIMES:
+        return "unsupported", f"{mime} is not a raster image", None, None
+    original = url == info.get("url")
+    w, h = (info.get("width"), info.get("height")) if original else (info.get("thumbwidth"), info.get("thumbheight"))
+    size = info.get("size")
+    if original and isinstance(size, int) and size > config.http.max_response_bytes:
+        return "too_large", f"body of {size:,} bytes exceeds the cap of {config.http.max_response_bytes:,}", w, h
+    if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+        return None
+    if w * h > config.max_pixels:
+        return "too_large", f"{w}x{h} = {w * h:,} pixels exceeds the cap of {config.max_pixels:,}", w, h
+    if min(w, h) < config.min_side:
+        return "too_small", f"{w}x{h} is under the minimum side of {config.min_side}", w, h
+    return None
 
 
 def _apply_takedowns(rows: list[dict[str, Any]], takedowns: Takedowns, store: ImageStore) -> list[dict[str, Any]]:

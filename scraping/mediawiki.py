@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from bs4 import BeautifulSoup
 
-from .http import PoliteClient
+from .http import PoliteClient, UnexpectedResponse
+from .titles import category_title, normalise_title
 
 NAMESPACES = {
     "media", "special", "talk", "user", "user talk", "wikipedia", "wikipedia talk", "project", "file", "file talk",
@@ -30,11 +31,25 @@ SKIP_SELECTORS = (
 )
 
 
-def normalise_title(title: str) -> str:
-    """MediaWiki's title normalisation for the main namespace: underscores to spaces, runs of
-    whitespace collapsed, first letter upper case."""
-    t = " ".join(title.replace("_", " ").split())
-    return t[:1].upper() + t[1:]
+def items(block: Any, key: str) -> list[dict[str, Any]]:
+    """The objects under `key` of a response block, whatever the formatversion: a list (2) or an
+    object keyed by page id (1). Anything that is not an object is left out."""
+    value = block.get(key) if isinstance(block, dict) else None
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def flag(obj: dict[str, Any], name: str) -> bool:
+    """A boolean flag in either formatversion: `"missing": true` (2) or `"missing": ""` (1)."""
+    return name in obj and obj[name] is not False
+
+
+def text_of(value: Any) -> str | None:
+    """A text field in either formatversion: `"text": "..."` (2) or `"text": {"*": "..."}` (1)."""
+    if isinstance(value, dict):
+        value = value.get("*")
+    return value if isinstance(value, str) else None
 
 
 def batched(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
@@ -59,8 +74,7 @@ def batch_size(client: PoliteClient) -> int:
 def category_members(client: PoliteClient, category: str, depth: int = 0) -> Iterator[tuple[str, str]]:
     """(page title, category it was found in) for every article in a category and, to `depth`,
     its subcategories. Each category is visited once, so cycles end."""
-    root = category if category.lower().startswith("category:") else f"Category:{category}"
-    root = "Category:" + normalise_title(root.split(":", 1)[1])
+    root = category_title(category)
     queue = [(root, 0)]
     visited = {root}
     limit = "max"
@@ -68,19 +82,29 @@ def category_members(client: PoliteClient, category: str, depth: int = 0) -> Ite
         cat, level = queue.pop(0)
         cmtype = "page|subcat" if level < depth else "page"
         for block in client.query({"list": "categorymembers", "cmtitle": cat, "cmtype": cmtype, "cmlimit": limit}):
-            for m in block.get("categorymembers", []):
+            for m in items(block, "categorymembers"):
+                title = m.get("title")
+                if not isinstance(title, str):
+                    continue
                 if m.get("ns") == 0:
-                    yield m["title"], cat
-                elif m.get("ns") == 14 and level < depth and m["title"] not in visited:
-                    visited.add(m["title"])
-                    queue.append((m["title"], level + 1))
+                    yield title, cat
+                elif m.get("ns") == 14 and level < depth and normalise_title(title) not in visited:
+                    visited.add(normalise_title(title))
+                    queue.append((normalise_title(title), level + 1))
 
 
 # -- list pages -----------------------------------------------------------------------------------
 def list_page_links(client: PoliteClient, title: str) -> list[str]:
     """Article links in the body of a "List of ..." page (see `parse_list_html`)."""
+    title = normalise_title(title)
     data = client.api({"action": "parse", "page": title, "prop": "text", "redirects": "1"})
-    return parse_list_html(data["parse"]["text"])
+    parsed = data.get("parse")
+    html = text_of(parsed.get("text")) if isinstance(parsed, dict) else None
+    if html is None:
+        shape = sorted(parsed) if isinstance(parsed, dict) else type(parsed).__name__
+        raise UnexpectedResponse(f"action=parse for {title!r} at {client.config.api_url} gave no article text "
+                                 f"(parse: {shape})")
+    return parse_list_html(html)
 
 
 def parse_list_html(html: str) -> list[str]:
@@ -152,54 +176,112 @@ class Resolved:
     reason: str = ""
 
 
+MAX_REDIRECT_HOPS = 8
+
+
+@dataclass
+class _Answers:
+    """What the API said about titles, merged across batches and follow-up requests."""
+
+    normalized: dict[str, str] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)
+    pages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, block: dict[str, Any]) -> None:
+        for key, target in (("normalized", self.normalized), ("redirects", self.redirects)):
+            for n in items(block, key):
+                if isinstance(n.get("from"), str) and isinstance(n.get("to"), str):
+                    target[n["from"]] = n["to"]
+        for page in items(block, "pages"):
+            if isinstance(page.get("title"), str):
+                self.pages.setdefault(page["title"], {}).update(page)
+
+    def follow(self, title: str) -> tuple[str, int, bool]:
+        """(where the title's redirects lead, how many hops, whether they loop)."""
+        cur = self.normalized.get(title, title)
+        seen = {cur}
+        hops = 0
+        while cur in self.redirects:
+            cur = self.redirects[cur]
+            hops += 1
+            if cur in seen:
+                return cur, hops, True
+            seen.add(cur)
+        return cur, hops, False
+
+
 def resolve_titles(client: PoliteClient, titles: Sequence[str], lead_images: str = "free") -> dict[str, Resolved]:
     """Canonical page, QID and lead image for each input title, `batch_size` titles a request,
-    redirects followed (loops detected), normalisation applied, disambiguations flagged."""
-    out: dict[str, Resolved] = {}
-    size = batch_size(client)
-    for batch in batched(list(titles), size):
-        normalized: dict[str, str] = {}
-        redirects: dict[str, str] = {}
-        pages: dict[str, dict[str, Any]] = {}
-        for block in client.query({
-            "titles": "|".join(batch), "redirects": "1", "prop": "pageprops|pageimages",
-            "ppprop": "wikibase_item|disambiguation", "piprop": "original|name",
-            "pilicense": lead_images, "pilimit": "max",
-        }):
-            normalized.update({n["from"]: n["to"] for n in block.get("normalized", [])})
-            redirects.update({r["from"]: r["to"] for r in block.get("redirects", [])})
-            for page in block.get("pages", []):
-                merged = pages.setdefault(page.get("title", ""), {})
-                merged.update(page)
-        for title in batch:
-            out[title] = _resolve_one(title, normalized, redirects, pages)
-    return out
+    redirects followed (loops detected), normalisation applied, disambiguations flagged.
+
+    The API resolves one redirect step per request; a chain that ends at a page reported missing
+    or still a redirect is asked about again, hop by hop, so a loop is seen as a loop
+    (`redirect_loop`) wherever the server stops resolving it."""
+    answers = _Answers()
+    params = {"redirects": "1", "prop": "pageprops|pageimages", "ppprop": "wikibase_item|disambiguation",
+              "piprop": "original|name", "pilicense": lead_images, "pilimit": "max"}
+
+    def ask(batch_titles: Sequence[str]) -> None:
+        for batch in batched(list(batch_titles), batch_size(client)):
+            for block in client.query({"titles": "|".join(batch), **params}):
+                answers.add(block)
+
+    ask(titles)
+    asked = set(titles)
+    for _ in range(MAX_REDIRECT_HOPS):
+        ends = set()
+        for title in titles:
+            end, hops, loops = answers.follow(title)
+            page = answers.pages.get(end)
+            unresolved = page is None or flag(page, "missing") or flag(page, "redirect")
+            if hops and not loops and unresolved and end not in asked:
+                ends.add(end)
+        if not ends:
+            break
+        asked |= ends
+        ask(sorted(ends))
+    return {title: _resolve_one(title, answers) for title in titles}
 
 
-def _resolve_one(title: str, normalized: dict[str, str], redirects: dict[str, str],
-                 pages: dict[str, dict[str, Any]]) -> Resolved:
-    cur = normalized.get(title, title)
-    seen = {cur}
-    while cur in redirects:
-        cur = redirects[cur]
-        if cur in seen:
-            return Resolved(title, "redirect_loop", reason=f"redirects loop back to {cur!r}")
-        seen.add(cur)
-    page = pages.get(cur)
+def _resolve_one(title: str, answers: _Answers) -> Resolved:
+    cur, hops, loops = answers.follow(title)
+    if loops:
+        return Resolved(title, "redirect_loop", reason=f"redirects loop back to {cur!r}")
+    page = answers.pages.get(cur)
     if page is None:
         return Resolved(title, "missing", reason="the API returned no page for it")
-    if page.get("invalid"):
+    if flag(page, "invalid"):
         return Resolved(title, "invalid", reason=str(page.get("invalidreason", "invalid title")))
-    if page.get("missing"):
-        return Resolved(title, "missing", title=cur, reason="no such page")
-    props = page.get("pageprops", {})
+    if flag(page, "missing"):
+        return Resolved(title, "missing", title=cur, reason="a redirect to a page that does not exist" if hops
+                        else "no such page")
+    if flag(page, "redirect"):
+        return Resolved(title, "redirect_loop", title=cur,
+                        reason=f"redirects more than {MAX_REDIRECT_HOPS} times without reaching a page")
+    props = page.get("pageprops") if isinstance(page.get("pageprops"), dict) else {}
     if "disambiguation" in props:
-        return Resolved(title, "disambiguation", title=cur, pageid=page.get("pageid"),
+        return Resolved(title, "disambiguation", title=cur, pageid=_int(page.get("pageid")),
                         reason="a disambiguation page, not a person")
-    original = page.get("original") or {}
-    size = (int(original["width"]), int(original["height"])) if "width" in original else None
-    return Resolved(title, "ok", title=cur, pageid=page.get("pageid"), qid=props.get("wikibase_item"),
-                    lead_image=page.get("pageimage"), lead_image_size=size)
+    pageid = _int(page.get("pageid"))
+    if pageid is None:
+        return Resolved(title, "missing", title=cur, reason="the API gave the page without a page id")
+    original = page.get("original") if isinstance(page.get("original"), dict) else {}
+    width, height = _int(original.get("width")), _int(original.get("height"))
+    qid = props.get("wikibase_item")
+    image = page.get("pageimage")
+    return Resolved(title, "ok", title=cur, pageid=pageid, qid=qid if isinstance(qid, str) else None,
+                    lead_image=image if isinstance(image, str) and image else None,
+                    lead_image_size=(width, height) if width and height else None)
+
+
+def _int(value: Any) -> int | None:
+    """An integer field that may come as a string (formatversion 1) or not at all."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 # -- Wikidata -----------------------------------------------------------------------------------------
@@ -216,25 +298,31 @@ def wikidata_facts(client: PoliteClient, qids: Sequence[str]) -> dict[str, Wikid
     for batch in batched(sorted(set(qids)), size):
         data = client.api({"action": "wbgetentities", "ids": "|".join(batch), "props": "claims"},
                           url=client.config.wikidata_api_url)
-        for qid, entity in data.get("entities", {}).items():
-            if "missing" in entity:
+        entities = data.get("entities")
+        if not isinstance(entities, dict):
+            raise UnexpectedResponse(f"wbgetentities at {client.config.wikidata_api_url} gave no `entities` "
+                                     f"object for {', '.join(batch[:3])}{' ...' if len(batch) > 3 else ''}")
+        for qid, entity in entities.items():
+            if not isinstance(entity, dict) or flag(entity, "missing"):
                 out[qid] = WikidataFacts(None, None)
                 continue
-            claims = entity.get("claims", {})
+            claims = entity.get("claims") if isinstance(entity.get("claims"), dict) else {}
             kinds = {_value(c).get("id") for c in _claims(claims, "P31") if isinstance(_value(c), dict)}
             out[qid] = WikidataFacts("Q5" in kinds if kinds else None, _birth_year(claims))
     return out
 
 
 def _claims(claims: dict[str, Any], prop: str) -> list[dict[str, Any]]:
-    statements = [c for c in claims.get(prop, []) if c.get("rank") != "deprecated"]
+    statements = [c for c in items(claims, prop) if c.get("rank") != "deprecated"]
     preferred = [c for c in statements if c.get("rank") == "preferred"]
     return preferred or statements
 
 
 def _value(claim: dict[str, Any]) -> Any:
-    snak = claim.get("mainsnak", {})
-    return snak.get("datavalue", {}).get("value") if snak.get("snaktype") == "value" else None
+    snak = claim.get("mainsnak")
+    if not isinstance(snak, dict) or snak.get("snaktype") != "value" or not isinstance(snak.get("datavalue"), dict):
+        return None
+    return snak["datavalue"].get("value")
 
 
 def _birth_year(claims: dict[str, Any]) -> int | None:
@@ -260,7 +348,6 @@ def image_infos(client: PoliteClient, files: Sequence[str], width: int | None) -
         missing: list[str] = []
         for batch in batched(pending, min(50, batch_size(client))):
             titles = {f"File:{name}": name for name in batch}
-            normalized: dict[str, str] = {}
             found: dict[str, dict[str, Any]] = {}
             params = {
                 "titles": "|".join(titles), "prop": "imageinfo", "iiprop": "url|size|sha1|mime|extmetadata",
@@ -269,11 +356,14 @@ def image_infos(client: PoliteClient, files: Sequence[str], width: int | None) -
             }
             if width is not None:
                 params["iiurlwidth"] = str(width)
+            answers = _Answers()
             for block in client.query(params, url=url):
-                normalized.update({n["from"]: n["to"] for n in block.get("normalized", [])})
-                for page in block.get("pages", []):
-                    if page.get("imageinfo"):
-                        found[page["title"]] = page["imageinfo"][0]
+                answers.add(block)
+            normalized = answers.normalized
+            for title, page in answers.pages.items():
+                info = items(page, "imageinfo")
+                if info:
+                    found[title] = info[0]
             for t, name in titles.items():
                 info = found.get(normalized.get(t, t))
                 if info is None:

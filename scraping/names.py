@@ -16,8 +16,9 @@ from wikifaces.receipts import Receipt, config_hash, fingerprint
 from wikifaces.tables import write_jsonl
 
 from .config import NamesConfig
-from .http import PoliteClient
-from .mediawiki import category_members, list_page_links, normalise_title, resolve_titles, wikidata_facts
+from .http import HttpError, PoliteClient
+from .mediawiki import category_members, list_page_links, resolve_titles, wikidata_facts
+from .titles import normalise_title
 
 log = logging.getLogger("wikifaces.scraping")
 
@@ -37,6 +38,24 @@ class NamesSummary:
     api_cache_hits: int
     output: Path
     counts: dict[str, Any] = field(default_factory=dict)
+
+
+def _person_rejected(person: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+    """A resolved person left out by a filter: one row, with every title that named them."""
+    return {"input": person["title"], "inputs": person["inputs"], "sources": person["sources"], "status": status,
+            "reason": reason, "title": person["title"], "pageid": person["pageid"]}
+
+
+def _wikidata_facts(config: NamesConfig, client: PoliteClient, qids: list[str]) -> dict[str, Any]:
+    """The Wikidata facts the filters need; when Wikidata cannot be asked, say which filter needs
+    it, where it was asked, and how to do without."""
+    try:
+        return wikidata_facts(client, qids)
+    except HttpError as exc:
+        ways = (["--no-humans-only"] if config.check_humans else []) + \
+            ([f"leaving out --born-after {config.born_after}"] if config.born_after is not None else [])
+        raise HttpError(f"the Wikidata filter could not ask {config.http.wikidata_api_url}: {exc.reason}. "
+                        f"Run without it: {' and '.join(ways)}.", exc.status) from exc
 
 
 def read_names_file(path: str | os.PathLike[str]) -> list[str]:
@@ -97,18 +116,19 @@ def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesS
         if person is None:
             person = people[r.pageid] = {
                 "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "pageid": r.pageid,
-                "lang": lang, "source": sources[0], "sources": [], "lead_image": r.lead_image,
+                "lang": lang, "source": sources[0], "sources": [], "inputs": [], "lead_image": r.lead_image,
                 "lead_image_width": r.lead_image_size[0] if r.lead_image_size else None,
                 "lead_image_height": r.lead_image_size[1] if r.lead_image_size else None,
                 "birth_year": None,
             }
+        person["inputs"].append(title)  # several titles (redirects, spellings) can name one page
         for s in sources:
             if s not in person["sources"]:
                 person["sources"].append(s)
 
     rows = list(people.values())
     if config.wants_wikidata:
-        facts = wikidata_facts(client, [p["person_id"] for p in rows if p["person_id"].startswith("Q")])
+        facts = _wikidata_facts(config, client, [p["person_id"] for p in rows if p["person_id"].startswith("Q")])
         kept = []
         for p in rows:
             f = facts.get(p["person_id"])
@@ -120,19 +140,22 @@ def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesS
                 born = p["birth_year"] if p["birth_year"] is not None else "unknown"
                 reason = ("born_before", f"born {born}, the filter wants {config.born_after} or later")
             if reason:
-                rejected.append({"input": p["title"], "sources": p["sources"], "status": reason[0],
-                                 "reason": reason[1], "title": p["title"], "pageid": p["pageid"]})
+                rejected.append(_person_rejected(p, *reason))
             else:
                 kept.append(p)
         rows = kept
     if config.limit is not None:
+        rejected += [_person_rejected(p, "over_limit", f"beyond the limit of {config.limit} people")
+                     for p in rows[config.limit :]]
         rows = rows[: config.limit]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / NAMES_FILE, rows)
     write_jsonl(out_dir / REJECTED_FILE, rejected)
     statuses = Counter(r["status"] for r in rejected)
-    counts = {"candidates": len(candidates), "people": len(rows), "rejected": dict(statuses),
+    merged = sum(len(p["inputs"]) - 1 for p in people.values())
+    counts = {"titles": len(candidates) + len(invalid), "candidates": len(candidates), "people": len(rows),
+              "rejected": dict(statuses), "merged": merged, "warnings": list(client.warnings),
               "api_requests": client.stats["api_requests"], "api_cache_hits": client.stats["api_cache_hits"]}
     inputs = {"names_file": fingerprint(config.names_file)} if config.names_file else {}
     Receipt(stage="names", config_hash=config_hash(config), config=config.model_dump(mode="json"),

@@ -146,7 +146,7 @@ def test_input_hygiene_gives_rows_not_crashes(tmp_path):
     for name, (data, status) in cases.items():
         result = faces_of(tmp_path, data)
         assert result["status"] == status and result["reason"] and not result["faces"], name
-    # modes that must simply work: CMYK, palette, grey, RGBA (composited on white), 16-bit
+    # modes that must simply work: CMYK, palette, grey, RGBA (composited on mid grey), 16-bit
     im = Image.fromarray(rgb)
     for mode in ("CMYK", "P", "L", "RGBA", "I;16"):
         buf = io.BytesIO()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from shards import open_dataset, verify_dataset
 from tests.conftest import REPO, TINY_TRAIN, run_python
+from wikifaces.paths import DataRoot
 from wikifaces.tables import read_jsonl
 
 NAMES = {"categories": ["Stand-in people"], "category_depth": 2}
@@ -76,6 +78,32 @@ def test_rerun_skips_every_stage(built):
     assert receipts(root) == before
 
 
+def test_another_spelling_of_the_root_skips_every_stage(built, monkeypatch):
+    """The root named relatively from another folder is the same root: nothing reruns (the
+    training config carries the dataset's path, hashed relative to the root)."""
+    from flows import build_faces
+
+    root, _ = built
+    before = receipts(root)
+    monkeypatch.chdir(root.parent)
+    results = build_faces(root=root.name, **BUILD)
+    assert ran(results) == [] and receipts(root) == before
+
+
+def test_the_dataset_card_code_runs(built):
+    """Every fenced Python block of the card runs, from the folder that holds the dataset."""
+    root, _ = built
+    published = root / "processed" / "faces-64"
+    card = (published / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert blocks and "faces-64" in blocks[0] and "\\" not in "".join(blocks)
+    for code in blocks:
+        r = subprocess.run([sys.executable, "-c", code + "\nprint('ran', len(ds), image.shape)"], cwd=published.parent,
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"ran {len(open_dataset(published))} (64, 64, 3)"
+
+
 def test_changed_parameter_reruns_that_stage_and_what_depends_on_it(built):
     from flows import build_faces
 
@@ -108,6 +136,19 @@ def test_only_and_force_rerun_exactly_one_stage(built):
                           from_stage="publish")
     assert ran(results)[0] == "publish"
     assert verify_dataset(root / "processed" / "faces-64").ok
+
+
+def test_force_redoes_the_work_of_a_stage(built):
+    """`only=["detect"], force=true` detects every image again; its journal does not answer for it."""
+    from flows import build_faces
+
+    root, _ = built
+    images = len({r["sha256"] for r in read_jsonl(root / "raw/wikipedia/images.jsonl") if r["status"] == "ok"})
+    before = (root / "interim/faces/faces.jsonl").read_text()
+    results = build_faces(root=str(root), **BUILD, only=["detect"], force=True)
+    assert ran(results) == ["detect"] and results[0]["reason"] == "forced"
+    assert results[0]["counts"]["processed_now"] == images > 20
+    assert (root / "interim/faces/faces.jsonl").read_text() == before  # the same faces, made again
 
 
 def test_single_stage_flows(built, tmp_path):
@@ -215,8 +256,9 @@ def test_end_to_end_with_a_real_server_and_deployments(tmp_path):
 
     home, root = tmp_path / "prefect", tmp_path / "data"
     api = start_server(home, free_port())
-    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(home), "WIKIFACES_ROOT": str(root),
-           "PYTHONPATH": str(REPO)}
+    # no WIKIFACES_ROOT: served from tmp_path, a run without `root` builds in the relative `data`
+    env = {**{k: v for k, v in os.environ.items() if k != "WIKIFACES_ROOT"}, "PREFECT_API_URL": api,
+           "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
     bin_dir = Path(sys.executable).parent
     serve_log = tmp_path / "serve.log"
     with open(serve_log, "wb") as log:
@@ -226,14 +268,14 @@ def test_end_to_end_with_a_real_server_and_deployments(tmp_path):
         _wait_for(lambda: b"Your deployments are being served" in serve_log.read_bytes() or serving.poll() is not None,
                   180, "`wikifaces serve` did not serve", serve_log)
         assert serving.poll() is None, serve_log.read_text()
-        params = json.dumps({"train": TINY_TRAIN, "standin_people": 24})
+        params = {"train": TINY_TRAIN, "standin_people": 24}
 
-        def deploy_run() -> subprocess.CompletedProcess:
+        def deploy_run(**extra: str) -> subprocess.CompletedProcess:
             return subprocess.run([str(bin_dir / "prefect"), "deployment", "run", "build-faces/demo", "--params",
-                                   params, "--watch", "--watch-timeout", "600"], env=env, capture_output=True,
-                                  text=True, timeout=660)
+                                   json.dumps({**params, **extra}), "--watch", "--watch-timeout", "600"], env=env,
+                                  capture_output=True, text=True, timeout=660)
 
-        first = deploy_run()
+        first = deploy_run(root=str(root))  # the absolute root, as `make demo` names it
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:] + serve_log.read_text()[-3000:]
         check = subprocess.run([str(bin_dir / "wikifaces"), "verify", str(root / "processed" / "faces-64")],
                                env=env, capture_output=True, text=True, timeout=300)
@@ -243,9 +285,9 @@ def test_end_to_end_with_a_real_server_and_deployments(tmp_path):
         # deployed, the build trains through the train-dcgan deployment (its own flow run)
         train_runs = _flow_runs(api, "train-dcgan")
         assert len(train_runs) == 1 and train_runs[0]["deployment_id"] and train_runs[0]["state_type"] == "COMPLETED"
-        second = deploy_run()
+        second = deploy_run()  # the deployment's default: the relative root `data`, from the project folder
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-        assert receipts(root) == before, "a second run must skip every stage"
+        assert receipts(root) == before, "a second run, with the root spelt relatively, must skip every stage"
     finally:
         os.killpg(serving.pid, signal.SIGTERM)
         try:
@@ -268,8 +310,23 @@ def test_stage_hash_ignores_http_manners_and_the_standin_port():
         return NamesConfig(categories=(category,), http=HttpConfig(api_url=f"{api}/w/api.php", contact=contact,
                                                                     allowed_download_hosts=(host,)))
 
-    h = STAGES["names"].hash
-    base = h(names("People", "http://127.0.0.1:8765", "a"))
-    assert h(names("People", "http://127.0.0.1:40123", "someone else")) == base
-    assert h(names("Others", "http://127.0.0.1:8765", "a")) != base
-    assert h(names("People", "https://de.wikipedia.org", "a")) != base
+    root = DataRoot(Path("data"))
+    base = STAGES["names"].hash(names("People", "http://127.0.0.1:8765", "a"), root)
+    assert STAGES["names"].hash(names("People", "http://127.0.0.1:40123", "someone else"), root) == base
+    assert STAGES["names"].hash(names("Others", "http://127.0.0.1:8765", "a"), root) != base
+    assert STAGES["names"].hash(names("People", "https://de.wikipedia.org", "a"), root) != base
+
+
+def test_stage_hash_is_the_same_for_every_spelling_of_the_root(tmp_path, monkeypatch):
+    from training import TrainConfig
+    from wikifaces.pipeline import STAGES
+
+    monkeypatch.chdir(tmp_path)
+    absolute = DataRoot(tmp_path / "data")
+    relative = DataRoot(Path("data"))
+    h = STAGES["train-dcgan"].hash
+    base = h(TrainConfig(dataset=absolute.processed("faces-64")), absolute)
+    assert h(TrainConfig(dataset=relative.processed("faces-64")), relative) == base
+    assert h(TrainConfig(dataset=Path("./data/../data/processed/faces-64")), relative) == base
+    assert h(TrainConfig(dataset=relative.processed("faces-32")), relative) != base
+    assert h(TrainConfig(dataset=absolute.processed("faces-64"), workers=7), absolute) == base

@@ -34,24 +34,46 @@ CONFIG = ReportConfig(samples=400)
 
 
 def test_funnel_counts_follow_the_stage_outputs(pipeline_root):
+    """Every funnel number against the stage tables and receipts; each row counts one unit, and
+    where a row follows the one before, its reasons account for every item lost."""
     root = pipeline_root
-    steps = {s["step"]: s for s in funnel(root, CONFIG)}
-    names = sum(1 for _ in read_jsonl(root.raw_wikipedia / "names.jsonl"))
-    assert steps["people (resolved, deduplicated)"]["count"] == names
-    images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
-    assert steps["pages with a lead image"]["reasons"]["no_image"] == sum(r["status"] == "no_image" for r in images)
-    assert steps["downloaded and valid"]["count"] == sum(r["status"] == "ok" for r in images)
-    summary = json.loads((root.faces / "dedup" / "summary.json").read_text())
-    assert steps["kept after dedup"]["count"] == summary["kept"]
-    assert steps["kept after dedup"]["reasons"]["duplicate"] == summary["removed"] > 0
-    assert steps["published"]["count"] == len(open_dataset(root.processed("faces-64")))
     ordered = funnel(root, CONFIG)
+    steps = {s["step"]: s for s in ordered}
+    receipt = {p.stem: json.loads(p.read_text())["counts"] for p in (root.root / "receipts").glob("*.json")}
+    names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
+    # people: the names stage's own counts
+    assert steps["titles collected"]["count"] == receipt["names"]["titles"] >= receipt["names"]["candidates"]
+    assert steps["people kept by the filters"]["count"] == len(names) == receipt["names"]["people"]
+    merged = steps["people (one page each)"]["reasons"].get("same page as another title", 0)
+    assert merged == receipt["names"]["merged"]
+    # images: one row per person in images.jsonl
+    images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+    assert steps["people with a lead image"]["reasons"]["no_image"] == sum(r["status"] == "no_image" for r in images)
+    assert steps["downloaded and valid"]["count"] == receipt["images"]["statuses"]["ok"]
+    assert steps["distinct images"]["count"] == len({r["sha256"] for r in images if r["status"] == "ok"})
+    # faces: the detect stage's table and counts
+    faces = list(read_jsonl(root.faces / "faces.jsonl"))
+    assert steps["faces detected"]["count"] == sum(r["rank"] is not None for r in faces)
+    assert steps["faces kept (checked, large enough)"]["count"] == receipt["detect"]["faces"]
+    usable = {r["source_sha256"] for r in faces if r["status"] == "ok"}
+    assert steps["images with a usable face"]["count"] == len(usable)
+    summary = json.loads((root.faces / "dedup" / "summary.json").read_text())
+    assert steps["kept after dedup"]["count"] == summary["kept"] == receipt["dedup"]["kept"]
+    assert steps["kept after dedup"]["reasons"]["duplicate"] == summary["removed"] > 0
+    assert steps["published"]["count"] == len(open_dataset(root.processed("faces-64"))) == receipt["publish"]["records"]
+    # one unit per row, people and faces in their own sections
+    units = {s["step"]: (s["section"], s["unit"]) for s in ordered}
+    assert units["titles collected"] == ("people", "titles")
+    assert units["people kept by the filters"] == ("people", "people")
+    assert units["downloaded and valid"] == ("images", "images")
+    assert units["published"] == ("faces", "faces")
     for before, after in itertools.pairwise(ordered):
-        if after["lost"] is not None and before["count"]:
-            assert after["lost"] == round((before["count"] - after["count"]) / before["count"], 4)
-            assert after["count"] <= before["count"]
+        if after["lost"] is not None:
+            assert before["count"] - after["count"] == sum(after["reasons"].values()), after["step"]
+            assert after["lost"] == (round((before["count"] - after["count"]) / before["count"], 4)
+                                     if before["count"] else 0.0)
     # faces are another unit than images: no share lost is claimed there
-    assert steps["faces kept (detected, checked, large enough)"]["lost"] is None
+    assert steps["faces detected"]["lost"] is None
 
 
 def test_licences_and_samples_match_the_published_records(pipeline_root):

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from wikifaces.receipts import execution_only
+
 
 class TrainConfig(BaseModel):
     """DCGAN as Radford, Metz and Chintala (2015) specify it; every field is recorded in the run."""
@@ -39,11 +41,11 @@ class TrainConfig(BaseModel):
     deterministic: bool = False
     data: Literal["auto", "memory", "stream"] = "auto"
     max_memory_gb: Annotated[float, Field(gt=0)] = 8.0  # decode into one tensor when it fits in this
-    workers: Annotated[int, Field(ge=0)] = 2  # DataLoader workers when streaming
+    workers: Annotated[int, Field(ge=0)] = execution_only(2)  # DataLoader workers when streaming
     sample_every: Annotated[int, Field(ge=1)] = 500
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000
     fixed_samples: Annotated[int, Field(ge=1, le=1024)] = 64
-    runs_dir: Path | None = None  # default: <data root>/runs
+    runs_dir: Path | None = execution_only(None)  # default: <data root>/runs
     desc: str = Field(default="dcgan", pattern=r"^[A-Za-z0-9_.-]+$")
 
     @model_validator(mode="after")

@@ -114,14 +114,20 @@ StandinOption = Annotated[str | None, typer.Option(
     "--standin", help="Base URL of a running stand-in (`wikifaces standin`): use it for every endpoint.")]
 ApiOption = Annotated[str | None, typer.Option("--api-url", help="MediaWiki Action API endpoint.")]
 AttemptsOption = Annotated[int, typer.Option(min=1, max=20, help="Attempts per request before giving up.")]
+RefreshOption = Annotated[bool, typer.Option(
+    "--refresh-cache", help="Ask the API again and overwrite its cached answers (for a cache holding something bad).")]
+BeyondOption = Annotated[bool, typer.Option(
+    "--beyond-policy", help="Allow more than Wikimedia's robot policy: only with Wikimedia's permission.")]
 
 
-def _http_config(contact: str | None, standin: str | None, api_url: str | None, max_attempts: int = 6):
+def _http_config(contact: str | None, standin: str | None, api_url: str | None, max_attempts: int = 6,
+                 refresh_cache: bool = False, beyond_policy: bool = False):
     from urllib.parse import urlsplit
 
     from scraping.config import HttpConfig
 
-    kwargs: dict = {"contact": contact, "max_attempts": max_attempts}
+    kwargs: dict = {"contact": contact, "max_attempts": max_attempts, "refresh_cache": refresh_cache,
+                    "beyond_policy": beyond_policy}
     if standin:
         base = standin.rstrip("/")
         kwargs.update(api_url=f"{base}/w/api.php", commons_api_url=f"{base}/commons/w/api.php",
@@ -153,7 +159,7 @@ def names(
     lead_images: Annotated[str, typer.Option(help="Lead images to record: free or any.")] = "free",
     limit: Annotated[int | None, typer.Option(min=1, help="Keep at most this many people.")] = None,
     contact: ContactOption = None, standin: StandinOption = None, api_url: ApiOption = None,
-    max_attempts: AttemptsOption = 6, root: RootOption = None,
+    max_attempts: AttemptsOption = 6, refresh_cache: RefreshOption = False, root: RootOption = None,
 ) -> None:
     """Stage `names`: collect people from categories, list pages and names files."""
     from scraping.config import NamesConfig
@@ -163,7 +169,7 @@ def names(
     config = _config_or_exit(lambda: NamesConfig(
         categories=tuple(category or ()), category_depth=depth, list_pages=tuple(list_page or ()),
         names_file=names_file, born_after=born_after, humans_only=humans_only, lead_images=lead_images,
-        limit=limit, http=_http_config(contact, standin, api_url, max_attempts)))
+        limit=limit, http=_http_config(contact, standin, api_url, max_attempts, refresh_cache)))
     try:
         summary = collect_names(config, root)
     except (ValueError, HttpError) as exc:
@@ -176,14 +182,16 @@ def names(
 
 @app.command()
 def images(
-    thumb_width: Annotated[str, typer.Option(help="250, 330, 500, 960, 1280, 1920 or original.")] = "960",
+    thumb_width: Annotated[str, typer.Option(
+        help="A Wikimedia thumbnail step (20 ... 960, 1280, 1920, 3840) or original.")] = "960",
     allow_nonfree: Annotated[bool, typer.Option(help="Also download non-free files.")] = False,
     retry_failed: Annotated[bool, typer.Option(help="Retry people whose download failed before.")] = False,
     min_side: Annotated[int, typer.Option(min=1, help="Smallest acceptable image side, in pixels.")] = 64,
     takedown_file: Annotated[Path | None, typer.Option(help="File names, QIDs or sha256s never to keep.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N people.")] = None,
     contact: ContactOption = None, standin: StandinOption = None, api_url: ApiOption = None,
-    max_attempts: AttemptsOption = 6, root: RootOption = None,
+    max_attempts: AttemptsOption = 6, refresh_cache: RefreshOption = False, beyond_policy: BeyondOption = False,
+    root: RootOption = None,
 ) -> None:
     """Stage `images`: fetch each person's lead image with its licence, politely, resumably."""
     from scraping.config import ImagesConfig
@@ -193,7 +201,8 @@ def images(
     width = thumb_width if thumb_width == "original" else int(thumb_width) if thumb_width.isdigit() else thumb_width
     config = _config_or_exit(lambda: ImagesConfig(
         thumb_width=width, allow_nonfree=allow_nonfree, retry_failed=retry_failed, min_side=min_side,
-        takedown_file=takedown_file, limit=limit, http=_http_config(contact, standin, api_url, max_attempts)))
+        takedown_file=takedown_file, limit=limit,
+        http=_http_config(contact, standin, api_url, max_attempts, refresh_cache, beyond_policy)))
     try:
         summary = fetch_images(config, root)
     except (ValueError, FileNotFoundError, HttpError) as exc:

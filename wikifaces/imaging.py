@@ -15,6 +15,34 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 RASTER = {"jpeg", "png", "webp", "gif", "tiff"}
+# Transparency is composited over this background before anything looks at the pixels (hashing,
+# detection, storage): dropping the alpha channel blanks images whose picture lives in it. Mid grey,
+# not white or black: a white logo on transparency (RGB all white) and a black one both stay visible.
+ALPHA_BACKGROUND = (128, 128, 128)
+ALPHA_NOTE = "transparency composited over #808080"
+
+
+def has_alpha(im: Image.Image) -> bool:
+    """Whether a (not yet converted) PIL image carries transparency."""
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
+def composite_alpha(image: np.ndarray | Image.Image,
+                    background: tuple[int, int, int] = ALPHA_BACKGROUND) -> np.ndarray:
+    """An RGB uint8 HxWx3 array of an image with transparency (an RGBA or LA array, or any PIL
+    image) laid over `background`. The one place every stage flattens transparency."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGBA"))
+    arr = np.asarray(image)
+    if arr.ndim == 2 or arr.shape[2] in (1, 3):  # nothing to composite
+        rgb = arr if arr.ndim == 3 and arr.shape[2] == 3 else np.repeat(arr.reshape(*arr.shape[:2], 1), 3, axis=2)
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    colour, alpha = arr[..., :-1], arr[..., -1:].astype(np.float32) / 255.0
+    if colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    bg = np.asarray(background, np.float32).reshape(1, 1, 3)
+    out = colour.astype(np.float32) * alpha + bg * (1.0 - alpha)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -97,7 +125,7 @@ class ImageProblem(Exception):
 
 def open_oriented(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
     """Decode bytes as an RGB PIL image the right way up: EXIF orientation applied; grey,
-    palette, CMYK and 16-bit converted; transparency composited over white. Raises
+    palette, CMYK and 16-bit converted; transparency composited (`composite_alpha`). Raises
     ImageProblem (too_large, corrupt, not_image) instead of crashing."""
     try:
         with warnings.catch_warnings():
@@ -116,10 +144,8 @@ def open_oriented(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
         raise ImageProblem("not_image", "no image decoder accepts these bytes") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageProblem("corrupt", f"does not decode: {str(exc)[:100]}") from None
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+    if has_alpha(im):
+        return Image.fromarray(composite_alpha(im))
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         scale = 255.0 / max(1.0, float(arr.max()))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dedup.config import DedupConfig
 from wikifaces.files import atomic_write_text
 from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, config_hash, fingerprint
+from wikifaces.receipts import Receipt, fingerprint, results_hash
 
 log = logging.getLogger("wikifaces.pipeline")
 
@@ -41,103 +40,84 @@ class StageResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
-# How to talk to the wiki (politeness, timeouts, caching) does not change what a stage finds.
-_HTTP_HOW = {"contact", "maxlag", "api_requests_per_second", "max_concurrent_downloads", "download_bytes_per_second",
-             "connect_timeout", "read_timeout", "download_deadline", "max_attempts", "backoff_initial", "backoff_max",
-             "token_env", "cache", "cache_expire_days"}
-
-
-def _loopback_without_port(value: Any) -> Any:
-    """The offline stand-in takes whatever port is free: a loopback address is hashed without it."""
-    if isinstance(value, str):
-        return re.sub(r"(127\.0\.0\.1|localhost|\[::1\]):\d+", r"\1", value)
-    if isinstance(value, list):
-        return [_loopback_without_port(v) for v in value]
-    return value
-
-
-def _results_hash(config: BaseModel) -> str:
-    """Execution-only fields (workers, progress, HTTP manners) do not change results, so not the hash."""
-    data = config.model_dump(mode="json", exclude={"workers"} & set(type(config).model_fields))
-    if isinstance(data.get("http"), dict):
-        data["http"] = {k: _loopback_without_port(v) for k, v in data["http"].items() if k not in _HTTP_HOW}
-    return config_hash(data)
-
-
 @dataclass(frozen=True)
 class Stage:
     name: str
-    run: Callable[[Any, DataRoot, bool], dict[str, Any]]
+    run: Callable[[Any, DataRoot, Any, bool], dict[str, Any]]  # (config, root, progress, force) -> counts
     inputs: Callable[[Any, DataRoot], dict[str, Path]]
     outputs: Callable[[Any, DataRoot], dict[str, Path]]
-    hash: Callable[[Any], str] = _results_hash
+
+    def hash(self, config: Any, root: DataRoot) -> str:
+        """Execution-only fields (workers, HTTP manners) are left out, paths are relative to the root."""
+        return results_hash(config, root.root)
 
 
 # -- the stage wrappers: call the library, return counts ----------------------------------------------------
-def _names(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _names(config: Any, root: DataRoot, progress: bool, force: bool) -> dict[str, Any]:
     from scraping.names import collect_names
 
     return collect_names(config, root.root).counts
 
 
-def _images(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _images(config: Any, root: DataRoot, progress: bool, force: bool) -> dict[str, Any]:
     from scraping.images import fetch_images
 
-    return fetch_images(config, root.root, progress=progress).counts
+    return fetch_images(config, root.root, progress=progress, force=force).counts
 
 
-def _detect(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _detect(config: Any, root: DataRoot, progress: bool, force: bool) -> dict[str, Any]:
     from faces import detect_faces
 
-    return detect_faces(config, root.root, progress=progress).counts
+    return detect_faces(config, root.root, progress=progress, force=force).counts
 
 
-def _dedup(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _dedup(config: Any, root: DataRoot, progress: bool, force: bool) -> dict[str, Any]:
     from dedup import find_duplicates
 
-    return find_duplicates(config.dedup, dedup_dataset(config, root), progress=progress).counts
+    return find_duplicates(config.dedup, dedup_dataset(config, root), progress=progress, force=force).counts
 
 
-def _lsun(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _lsun(config: Any, root: DataRoot, progress: bool, force: bool) -> dict[str, Any]:
     from dedup import import_lsun
 
-    return import_lsun(config, root.root, progress=progress).counts
+    return import_lsun(config, root.root, progress=progress, force=force).counts
 
 
-def _publish(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _publish(config: Any, root: DataRoot, progress: bool, force: bool) -> dict[str, Any]:
     from wikifaces.publish import publish_dataset
 
     return publish_dataset(config, root.root)
 
 
-def _train(config: Any, root: DataRoot, progress: Any) -> dict[str, Any]:
+def _train(config: Any, root: DataRoot, progress: Any, force: bool = False) -> dict[str, Any]:
     """Train; a run that a crash interrupted (same config, same dataset) is resumed from its last
-    checkpoint rather than started again. `progress`: a bar (True), or a callable(step, total)."""
+    checkpoint rather than started again, unless `force`. `progress`: a bar (True), or a callable(step, total)."""
     from training import train_dcgan
     from training.train import new_run_dir
 
     name = Path(config.dataset).name
     pending = root.runs / f"pending-{name}.json"
-    key = {"config": STAGES["train-dcgan"].hash(config), "dataset": fingerprint(Path(config.dataset))}
+    key = {"config": STAGES["train-dcgan"].hash(config, root), "dataset": fingerprint(Path(config.dataset))}
     resume = None
-    if pending.exists():
+    if pending.exists() and not force:
         state = json.loads(pending.read_text())
         run = Path(state["run_dir"])
         if state["key"] == key and (run / "checkpoints" / "latest.pt").exists() and not (run / "summary.json").exists():
             resume = run
             log.info("train-dcgan: resuming the interrupted run %s", run)
     if resume is None:
-        run = new_run_dir(Path(config.runs_dir) if config.runs_dir else root.runs, config.desc)
+        run = new_run_dir(Path(config.runs_dir) if config.runs_dir else root.runs, config.desc).resolve()
         atomic_write_text(pending, json.dumps({"key": key, "run_dir": str(run)}))
     s = train_dcgan(config, root.root, resume=resume, progress=progress is True, run_dir=None if resume else run,
                     on_progress=progress if callable(progress) else None)
-    atomic_write_text(root.runs / f"latest-{name}.txt", str(s.run_dir) + "\n")
+    # absolute: the same root may be named relatively from another folder next time
+    atomic_write_text(root.runs / f"latest-{name}.txt", str(Path(s.run_dir).resolve()) + "\n")
     pending.unlink(missing_ok=True)
     return {"run_dir": str(s.run_dir), "steps": s.steps, "images_per_second": round(s.images_per_second, 2),
             "final": s.final, "warnings": s.warnings, "resumed": resume is not None}
 
 
-def _report(config: Any, root: DataRoot, progress: bool) -> dict[str, Any]:
+def _report(config: Any, root: DataRoot, progress: bool, force: bool) -> dict[str, Any]:
     from wikifaces.report import build_report
 
     return build_report(config, root.root)
@@ -195,13 +175,10 @@ STAGES: dict[str, Stage] = {
                     lambda c, r: {"images": r.raw_wikipedia / "images.jsonl"}),
     "detect": Stage("detect", _detect,
                     lambda c, r: {"images": r.raw_wikipedia / "images.jsonl"},
-                    lambda c, r: {"faces": r.faces / "shards", "table": r.faces / "faces.jsonl"},
-                    hash=lambda c: config_hash(c.model_dump(mode="json", exclude={"workers"}))),
+                    lambda c, r: {"faces": r.faces / "shards", "table": r.faces / "faces.jsonl"}),
     "dedup": Stage("dedup", _dedup,
                    lambda c, r: {"candidates": dedup_dataset(c, r)},
-                   lambda c, r: {"keep": dedup_dataset(c, r).parent / "dedup" / "keep.npy"},
-                   hash=lambda c: config_hash({"source": c.source, "category": c.category,
-                                               **c.dedup.model_dump(mode="json", exclude={"workers"})})),
+                   lambda c, r: {"keep": dedup_dataset(c, r).parent / "dedup" / "keep.npy"}),
     "lsun-import": Stage("lsun-import", _lsun,
                          lambda c, r: {},
                          lambda c, r: {"shards": r.lsun(c.category) / "shards"}),
@@ -209,8 +186,7 @@ STAGES: dict[str, Stage] = {
                      lambda c, r: {"dataset": r.processed(c.dataset)}),
     "train-dcgan": Stage("train-dcgan", _train,
                          lambda c, r: {"dataset": Path(c.dataset)},
-                         lambda c, r: {"checkpoint": _latest_run(c, r)},
-                         hash=lambda c: config_hash(c.model_dump(mode="json", exclude={"workers", "runs_dir"}))),
+                         lambda c, r: {"checkpoint": _latest_run(c, r)}),
     "report": Stage("report", _report, _report_inputs,
                     lambda c, r: {"report": r.processed(c.dataset) / "report.html"}),
 }
@@ -226,7 +202,7 @@ def stage_status(name: str, config: Any, root: DataRoot) -> tuple[bool, str]:
     receipt = Receipt.read(receipt_path(name, root))
     if receipt is None:
         return False, "never ran"
-    if receipt.config_hash != stage.hash(config):
+    if receipt.config_hash != stage.hash(config, root):
         return False, "its parameters changed"
     inputs = {k: fingerprint(p) for k, p in stage.inputs(config, root).items()}
     if receipt.inputs != inputs:
@@ -249,17 +225,17 @@ def run_stage(name: str, config: Any, root: str | Path | DataRoot | None = None,
         receipt = Receipt.read(receipt_path(name, data))
         return StageResult(name, True, why, receipt.counts if receipt else {}, 0.0, receipt.outputs if receipt else {})
     t0 = time.perf_counter()
-    counts = stage.run(config, data, progress)
+    counts = stage.run(config, data, progress, force)
     seconds = time.perf_counter() - t0
     outputs = write_receipt(name, config, data, counts)
-    return StageResult(name, False, "forced" if (current and force) else why, counts, seconds, outputs)
+    return StageResult(name, False, "forced" if force else why, counts, seconds, outputs)
 
 
 def write_receipt(name: str, config: Any, root: DataRoot, counts: dict[str, Any]) -> dict[str, str]:
     """Record a finished stage: config hash, input and output fingerprints, counts."""
     stage = STAGES[name]
     outputs = {k: fingerprint(p) for k, p in stage.outputs(config, root).items()}
-    Receipt(stage=name, config_hash=stage.hash(config), config=_jsonable(config),
+    Receipt(stage=name, config_hash=stage.hash(config, root), config=_jsonable(config),
             inputs={k: fingerprint(p) for k, p in stage.inputs(config, root).items()},
             outputs=outputs, counts=counts).write(receipt_path(name, root))
     return outputs

@@ -158,14 +158,19 @@ Every image's title, artist, licence and source URL are in `ATTRIBUTION.md` and
 
 ## How to load it
 
+From the folder that holds `{config.dataset}/` (the name is a checked identifier, never escaped
+inside code):
+
 ```python
 from shards import open_dataset
 
-ds = open_dataset("{md(config.dataset)}")    # this folder
+ds = open_dataset({config.dataset!r})
 image, meta = ds[0]                          # RGB uint8 HxWx3 and a dict (licence, artist, ...)
-batch = ds.read_images(range(64))            # (64, H, W, 3) uint8
+batch = ds.read_images(range(min(64, len(ds))))  # (n, H, W, 3) uint8
 
-from shards.torch import ShardDataset        # a torch Dataset, with an optional transform
+from shards.torch import ShardDataset        # a torch Dataset (uint8 CxHxW tensors)
+
+x = ShardDataset({config.dataset!r})[0]
 ```
 
 Check integrity with `wikifaces verify .` (sha256 of every shard, against `manifest.json`).

@@ -73,53 +73,79 @@ def figure_uri(fig: Any) -> str:
 
 # -- the data behind each section (plain values: tested on their own) -----------------------------------
 def funnel(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
-    """Counts at each step of the build and the share lost from the previous one, with reasons."""
+    """The build's funnel, one row per step, each counting one unit (titles, people, images or
+    faces) in its section. Where a row follows from the row before (`lost` is set), its reasons
+    account for every item lost: `before - count == sum(reasons)`. A row that starts a new unit
+    (faces from images) claims no share lost."""
     steps: list[dict[str, Any]] = []
 
-    def add(label: str, count: int, reasons: Counter[str] | None = None, comparable: bool = True) -> None:
-        """`comparable` is False where the unit changes (images -> faces): no share lost then."""
-        prev = steps[-1]["count"] if steps else None
-        lost = round((prev - count) / prev, 4) if prev and comparable else (0.0 if comparable else None)
-        steps.append({"step": label, "count": count, "lost": lost,
-                      "reasons": dict((reasons or Counter()).most_common())})
+    def add(section: str, label: str, unit: str, count: int, reasons: dict[str, int] | None = None,
+            follows: bool = True) -> None:
+        prev = steps[-1]["count"] if steps and follows else None
+        lost = (round((prev - count) / prev, 4) if prev else 0.0) if prev is not None else None
+        kept_reasons = {k: v for k, v in Counter(reasons or {}).most_common() if v}
+        steps.append({"section": section, "step": label, "unit": unit, "count": count, "lost": lost,
+                      "reasons": kept_reasons})
 
     if config.source == "faces":
-        names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
-        rejected = Counter(r["status"] for r in read_jsonl(root.raw_wikipedia / "names-rejected.jsonl"))
-        add("names found", len(names) + sum(rejected.values()))
-        add("people (resolved, deduplicated)", len(names), rejected)
-        images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
-        statuses = Counter(r["status"] for r in images)
-        with_image = [r for r in images if r["status"] != "no_image"]
-        add("pages with a lead image", len(with_image), Counter({"no_image": statuses.get("no_image", 0)}))
-        free = [r for r in with_image if r["status"] not in ("nonfree", "taken_down")]
-        add("free licence (and not taken down)", len(free),
-            Counter({k: v for k, v in statuses.items() if k in ("nonfree", "taken_down")}))
-        ok = [r for r in free if r["status"] == "ok"]
-        add("downloaded and valid", len(ok), Counter({k: v for k, v in statuses.items()
-                                                      if k not in ("ok", "no_image", "nonfree", "taken_down")}))
-        faces = list(read_jsonl(root.faces / "faces.jsonl"))
-        kept = [r for r in faces if r["status"] == "ok"]
-        by_image = {r.get("source_sha256"): r.get("image_status") for r in faces}
-        usable = {r.get("source_sha256") for r in kept}
-        add("images with a usable face", len(usable),
-            Counter(status for sha, status in by_image.items() if sha not in usable))
-        add("faces kept (detected, checked, large enough)", len(kept),
-            Counter(r["status"] for r in faces if r["status"] != "ok"), comparable=False)
+        _people_rows(root, add)
+        _face_rows(root, add)
     else:
         ds = root.lsun(config.category) / "shards"
         n = len(open_dataset(ds)) if is_complete(ds) else 0
         bad = Counter(r["status"] for r in read_jsonl(root.lsun(config.category) / "import-rejected.jsonl"))
-        add("images imported", n, bad)
+        add("images", "images imported", "images", n, bad, follows=False)
+    section, unit = ("faces", "faces") if config.source == "faces" else ("images", "images")
     summary = _dedup_summary(root, config)
     if summary:
-        add("kept after dedup", summary["kept"], Counter({"duplicate": summary["removed"],
-                                                          "unreadable": summary["corrupt"]}))
+        add(section, "kept after dedup", unit, summary["kept"],
+            {"duplicate": summary["removed"], "unreadable": summary["corrupt"]})
     published = root.processed(config.dataset)
     if is_complete(published):
         m = open_dataset(published).manifest
-        add("published", m.count, Counter(m.summary.get("skipped", {})))
+        add(section, "published", unit, m.count, m.summary.get("skipped", {}))
     return steps
+
+
+def _people_rows(root: DataRoot, add: Any) -> None:
+    """titles -> people -> people kept -> their lead images -> distinct images."""
+    names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
+    rejected = list(read_jsonl(root.raw_wikipedia / "names-rejected.jsonl"))
+    by_title = [r for r in rejected if "inputs" not in r]  # the title named no usable page
+    by_person = [r for r in rejected if "inputs" in r]  # a page, left out by a filter
+    merged = sum(len(p.get("inputs") or [p]) - 1 for p in names + by_person)
+    titles = len(by_title) + sum(len(p.get("inputs") or [p]) for p in names + by_person)
+    add("people", "titles collected", "titles", titles, follows=False)
+    add("people", "people (one page each)", "people", len(names) + len(by_person),
+        {**Counter(r["status"] for r in by_title), "same page as another title": merged})
+    add("people", "people kept by the filters", "people", len(names), Counter(r["status"] for r in by_person))
+    images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+    statuses = Counter(r["status"] for r in images)
+    add("images", "people with a lead image", "people", len(images) - statuses["no_image"],
+        {"no_image": statuses["no_image"], "beyond the images limit": len(names) - len(images)})
+    taken = ("nonfree", "taken_down")
+    add("images", "free licence, not taken down", "people", len(images) - statuses["no_image"]
+        - sum(statuses[k] for k in taken), {k: statuses[k] for k in taken})
+    add("images", "downloaded and valid", "images", statuses["ok"],
+        {k: v for k, v in statuses.items() if k not in ("ok", "no_image", *taken)})
+    distinct = {r["sha256"] for r in images if r["status"] == "ok"}
+    add("images", "distinct images", "images", len(distinct),
+        {"the same image as another person's": statuses["ok"] - len(distinct)})
+
+
+def _face_rows(root: DataRoot, add: Any) -> None:
+    """distinct images -> images with a usable face; faces detected -> faces kept."""
+    faces = list(read_jsonl(root.faces / "faces.jsonl"))
+    image_status = {r["source_sha256"]: r.get("image_status") for r in faces}
+    usable = {r["source_sha256"] for r in faces if r["status"] == "ok"}
+    distinct = {r["sha256"] for r in read_jsonl(root.raw_wikipedia / "images.jsonl") if r["status"] == "ok"}
+    reasons = Counter(status for sha, status in image_status.items() if sha not in usable)
+    reasons["beyond the detect limit"] = len(distinct - set(image_status))
+    add("images", "images with a usable face", "images", len(usable), reasons)
+    detections = [r for r in faces if r.get("rank") is not None]
+    add("faces", "faces detected", "faces", len(detections), follows=False)
+    add("faces", "faces kept (checked, large enough)", "faces", sum(r["status"] == "ok" for r in detections),
+        Counter(r["status"] for r in detections if r["status"] != "ok"))
 
 
 def _dedup_summary(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
@@ -211,12 +237,13 @@ def _funnel_chart(steps: list[dict[str, Any]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = {"titles": "#9ab7d3", "people": "#4a7fb5", "images": "#5a9e6f", "faces": "#c07b3a"}
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(steps) + 0.8))
-    labels = [s["step"] for s in steps][::-1]
-    ax.barh(labels, [s["count"] for s in steps][::-1], color="#4a7fb5")
+    labels = [f"{s['step']} ({s['unit']})" for s in steps][::-1]
+    ax.barh(labels, [s["count"] for s in steps][::-1], color=[colours.get(s["unit"], "#888") for s in steps][::-1])
     for y, s in enumerate(steps[::-1]):
-        ax.text(s["count"], y, f"  {s['count']}", va="center", fontsize=9)
-    ax.set_xlabel("count")
+        ax.text(s["count"], y, f"  {s['count']} {s['unit']}", va="center", fontsize=9)
+    ax.set_xlabel("count (each bar in its own unit)")
     ax.spines[["top", "right"]].set_visible(False)
     return figure_uri(fig)
 
@@ -249,11 +276,15 @@ def render(config: ReportConfig, root: DataRoot) -> str:
     parts.append(f"<h1>{title}</h1><p class='muted'>wikifaces {esc(code_version())}</p>")
 
     steps = funnel(root, config)
-    parts.append("<h2 id='funnel'>Funnel</h2><table><tr><th>step</th><th class='num'>count</th>"
+    parts.append("<h2 id='funnel'>Funnel</h2><table><tr><th>step</th><th class='num'>count</th><th>unit</th>"
                  "<th class='num'>lost from the step before</th><th>why</th></tr>")
+    section = None
     for s in steps:
+        if s["section"] != section:
+            section = s["section"]
+            parts.append(f"<tr><th colspan='5'>{esc(section)}</th></tr>")
         reasons = ", ".join(f"{esc(k)}: {v}" for k, v in s["reasons"].items() if v) or "&nbsp;"
-        parts.append(f"<tr><td>{esc(s['step'])}</td><td class='num'>{s['count']}</td>"
+        parts.append(f"<tr><td>{esc(s['step'])}</td><td class='num'>{s['count']}</td><td>{esc(s['unit'])}</td>"
                      f"<td class='num'>{'—' if s['lost'] is None else format(s['lost'], '.1%')}</td>"
                      f"<td>{reasons}</td></tr>")
     parts.append("</table>")

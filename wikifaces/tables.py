@@ -49,18 +49,29 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     return n
 
 
-class Journal:
-    """Append-only rows, flushed one by one; `latest()` gives the last row per key."""
+VERSION_KEY = "_journal_version"
 
-    def __init__(self, path: str | os.PathLike[str], key: Callable[[dict[str, Any]], str]) -> None:
+
+class Journal:
+    """Append-only rows, flushed one by one; `latest()` gives the last row per key.
+
+    With a `version` (a stage's parameters and code, `receipts.stage_key`), every row is stamped
+    with it and `latest()` ignores rows of any other version: a resumed run never mixes results made
+    under other parameters or by other code with its own."""
+
+    def __init__(self, path: str | os.PathLike[str], key: Callable[[dict[str, Any]], str],
+                 version: str | None = None) -> None:
         self.path = Path(path)
         self.key = key
+        self.version = version
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: Any = None
 
     def latest(self) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
         for row in read_jsonl(self.path):
+            if self.version is not None and row.pop(VERSION_KEY, None) != self.version:
+                continue
             rows[self.key(row)] = row
         return rows
 
@@ -68,7 +79,8 @@ class Journal:
         if self._fh is None:
             self._repair_tail()
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self._fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        stamped = row if self.version is None else {**row, VERSION_KEY: self.version}
+        self._fh.write(json.dumps(stamped, ensure_ascii=False, sort_keys=True) + "\n")
         self._fh.flush()
 
     def _repair_tail(self) -> None:

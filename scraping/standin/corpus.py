@@ -64,6 +64,8 @@ class FileInfo:
     crop: tuple[float, float, float] = (0.0, 0.0, 1.0)  # x, y offsets and side as fractions
     flip: bool = False
     gain: float = 1.0
+    mime: str = "image/jpeg"  # as imageinfo declares it
+    size: int = 0  # bytes of the original, as imageinfo declares it (0: not said)
 
     @property
     def title(self) -> str:

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from scraping.config import THUMB_WIDTHS
+
 from .corpus import Corpus
 
 LOW_LIMIT, HIGH_LIMIT = 50, 500
@@ -34,14 +36,17 @@ class Fault:
     """Make matching requests misbehave. `endpoint`: api, commons, wikidata, upload or any;
     `match`: a substring of the path and query; `times`: how many requests it hits (None: all)."""
 
-    kind: str  # 429, 503, 500, maxlag, slow, slow_body, truncated, html, html_as_image, svg,
-    #            gif_anim, bomb, oversized, not_image, corrupt_png, cmyk, exif_rotated, redirect
+    kind: str  # 429, 503, 500, maxlag, maxlag_body, slow, slow_body, truncated, html, html_as_image,
+    #            svg, gif_anim, bomb, oversized, not_image, corrupt_png, cmyk, exif_rotated, redirect,
+    #            json (answer `body`, or `body(params)` when callable), formatversion1 (the normal
+    #            answer in formatversion 1's shapes)
     endpoint: str = "any"
     match: str = ""
     times: int | None = 1
     retry_after: int | None = None
     delay: float = 0.0
     location: str = ""
+    body: Any = None
     hits: int = 0
 
 
@@ -66,6 +71,9 @@ class _State:
     inflight: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     render_cache: dict[tuple[str, int | None], bytes] = field(default_factory=dict)
+    # Like some servers: resolve one redirect step a request, and report a target that is itself a
+    # redirect as missing (so only asking again shows a loop).
+    single_step_redirects: bool = False
 
 
 def _norm(title: str) -> str:
@@ -142,6 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
         return status
 
     def _json(self, obj: Any, headers: dict[str, str] | None = None) -> int:
+        if getattr(self, "_formatversion1", False):
+            obj = to_formatversion1(obj)
         return self._send(200, json.dumps(obj).encode(), "application/json; charset=utf-8", headers)
 
     def _api_error(self, code: str, info: str, headers: dict[str, str] | None = None) -> int:
@@ -154,8 +164,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not ua or ua.startswith("python-requests"):
             return self._send(403, b"Please set a user-agent and respect our robot policy "
                               b"https://w.wiki/4wJS.", "text/plain")
+        self._formatversion1 = fault is not None and fault.kind == "formatversion1"
         if fault is not None:
-            done = self._apply_fault(fault, endpoint)
+            done = self._apply_fault(fault, endpoint, params)
             if done is not None:
                 return done
         if endpoint in ("api", "commons"):
@@ -166,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._upload(path, fault)
         return self._send(404, b"not found", "text/plain")
 
-    def _apply_fault(self, f: Fault, endpoint: str) -> int | None:
+    def _apply_fault(self, f: Fault, endpoint: str, params: dict[str, str]) -> int | None:
         """Faults that replace the response; None means serve normally (with a twist later)."""
         headers = {"Retry-After": str(f.retry_after)} if f.retry_after is not None else {}
         if f.kind in ("429", "503", "500", "502", "404", "403"):
@@ -175,6 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
         if f.kind == "maxlag":
             return self._api_error("maxlag", "Waiting for 10.64.0.1: 7 seconds lagged.",
                                    {"X-Database-Lag": "7", "Retry-After": str(f.retry_after or 5)})
+        if f.kind == "maxlag_body":  # the error in the body only: HTTP 200, no MediaWiki-API-Error header
+            return self._json({"error": {"code": "maxlag", "info": "Waiting for 10.64.0.1: 7 seconds lagged.",
+                                         "lag": 7}, "servedby": "mw-api-ext.standin"})
+        if f.kind == "json":
+            return self._json(f.body(params) if callable(f.body) else f.body)
         if f.kind == "slow":
             time.sleep(f.delay)
             return None
@@ -258,7 +274,13 @@ class _Handler(BaseHTTPRequestHandler):
                 normalized.append({"fromencoded": False, "from": t, "to": n})
             titles.append(n)
         resolved = []
-        if "redirects" in params:
+        if "redirects" in params and self.server.state.single_step_redirects:
+            for t in titles:
+                nxt = corpus.redirects.get(t)
+                if nxt is not None:
+                    redirects.append({"from": t, "to": nxt})
+                resolved.append(nxt if nxt is not None else t)
+        elif "redirects" in params:
             for t in titles:
                 seen = {t}
                 cur = t
@@ -323,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         if title.startswith("File:"):
             return self._file_obj(endpoint, title, params)
         page = corpus.page(title) if endpoint == "api" else None
-        if page is None:
+        if page is None or (self.server.state.single_step_redirects and title in corpus.redirects):
             return {"ns": 0, "title": title, "missing": True}
         obj: dict[str, Any] = {"pageid": page["pageid"], "ns": 0, "title": title}
         if "pageprops" in props:
@@ -367,8 +389,10 @@ class _Handler(BaseHTTPRequestHandler):
             "size": 0, "width": info.width, "height": info.height,
             "url": self._url(_thumb_path(name, None)),
             "descriptionurl": f"https://commons.wikimedia.org/wiki/{quote(title.replace(' ', '_'))}",
-            "sha1": format(zlib.crc32(name.encode()), "040x"), "mime": "image/jpeg",
+            "sha1": format(zlib.crc32(name.encode()), "040x"), "mime": info.mime,
         }
+        if info.size:
+            ii["size"] = info.size
         if width_param:
             w = int(width_param)
             if w < info.width:
@@ -439,6 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not m:
             return self._send(404, b"<html>404 Not Found</html>", "text/html")
         name, width = unquote(m.group(1)), m.group(2)
+        if width is not None and int(width) not in THUMB_WIDTHS:  # as the real upload host does
+            return self._send(429, b"<html>Use a standard thumbnail size</html>", "text/html")
         if name not in corpus.files:
             return self._send(404, b"<html>404 Not Found</html>", "text/html")
         key = (name, int(width) if width else None)
@@ -475,6 +501,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _url(self, path: str) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}{path}"
+
+
+def to_formatversion1(obj: Any) -> Any:
+    """An answer as MediaWiki's formatversion 1 shapes it: `pages` an object keyed by page id
+    (negative for missing pages), flags as empty strings (absent when false), text under `*`."""
+    if isinstance(obj, list):
+        return [to_formatversion1(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        if v is True:
+            out[k] = ""
+        elif v is False:
+            continue
+        elif k == "pages" and isinstance(v, list):
+            out[k] = {str(p.get("pageid", -1 - i)): to_formatversion1(p) for i, p in enumerate(v)}
+        elif k == "text" and isinstance(v, str):
+            out[k] = {"*": v}
+        else:
+            out[k] = to_formatversion1(v)
+    return out
 
 
 def _claim_item(qid: str) -> dict[str, Any]:
@@ -595,11 +643,15 @@ class StandinServer:
 
     # -- test controls ----------------------------------------------------------------------------
     def add_fault(self, kind: str, endpoint: str = "any", match: str = "", times: int | None = 1,
-                  retry_after: int | None = None, delay: float = 0.0, location: str = "") -> Fault:
-        fault = Fault(kind, endpoint, match, times, retry_after, delay, location)
+                  retry_after: int | None = None, delay: float = 0.0, location: str = "", body: Any = None) -> Fault:
+        fault = Fault(kind, endpoint, match, times, retry_after, delay, location, body)
         with self._server.state.lock:
             self._server.state.faults.append(fault)
         return fault
+
+    def resolve_one_redirect_step(self, on: bool = True) -> None:
+        """Answer as servers that resolve one redirect step a request and call a redirect target missing."""
+        self._server.state.single_step_redirects = on
 
     def clear_faults(self) -> None:
         with self._server.state.lock:
