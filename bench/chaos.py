@@ -93,7 +93,7 @@ def records(root: Path) -> list[tuple[str, str, str]]:
 
 def table_rows(root: Path) -> dict[str, Counter[str]]:
     """Every stage table's rows (minus times), counted: a duplicated row shows as a count of 2."""
-    from wikifaces.tables import read_jsonl
+    from wikifaces.core.tables import read_jsonl
 
     tables = {"names": root / "raw/wikipedia/names.jsonl", "images": root / "raw/wikipedia/images.jsonl",
               "faces": root / "interim/faces/faces.jsonl"}

@@ -1,6 +1,6 @@
 """Near-duplicate detection quality: precision and recall per method and threshold.
 
-Real photographs from installed packages (wikifaces.samples: scikit-image, matplotlib,
+Real photographs from installed packages (wikifaces.fixtures.samples: scikit-image, matplotlib,
 scikit-learn, OpenCV's sample data from Debian, pinned wheels) are each turned into
 near-duplicates: JPEG at quality 30/60/90, WebP at 50/80, resized to 50/75/150/200 %, cropped by
 5 and 10 %, brightness +-10 %, a slight blur. Variants of one photograph are duplicates of it and
@@ -25,7 +25,7 @@ from PIL import Image
 from dedup.ae import ae_codes, train_autoencoder
 from dedup.hashing import centre_crop, hash_bytes
 from dedup.search import brute_force_pairs
-from wikifaces.samples import all_photos, load_rgb
+from wikifaces.fixtures.samples import all_photos, load_rgb
 
 # Different photographs of one scene: neither duplicates nor distinct, so left out of the count.
 SAME_SCENE = [{"cv-aloeL", "cv-aloeR", "cv-aloeGT"}, {"cv-basketball1", "cv-basketball2"},
@@ -64,7 +64,7 @@ def variants(img: np.ndarray) -> list[tuple[str, bytes]]:
 def main() -> None:
     photos = [(p.id, load_rgb(path)) for p in all_photos() if (path := p.path()) is not None]
     if len(photos) < 60:
-        sys.exit("too few photographs: run `python -m wikifaces.samples fetch` and install opencv-doc")
+        sys.exit("too few photographs: run `python -m wikifaces.fixtures.samples fetch` and install opencv-doc")
     records: list[tuple[str, str, bytes]] = []  # (photo id, variant, bytes)
     for pid, img in photos:
         if max(img.shape[:2]) > 512:

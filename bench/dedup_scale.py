@@ -95,7 +95,7 @@ def hashing_throughput(files: int) -> tuple[float, float]:
     import cv2
 
     from dedup.hashing import hash_bytes
-    from wikifaces.samples import random_crops
+    from wikifaces.fixtures.samples import random_crops
 
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "webp"

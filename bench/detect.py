@@ -30,8 +30,8 @@ import cv2  # noqa: E402
 from faces.config import DetectConfig  # noqa: E402
 from faces.detect import FaceDetector, iou  # noqa: E402
 from faces.stage import batches, detect_batch  # noqa: E402
-from scraping.standin import build_corpus  # noqa: E402
-from wikifaces.imaging import decode_rgb  # noqa: E402
+from wikifaces.core.imaging import decode_rgb  # noqa: E402
+from wikifaces.fixtures.standin import build_corpus  # noqa: E402
 
 
 def naive(path: str) -> list[tuple[int, int, int, int]]:

@@ -1,9 +1,9 @@
 """Detection quality on real photographs: Haar alone and with each verification step.
 
-Faces: the photographs with faces in wikifaces.samples, with boxes labelled by hand once
+Faces: the photographs with faces in wikifaces.fixtures.samples, with boxes labelled by hand once
 (tests/fixtures/face_boxes.json). Negatives: every registered photograph without people
 (OpenCV's sample data from Debian's opencv-doc, scikit-image, scikit-learn and wheel data).
-Needs `python -m wikifaces.samples fetch` and Debian's opencv-doc (`make test` sets both up).
+Needs `python -m wikifaces.fixtures.samples fetch` and Debian's opencv-doc (`make test` sets both up).
 
 Metrics, per configuration:
   image recall          face images with at least one labelled face found (IoU >= 0.5)
@@ -23,7 +23,7 @@ from pathlib import Path
 from faces.config import DetectConfig
 from faces.detect import FaceDetector, iou
 from faces.verify import make_verifier
-from wikifaces.samples import all_photos, load_rgb
+from wikifaces.fixtures.samples import all_photos, load_rgb
 
 BOXES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "face_boxes.json"
 
@@ -64,7 +64,7 @@ def main() -> None:
     print(f"photographs: {len(faces)} with {n_faces} labelled faces ({n_big} of at least {default.min_face} px), "
           f"{len(negatives)} without faces")
     if len(faces) < 15 or len(negatives) < 80:
-        raise SystemExit("too few photographs: run `python -m wikifaces.samples fetch` and install opencv-doc")
+        raise SystemExit("too few photographs: run `python -m wikifaces.fixtures.samples fetch` and install opencv-doc")
     images = {pid: img for pid, img, *_ in [*faces, *negatives]}
     verifiers = {name: make_verifier(name) for name in ("eyes", "alt2", "mtcnn")}
     detectors = {

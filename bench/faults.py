@@ -34,8 +34,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from scraping.config import HttpConfig  # noqa: E402
-from wikifaces.paths import DataRoot  # noqa: E402
-from wikifaces.tables import read_jsonl  # noqa: E402
+from wikifaces.core.paths import DataRoot  # noqa: E402
+from wikifaces.core.tables import read_jsonl  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _dead_address() -> str:
 
 def victims(corpus: Any, n: int) -> list[Any]:
     """People with their own free portrait (not shared, not the hostile ones)."""
-    from scraping.standin.corpus import HOSTILE_TITLE
+    from wikifaces.fixtures.standin.corpus import HOSTILE_TITLE
 
     shared = {p.image for p in corpus.people if sum(q.image == p.image for q in corpus.people) > 1}
     picks = [p for p in corpus.people if p.image and p.image not in shared and not corpus.files[p.image].nonfree
@@ -139,7 +139,7 @@ def victims(corpus: Any, n: int) -> list[Any]:
 
 def network_matrix(work: Path, people: int = 40) -> list[Outcome]:
     """The reference build and the faulted build; one outcome per fault (and one for the rest)."""
-    from scraping.standin import StandinServer, build_corpus
+    from wikifaces.fixtures.standin import StandinServer, build_corpus
 
     corpus = build_corpus(people, all_photos=True)
     dead = _dead_address()
@@ -183,7 +183,7 @@ def network_matrix(work: Path, people: int = 40) -> list[Outcome]:
     out.append(Outcome("a disambiguation page", "rejected", f"{dis.get('status')}", dis.get("status") is not None))
     out.append(Outcome("an empty category and a category cycle", "the walk ends; every person found once",
                        f"{len(names)} of {people}", len(names) == people))
-    from scraping.standin.corpus import HOSTILE_TITLE
+    from wikifaces.fixtures.standin.corpus import HOSTILE_TITLE
 
     hostile = ref.get(HOSTILE_TITLE, {})
     paths_ok = all(".." not in p.name and "passwd" not in str(p) for p in (work / "reference").rglob("*"))
@@ -285,9 +285,10 @@ def disk_full(work: Path) -> Outcome:
 
 
 def two_builds(work: Path) -> Outcome:
-    from wikifaces.lock import RootLocked, root_lock
+    from wikifaces.core.lock import RootLocked, root_lock
 
-    hold = ("import sys, time\nfrom wikifaces.lock import root_lock\nwith root_lock(sys.argv[1], 'the first build'):\n"
+    hold = ("import sys, time\nfrom wikifaces.core.lock import root_lock\n"
+            "with root_lock(sys.argv[1], 'the first build'):\n"
             "    print('held', flush=True)\n    time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", hold, str(work / "locked")], stdout=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})

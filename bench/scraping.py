@@ -27,7 +27,7 @@ from scraping.config import HttpConfig, ImagesConfig, NamesConfig  # noqa: E402
 from scraping.http import PoliteClient  # noqa: E402
 from scraping.images import fetch_images  # noqa: E402
 from scraping.names import collect_names  # noqa: E402
-from scraping.standin import TOKEN, StandinServer, build_corpus  # noqa: E402
+from wikifaces.fixtures.standin import TOKEN, StandinServer, build_corpus  # noqa: E402
 
 CONTACT = "bench@wikifaces.invalid"
 

@@ -21,7 +21,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from shards import ShardWriter, open_dataset
-from wikifaces.samples import available_photos, random_crops
+from wikifaces.fixtures.samples import available_photos, random_crops
 
 
 def build(n: int, tmp: Path) -> tuple[Path, Path, Path]:

@@ -28,7 +28,7 @@ from torch import nn
 
 from shards import write_shards
 from training import TrainConfig, train_dcgan
-from wikifaces.samples import random_crops
+from wikifaces.fixtures.samples import random_crops
 
 NZ, NGF, NDF, NC = 100, 64, 64, 3
 

@@ -5,10 +5,10 @@ from .clusters import KEEP_RULE, components, select_keepers
 from .config import DedupConfig, LsunImportConfig
 from .hashing import Hashes, hash_images
 from .importer import ImportSummary, import_lsun
-from .lsun import iter_source, write_lsun_lmdb
+from .lsun import iter_source
 from .search import brute_force_pairs, find_pairs
 from .stage import DedupSummary, find_duplicates
 
 __all__ = ["KEEP_RULE", "DedupConfig", "DedupSummary", "Hashes", "ImportSummary", "LsunImportConfig",
            "brute_force_pairs", "components", "find_duplicates", "find_pairs", "hash_images", "import_lsun",
-           "iter_source", "select_keepers", "write_lsun_lmdb"]
+           "iter_source", "select_keepers"]

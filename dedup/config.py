@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wikifaces.receipts import execution_only
+from wikifaces.core.identity import execution_only
 
 HashMethod = Literal["phash", "dhash", "whash", "ahash", "ae"]
 

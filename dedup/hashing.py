@@ -27,8 +27,9 @@ from PIL import Image
 from rich.progress import Progress
 
 from shards import open_dataset
-from wikifaces.files import atomic_open
-from wikifaces.receipts import fingerprint, stage_key
+from wikifaces.core.files import atomic_open
+from wikifaces.core.identity import stage_key
+from wikifaces.pipeline.receipts import fingerprint
 
 log = logging.getLogger("wikifaces.dedup")
 

@@ -29,11 +29,13 @@ from rich.progress import Progress
 
 from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image, sniff_encoding
-from wikifaces.files import atomic_write_text
-from wikifaces.imaging import ALPHA_NOTE, ImageProblem, decode_rgb, has_alpha
-from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, config_hash, fingerprint, results_hash, stage_key
-from wikifaces.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.files import atomic_write_text
+from wikifaces.core.identity import config_hash, results_hash, stage_key
+from wikifaces.core.imaging import ALPHA_NOTE, ImageProblem, decode_rgb, has_alpha
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.version import code_version
+from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import LsunImportConfig
 from .lsun import is_lsun_lmdb, iter_source, lsun_count
@@ -156,7 +158,7 @@ def import_lsun(config: LsunImportConfig, root: str | os.PathLike[str] | None = 
     journal = Journal(base / "import-rejected.journal.jsonl", key=lambda r: str(r["position"]), version=key)
     with ShardWriter(out, name=f"lsun-{config.category}", image_size=size, encoding=config.encoding,
                      quality=config.quality, parameters=params, mode=mode,
-                     max_records=config.shard_records) as writer:
+                     max_records=config.shard_records, code_version=code_version()) as writer:
         skip = 0
         if writer.resumed_count:  # continue after the last record of the complete shards
             last = open_shard_last_position(out, writer)
@@ -282,7 +284,8 @@ def import_part(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoo
     size = (config.size, config.size) if config.size else None
     rejected = []
     with ShardWriter(out, name=f"lsun-{config.category}-part", image_size=size, encoding=config.encoding,
-                     quality=config.quality, mode="overwrite", max_records=config.shard_records) as w:
+                     quality=config.quality, mode="overwrite", max_records=config.shard_records,
+                     code_version=code_version()) as w:
         for pos, (key, raw) in enumerate(_iter_part(config, part), start=part.start):
             encoded, meta, error = normalise(raw, config.size, config.encoding, config.quality, config.max_pixels)
             if encoded is None:
@@ -298,8 +301,6 @@ def merge_parts(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoo
     """Join complete parts into `<category>/shards` (their shard files renamed in order) with one
     manifest, the rejected rows in one table, and a receipt."""
     from shards.format import MANIFEST_NAME, Manifest, Provenance, ShardInfo, shard_name
-    from wikifaces import code_version
-
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     base = data.lsun(config.category)
     pdir = _parts_dir(config, data)

@@ -21,9 +21,10 @@ import numpy as np
 
 from shards import open_dataset
 from shards.sheet import write_png
-from wikifaces.files import atomic_open, atomic_write_json
-from wikifaces.receipts import Receipt, config_hash, fingerprint
-from wikifaces.tables import write_jsonl
+from wikifaces.core.files import atomic_open, atomic_write_json
+from wikifaces.core.identity import config_hash
+from wikifaces.core.tables import write_jsonl
+from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .clusters import KEEP_RULE, components, hamming, select_keepers
 from .config import DedupConfig

@@ -25,11 +25,13 @@ from rich.progress import Progress
 
 from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image
-from wikifaces.files import atomic_write_bytes
-from wikifaces.imaging import ImageProblem, decode_rgb
-from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, fingerprint, results_hash, stage_key
-from wikifaces.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.files import atomic_write_bytes
+from wikifaces.core.identity import results_hash, stage_key
+from wikifaces.core.imaging import ImageProblem, decode_rgb
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.version import code_version
+from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import DetectConfig
 from .crop import crop_face
@@ -331,10 +333,11 @@ def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previou
     tmp, tmp_rej = out_dir / f"{SHARDS_DIR}.tmp", out_dir / f"{REJECTED_DIR}.tmp"
     for t in (tmp, tmp_rej):
         shutil.rmtree(t, ignore_errors=True)
+    version = code_version()
     with ShardWriter(tmp, name="faces-candidates", image_size=size, encoding=config.encoding,
-                     parameters=params) as w, \
+                     parameters=params, code_version=version) as w, \
             ShardWriter(tmp_rej, name="faces-rejected", image_size=size, encoding=config.encoding,
-                        parameters=params) as wr:
+                        parameters=params, code_version=version) as wr:
         for row in rows:
             if row["key"] is None:
                 continue

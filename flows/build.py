@@ -22,7 +22,7 @@ from dedup.config import DedupConfig, LsunImportConfig
 from faces.config import DetectConfig
 from scraping.config import ImagesConfig, NamesConfig
 from training.config import TrainConfig
-from wikifaces.paths import DataRoot
+from wikifaces.core.paths import DataRoot
 from wikifaces.pipeline import FACES_STAGES, LSUN_STAGES, DedupStageConfig, select_stages
 from wikifaces.publish import PublishConfig
 from wikifaces.report import ReportConfig, funnel

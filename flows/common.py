@@ -13,9 +13,9 @@ from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from wikifaces.files import sweep_temporaries
-from wikifaces.lock import root_lock
-from wikifaces.paths import DataRoot
+from wikifaces.core.files import sweep_temporaries
+from wikifaces.core.lock import root_lock
+from wikifaces.core.paths import DataRoot
 from wikifaces.pipeline import stage_status, write_receipt
 
 from .server import free_port, port_free
@@ -102,7 +102,7 @@ def standin(enabled: bool, people: int = 80) -> Iterator[Callable[[Any], Any]]:
     if not enabled:
         yield lambda http: http
         return
-    from scraping.standin import StandinServer, build_corpus
+    from wikifaces.fixtures.standin import StandinServer, build_corpus
 
     port = STANDIN_PORT if port_free(STANDIN_PORT) else free_port()
     with StandinServer(build_corpus(people, all_photos=True), port=port) as server:

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from wikifaces.paths import DataRoot
+from wikifaces.core.paths import DataRoot
 
 from .server import healthy, start_server, ui_url
 

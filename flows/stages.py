@@ -15,7 +15,7 @@ from dedup.config import DedupConfig, LsunImportConfig
 from faces.config import DetectConfig
 from scraping.config import ImagesConfig, NamesConfig
 from training.config import TrainConfig
-from wikifaces.paths import DataRoot
+from wikifaces.core.paths import DataRoot
 from wikifaces.pipeline import DedupStageConfig, dedup_dataset
 from wikifaces.publish import PublishConfig
 from wikifaces.report import ReportConfig

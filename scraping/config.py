@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from wikifaces.receipts import execution_only
+from wikifaces.core.identity import execution_only
 
 from .titles import category_title, normalise_title
 
@@ -96,7 +96,7 @@ class HttpConfig(BaseModel):
         return not all(is_loopback_url(u) for u in (self.api_url, self.commons_api_url, self.wikidata_api_url))
 
     def user_agent(self) -> str:
-        from wikifaces import __version__
+        from wikifaces.core.version import __version__
 
         contact = self.contact or "offline stand-in"
         return f"wikifaces/{__version__} ({contact}) python-requests"

@@ -16,10 +16,11 @@ from typing import Any
 from bs4 import BeautifulSoup
 from rich.progress import Progress
 
-from wikifaces.imaging import check_image
-from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, fingerprint, results_hash, stage_key
-from wikifaces.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.identity import results_hash, stage_key
+from wikifaces.core.imaging import check_image
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import ImagesConfig
 from .http import BadUrl, DisallowedHost, HttpError, PoliteClient, TooLarge

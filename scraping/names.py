@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, config_hash, fingerprint
-from wikifaces.tables import write_jsonl
+from wikifaces.core.identity import config_hash
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.tables import write_jsonl
+from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import NamesConfig
 from .http import HttpError, PoliteClient

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from wikifaces.files import atomic_write_bytes
+from wikifaces.core.files import atomic_write_bytes
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 

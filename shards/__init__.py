@@ -11,7 +11,7 @@ adapts a dataset to torch.
 from .export import export_dataset
 from .format import FORMAT_VERSION, ImageSpec, Manifest, ShardError, ShardInfo, decode_image, encode_image
 from .reader import Dataset, Record, open_dataset, read_manifest
-from .verify import VerifyReport, verify_dataset
+from .verify import VerifyReport, dataset_fingerprint, verify_dataset
 from .writer import ShardWriter, is_complete, write_shards
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ShardInfo",
     "ShardWriter",
     "VerifyReport",
+    "dataset_fingerprint",
     "decode_image",
     "encode_image",
     "export_dataset",

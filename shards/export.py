@@ -13,8 +13,7 @@ import tarfile
 from pathlib import Path
 from typing import Literal
 
-from wikifaces.files import atomic_open
-
+from .files import atomic_open
 from .format import EXTENSIONS, ShardError
 from .reader import open_dataset
 

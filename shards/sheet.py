@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from wikifaces.files import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def contact_sheet(

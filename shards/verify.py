@@ -9,9 +9,8 @@ from pathlib import Path
 
 import lmdb
 
-from wikifaces.files import sha256_file
-
-from .format import COUNT_KEY, ShardError, decode_image, image_key, meta_key
+from .files import sha256_file
+from .format import COUNT_KEY, MANIFEST_NAME, ShardError, decode_image, image_key, meta_key
 from .reader import close_shard_env, open_shard_env, read_manifest
 
 
@@ -105,3 +104,17 @@ def _check_record(txn: lmdb.Transaction, local: int, height: int | None, width: 
     if height is not None and image.shape[:2] != (height, width):
         return f"image is {image.shape[0]}x{image.shape[1]}, the manifest says {height}x{width}"
     return None
+
+
+def dataset_fingerprint(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a dataset's manifest, or "" when it is absent or a shard file is missing or
+    has another size than the manifest says: a cheap stat per shard (a full check is `verify_dataset`)."""
+    p = Path(path)
+    manifest = p / MANIFEST_NAME
+    if not manifest.exists():
+        return ""
+    try:
+        intact = all((p / s.file).stat().st_size == s.bytes for s in read_manifest(p).shards)
+    except (OSError, ShardError):
+        intact = False
+    return sha256_file(manifest) if intact else ""

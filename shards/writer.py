@@ -20,9 +20,7 @@ import lmdb
 import numpy as np
 from PIL import Image
 
-from wikifaces import code_version
-from wikifaces.files import atomic_write_text, fsync_dir, sha256_file
-
+from .files import atomic_write_text, fsync_dir, sha256_file
 from .format import (
     COUNT_KEY,
     FORMAT_NAME,
@@ -154,6 +152,7 @@ class ShardWriter:
         check_keys: bool = True,
         commit_every: int = 1000,
         initial_map_size: int | None = None,
+        code_version: str = "unknown",
     ) -> None:
         if not 1 <= max_records < 10**8:
             raise ValueError("max_records must be between 1 and 99,999,999 (keys have 8 digits)")
@@ -172,6 +171,7 @@ class ShardWriter:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.parameters = dict(parameters or {})
+        self.code_version = code_version  # of whatever wrote the records: the caller says
         self.summary: dict[str, Any] = dict(summary or {})
         self.check_keys = check_keys
         self.commit_every = commit_every
@@ -362,7 +362,7 @@ class ShardWriter:
             count=self.count,
             image=self.spec,
             shards=self.shards,
-            provenance=Provenance(code_version=code_version(), parameters=self.parameters),
+            provenance=Provenance(code_version=self.code_version, parameters=self.parameters),
             summary=self.summary,
         )
         atomic_write_text(self.out_dir / MANIFEST_NAME, manifest.to_json())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wikifaces.samples import random_crops
+from wikifaces.fixtures.samples import random_crops
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def require_photos(photos: list, minimum: int, what: str) -> None:
     Under `make test` (WIKIFACES_REQUIRE_TESTDATA=1) missing ones fail the test; elsewhere they skip it."""
     if len(photos) >= minimum:
         return
-    message = (f"only {len(photos)} {what} available, need {minimum}: run `python -m wikifaces.samples fetch` "
+    message = (f"only {len(photos)} {what} available, need {minimum}: run `python -m wikifaces.fixtures.samples fetch` "
                "and install Debian's opencv-doc (make test does both)")
     if os.environ.get("WIKIFACES_REQUIRE_TESTDATA"):
         pytest.fail(message)
@@ -64,7 +64,7 @@ def build_images_root(root: Path, images: list[tuple[str, bytes]]) -> list[dict]
     """A data root whose images stage has 'run': each (id, encoded bytes) stored by sha256
     with an ok row in raw/wikipedia/images.jsonl."""
     from scraping.store import ImageStore
-    from wikifaces.tables import write_jsonl
+    from wikifaces.core.tables import write_jsonl
 
     store = ImageStore(root / "raw" / "wikipedia" / "store")
     rows = []
@@ -89,9 +89,9 @@ def pipeline_root(tmp_path_factory):
     from dedup import DedupConfig
     from faces import DetectConfig
     from scraping.config import HttpConfig, ImagesConfig, NamesConfig
-    from scraping.standin import StandinServer, build_corpus
     from training import TrainConfig
-    from wikifaces.paths import DataRoot
+    from wikifaces.core.paths import DataRoot
+    from wikifaces.fixtures.standin import StandinServer, build_corpus
     from wikifaces.pipeline import DedupStageConfig, run_stage
     from wikifaces.publish import PublishConfig
     from wikifaces.report import ReportConfig

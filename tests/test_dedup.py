@@ -26,14 +26,14 @@ from dedup import (
     import_lsun,
     iter_source,
     select_keepers,
-    write_lsun_lmdb,
 )
 from dedup.hashing import Hashes
 from shards import ShardWriter, encode_image, open_dataset, verify_dataset
 from shards.format import sniff_encoding
 from wikifaces.cli import app
-from wikifaces.samples import random_crops
-from wikifaces.tables import read_jsonl
+from wikifaces.core.tables import read_jsonl
+from wikifaces.fixtures.lsun import write_lsun_lmdb
+from wikifaces.fixtures.samples import random_crops
 
 from .conftest import REPO
 

@@ -22,8 +22,8 @@ from faces import DetectConfig, detect_faces, iou, process_image
 from faces.crop import crop_face
 from shards import open_dataset, verify_dataset
 from wikifaces.cli import app
-from wikifaces.samples import all_photos, load_rgb
-from wikifaces.tables import read_jsonl
+from wikifaces.core.tables import read_jsonl
+from wikifaces.fixtures.samples import all_photos, load_rgb
 
 from .conftest import REPO, build_images_root, require_photos
 
@@ -133,7 +133,7 @@ def test_two_face_composite_is_ranked_by_size(tmp_path):
 
 
 def test_input_hygiene_gives_rows_not_crashes(tmp_path):
-    from scraping.standin.server import _bad_body
+    from wikifaces.fixtures.standin.server import _bad_body
 
     rgb = load_rgb(photo("grace-hopper"))
     good = jpeg(rgb)

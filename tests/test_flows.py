@@ -18,8 +18,8 @@ import pytest
 
 from shards import open_dataset, verify_dataset
 from tests.conftest import REPO, TINY_TRAIN, run_python
-from wikifaces.paths import DataRoot
-from wikifaces.tables import read_jsonl
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.tables import read_jsonl
 
 NAMES = {"categories": ["Stand-in people"], "category_depth": 2}
 PEOPLE = 40  # in the stand-in's world (the demo has 80)
@@ -180,8 +180,8 @@ def test_bad_parameters_are_rejected_before_any_work(prefect_harness, tmp_path):
 
 
 def test_build_lsun_on_a_small_release(prefect_harness, tmp_path):
-    from dedup import write_lsun_lmdb
     from flows import build_lsun
+    from wikifaces.fixtures.lsun import write_lsun_lmdb
 
     write_lsun_lmdb(tmp_path / "bedroom_train_lmdb", 150, size=96, fmt="webp", seed=3, duplicates=0.1)
     results = build_lsun(lsun={"source": str(tmp_path / "bedroom_train_lmdb"), "size": 64}, root=str(tmp_path),

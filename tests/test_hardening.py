@@ -23,10 +23,10 @@ from scraping.config import HttpConfig, ImagesConfig, NamesConfig
 from scraping.http import HttpError, PoliteClient
 from scraping.images import fetch_images
 from scraping.names import collect_names
-from scraping.standin import StandinServer, build_corpus
-from wikifaces.imaging import composite_alpha, decode_rgb
-from wikifaces.receipts import results_hash
-from wikifaces.tables import Journal, read_jsonl
+from wikifaces.core.identity import results_hash
+from wikifaces.core.imaging import composite_alpha, decode_rgb
+from wikifaces.core.tables import Journal, read_jsonl
+from wikifaces.fixtures.standin import StandinServer, build_corpus
 
 from .conftest import REPO
 

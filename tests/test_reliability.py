@@ -12,11 +12,11 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from wikifaces.lock import RootLocked, root_lock
+from wikifaces.core.lock import RootLocked, root_lock
 
 HOLD = """
 import sys, time
-from wikifaces.lock import root_lock
+from wikifaces.core.lock import root_lock
 with root_lock(sys.argv[1], "a test build"):
     print("held", flush=True)
     time.sleep(600)
@@ -73,8 +73,8 @@ def test_chaos_kills_then_identical_dataset(prefect_harness, tmp_path, monkeypat
 def test_no_path_is_built_from_scraped_text(pipeline_root):
     """A whole build whose stand-in has a title with '/' and '../' (and scripts in author names):
     every file lies inside the data root and no name carries scraped text."""
-    from scraping.standin.corpus import HOSTILE_TITLE
-    from wikifaces.tables import read_jsonl
+    from wikifaces.core.tables import read_jsonl
+    from wikifaces.fixtures.standin.corpus import HOSTILE_TITLE
 
     root = pipeline_root.root.resolve()
     rows = list(read_jsonl(root / "raw/wikipedia/images.jsonl"))

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scraping.standin.corpus import HOSTILE_ARTIST, HOSTILE_TITLE
 from shards import open_dataset
 from wikifaces.cli import app
+from wikifaces.core.tables import read_jsonl
+from wikifaces.fixtures.standin.corpus import HOSTILE_ARTIST, HOSTILE_TITLE
 from wikifaces.report import (
     ReportConfig,
     duplicate_clusters,
@@ -28,7 +29,6 @@ from wikifaces.report import (
     stage_parameters,
     training_run,
 )
-from wikifaces.tables import read_jsonl
 
 CONFIG = ReportConfig(samples=400)
 

@@ -21,11 +21,11 @@ from scraping.http import PoliteClient
 from scraping.images import fetch_images
 from scraping.mediawiki import parse_list_html
 from scraping.names import collect_names
-from scraping.standin import TOKEN, StandinServer, build_corpus
-from scraping.standin.corpus import HOSTILE_ARTIST
 from scraping.store import ImageStore
 from wikifaces.cli import app
-from wikifaces.tables import read_jsonl
+from wikifaces.core.tables import read_jsonl
+from wikifaces.fixtures.standin import TOKEN, StandinServer, build_corpus
+from wikifaces.fixtures.standin.corpus import HOSTILE_ARTIST
 
 from .conftest import REPO
 
@@ -288,7 +288,7 @@ def test_bad_bodies_become_rows_with_reasons(named_root, server, corpus, kind, s
 def test_cmyk_and_exif_rotated_jpegs_are_kept_the_right_way_up(named_root, server, corpus):
     from urllib.parse import quote
 
-    from wikifaces.imaging import open_oriented
+    from wikifaces.core.imaging import open_oriented
 
     a, b = _first_with_image(corpus, 0), _first_with_image(corpus, 1)
     server.add_fault("cmyk", endpoint="upload", match=quote(a.image), times=None)

@@ -24,7 +24,7 @@ from shards import (
 )
 from shards.format import MANIFEST_NAME, shard_name
 from wikifaces.cli import app
-from wikifaces.files import sha256_file
+from wikifaces.core.files import sha256_file
 
 from .conftest import REPO, run_python
 
@@ -180,7 +180,7 @@ def test_read_images_batch_matches_getitem(tmp_path, crops):
 _KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from shards import ShardWriter
-    from wikifaces.samples import random_crops
+    from wikifaces.fixtures.samples import random_crops
     out, mode = sys.argv[1], sys.argv[2]
     records = list(random_crops(size=32, per_photo=24, seed=7))[:230]
     with ShardWriter(out, name="t", image_size=(32, 32), max_records=100, mode=mode, commit_every=10) as w:
@@ -302,7 +302,7 @@ def test_cli_inspect_and_export(tmp_path, crops):
     r = runner.invoke(app, ["inspect", str(tmp_path / "ds"), "-n", "9", "--out", str(sheet)])
     assert r.exit_code == 0, r.output
     assert "40" in r.output and "png" in r.output
-    from wikifaces.samples import load_rgb
+    from wikifaces.fixtures.samples import load_rgb
 
     img = load_rgb(sheet)
     assert img.shape[0] >= 3 * 96 and img.std() > 10  # a real grid, not a blank image

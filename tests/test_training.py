@@ -18,7 +18,7 @@ from shards import write_shards
 from training import Discriminator, Generator, TrainConfig, build_models, load_checkpoint, sample_z, train_dcgan
 from training.tools import arithmetic, generate_grid, interpolate, memorisation
 from wikifaces.cli import app
-from wikifaces.samples import random_crops
+from wikifaces.fixtures.samples import random_crops
 
 from .conftest import REPO
 
@@ -181,7 +181,7 @@ def test_ddp_with_gloo_on_two_cpu_processes(tiny_set, tmp_path):
 
 def test_tools_generate_interpolate_arithmetic_memorisation(tiny_set, tmp_path):
     run = train_dcgan(tiny(tiny_set, tmp_path, max_steps=6), progress=False).run_dir
-    from wikifaces.samples import load_rgb
+    from wikifaces.fixtures.samples import load_rgb
 
     imgs = generate_grid(run, tmp_path / "g.png", n=16, seed=3)
     assert imgs.shape == (16, 32, 32, 3) and load_rgb(tmp_path / "g.png").shape[0] >= 4 * 96

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from wikifaces.receipts import execution_only
+from wikifaces.core.identity import execution_only
 
 
 class TrainConfig(BaseModel):

@@ -21,6 +21,8 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from wikifaces.core.version import code_version
+
 from .models import Discriminator
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -159,7 +161,7 @@ def write_fashion_shards(out: str | os.PathLike[str], split: str = "train", limi
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     with ShardWriter(out, name=f"fashion-mnist-{split}", image_size=(32, 32), encoding="png", mode="overwrite",
-                     parameters={"split": split, "limit": limit, "padding": 2}) as w:
+                     parameters={"split": split, "limit": limit, "padding": 2}, code_version=code_version()) as w:
         for i, (img, label) in enumerate(zip(images, labels, strict=True)):
             padded = np.pad(img, 2)
             w.add(np.repeat(padded[:, :, None], 3, axis=2), {"key": f"{split}-{i:05d}", "label": int(label)})

@@ -23,9 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from shards import ShardError, open_dataset, verify_dataset
 from shards.sheet import contact_sheet, write_png
-from wikifaces import code_version
-from wikifaces.files import atomic_open, atomic_write_json
-from wikifaces.paths import DataRoot
+from wikifaces.core.files import atomic_open, atomic_write_json
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.version import code_version
 
 from .config import TrainConfig
 from .data import InMemoryBatches, StreamedBatches, decoded_bytes, load_tensor, step_generator, to_model_input

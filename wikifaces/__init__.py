@@ -1,40 +1,14 @@
-"""wikifaces: the shared core (version, data root, atomic files) and the `wikifaces` CLI.
+"""wikifaces: a faces (and LSUN) dataset builder and DCGAN trainer.
 
-The pipeline stages live in the top-level packages `scraping`, `faces`, `dedup`,
-`shards` and `training`; Prefect wiring lives in `flows`.
+The layers, each importing only from below (checked by `lint-imports`, see pyproject.toml):
+
+    adapters   wikifaces.cli, flows (Prefect)
+    fixtures   wikifaces.fixtures: the offline stand-in, sample photographs, LSUN sample writer
+    pipeline   wikifaces.pipeline: the stage registry, receipts, the one runner
+    report     wikifaces.report: reads every stage's outputs
+    stages     scraping, faces, dedup, training, wikifaces.publish
+    shards     the dataset format (imports nothing else of ours)
+    ground     wikifaces.core: version, paths, atomic files, journals, lock, imaging, identity
+
+This module itself imports nothing: `import shards` or a stage never pays for the rest.
 """
-
-from __future__ import annotations
-
-import functools
-import subprocess
-from importlib import metadata
-from pathlib import Path
-
-try:
-    __version__ = metadata.version("wikifaces")
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
-
-@functools.cache
-def code_version() -> str:
-    """The package version plus the git commit (and `-dirty`) when run from a checkout.
-
-    Recorded in every manifest and receipt so that a dataset says which code built it.
-    """
-    repo = Path(__file__).resolve().parent.parent
-    if not (repo / ".git").exists():
-        return __version__
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"

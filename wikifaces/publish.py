@@ -22,10 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shards import ShardWriter, open_dataset
 from shards.format import decode_image
-from wikifaces.files import atomic_write_text
-from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, config_hash, fingerprint
-from wikifaces.tables import write_jsonl
+from wikifaces.core.files import atomic_write_text
+from wikifaces.core.identity import config_hash
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.tables import write_jsonl
+from wikifaces.core.version import code_version
+from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 CARRIED = ("key", "person_id", "person_ids", "title", "licence", "licence_url", "artist", "credit", "file", "url",
            "source_sha256", "box", "rank", "faces_in_image", "verify_score", "source_index", "source_format")
@@ -81,6 +83,7 @@ def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | None =
     params = {**config.model_dump(mode="json"), "candidates": str(candidates), "candidates_fingerprint":
               fingerprint(candidates)}
     with ShardWriter(out, name=config.dataset, image_size=size, encoding=config.encoding, quality=config.quality,
+                     code_version=code_version(),
                      parameters=params, mode="overwrite") as w:
         for i in keep.tolist():
             meta = ds.read_meta(int(i))

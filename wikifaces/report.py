@@ -26,11 +26,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from shards import is_complete, open_dataset
-from wikifaces import code_version
-from wikifaces.files import atomic_write_text
-from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt
-from wikifaces.tables import read_jsonl
+from wikifaces.core.files import atomic_write_text
+from wikifaces.core.paths import DataRoot
+from wikifaces.core.tables import read_jsonl
+from wikifaces.core.version import code_version
+from wikifaces.pipeline.receipts import Receipt
 
 
 class ReportConfig(BaseModel):

@@ -281,7 +281,7 @@ def lsun_sample(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Write a small LSUN-format LMDB from real photographs (with planted near-duplicates)."""
-    from dedup import write_lsun_lmdb
+    from wikifaces.fixtures.lsun import write_lsun_lmdb
 
     if fmt not in ("webp", "jpeg"):
         _fail("--format must be webp or jpeg", 2)
@@ -301,7 +301,7 @@ def dedup(
     """Stage `dedup`: exact and near-duplicate groups, one record kept from each."""
     from dedup import DedupConfig, find_duplicates
     from shards import ShardError
-    from wikifaces.paths import DataRoot
+    from wikifaces.core.paths import DataRoot
 
     extra = {} if threshold is None else {"threshold": threshold}
     config = _config_or_exit(lambda: DedupConfig(method=method, workers=workers, **extra))
@@ -500,7 +500,7 @@ def standin(
     """Run the offline Wikipedia stand-in until interrupted (for trying the stages by hand)."""
     import time
 
-    from scraping.standin import StandinServer, build_corpus
+    from wikifaces.fixtures.standin import StandinServer, build_corpus
 
     with StandinServer(build_corpus(people), port=port) as server:
         console.print(f"stand-in Wikipedia at {server.url} (Ctrl-C to stop); try:")
@@ -519,7 +519,7 @@ app.add_typer(server_app, name="server")
 
 
 def _prefect_home(root: Path | None) -> Path:
-    from wikifaces.paths import DataRoot
+    from wikifaces.core.paths import DataRoot
 
     return (DataRoot.resolve(root).root / "prefect").resolve()
 
@@ -549,7 +549,7 @@ def server_stop(root: RootOption = None) -> None:
 
 def _connect(root: Path | None) -> None:
     from flows.demo import connect
-    from wikifaces.paths import DataRoot
+    from wikifaces.core.paths import DataRoot
 
     try:
         api = connect(DataRoot.resolve(root), console=err)
@@ -598,7 +598,7 @@ def build(
         _fail(f"--params is not JSON: {e}")
     _connect(root)
     from flows.build import ParameterTypeError, build_faces, build_lsun
-    from wikifaces.lock import RootLocked
+    from wikifaces.core.lock import RootLocked
 
     common = {"root": str(root) if root else None, "from_stage": from_stage, "only": only, "force": force,
               "dask_address": dask_address}

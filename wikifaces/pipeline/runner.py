@@ -20,9 +20,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dedup.config import DedupConfig
-from wikifaces.files import atomic_write_text
-from wikifaces.paths import DataRoot
-from wikifaces.receipts import Receipt, fingerprint, results_hash
+from wikifaces.core.files import atomic_write_text
+from wikifaces.core.identity import results_hash
+from wikifaces.core.paths import DataRoot
+from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 log = logging.getLogger("wikifaces.pipeline")
 

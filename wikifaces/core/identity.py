@@ -1,7 +1,8 @@
-"""Stage receipts: what a stage ran with and produced, so an unchanged rerun can be skipped.
+"""A stage's identity: which config fields decide its results, and the hash of those.
 
-A receipt holds the stage's config hash, fingerprints of its inputs, the code version and
-its counts. `wikifaces.pipeline.stage_status` compares a stored receipt with a new run's.
+Execution-only fields (workers, politeness, caching) are marked on the field itself
+(`execution_only`); `results_hash` leaves them out, writes paths under the data root relative to
+it and loopback URLs without their port. Receipts and per-item journals are keyed by it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ import hashlib
 import json
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from wikifaces import code_version
-from wikifaces.files import atomic_write_text, sha256_file
+from .version import code_version
 
 _EXECUTION_ONLY = "execution_only"
 
@@ -79,47 +78,3 @@ def stage_key(results: str) -> str:
     """What a per-item journal row is valid for: a results hash and the code that made it. A
     changed parameter or new code never mixes old and new items; a crash under the same ones resumes."""
     return f"{results}@{code_version()}"
-
-
-def fingerprint(path: str | os.PathLike[str]) -> str:
-    """A file's sha256, or for a folder (a shard dataset) the sha256 of its manifest; "" if absent.
-
-    A dataset whose shard files are missing or have other sizes than its manifest says counts as
-    absent: a cheap stat per shard (a full check is `wikifaces verify`)."""
-    p = Path(path)
-    if p.is_dir():
-        m = p / "manifest.json"
-        if not m.exists():
-            return ""
-        from shards import ShardError, read_manifest
-
-        try:
-            intact = all((p / s.file).stat().st_size == s.bytes for s in read_manifest(p).shards)
-        except (OSError, ShardError):
-            intact = False
-        return sha256_file(m) if intact else ""
-    return sha256_file(p) if p.exists() else ""
-
-
-class Receipt(BaseModel):
-    stage: str
-    config_hash: str
-    config: dict[str, Any]
-    inputs: dict[str, str] = Field(default_factory=dict)
-    outputs: dict[str, str] = Field(default_factory=dict)
-    code_version: str = Field(default_factory=code_version)
-    counts: dict[str, Any] = Field(default_factory=dict)
-    finished: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    def write(self, path: str | os.PathLike[str]) -> None:
-        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> Receipt | None:
-        p = Path(path)
-        if not p.exists():
-            return None
-        try:
-            return cls.model_validate_json(p.read_text())
-        except ValueError:
-            return None  # a damaged receipt only means the stage reruns

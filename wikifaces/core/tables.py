@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from wikifaces.files import atomic_open
+from wikifaces.core.files import atomic_open
 
 
 def read_jsonl(path: str | os.PathLike[str], missing_ok: bool = True) -> Iterator[dict[str, Any]]:
