@@ -26,6 +26,7 @@ class LsunImportConfig(BaseModel):
     max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     shard_records: Annotated[int, Field(ge=1)] = 50_000
     workers: Annotated[int | None, Field(ge=1)] = execution_only(None)
+    part_size: Annotated[int, Field(ge=100, le=1_000_000)] = execution_only(20_000)  # records a part of fan-out
 
 
 class DedupConfig(BaseModel):
@@ -42,3 +43,15 @@ class DedupConfig(BaseModel):
     seed: int = 0
     gallery_clusters: Annotated[int, Field(ge=0, le=200)] = 24
     workers: Annotated[int | None, Field(ge=1)] = execution_only(None)
+    part_size: Annotated[int, Field(ge=1, le=1_000_000)] = execution_only(20_000)  # records hashed a part
+
+
+class DedupStageConfig(BaseModel):
+    """The dedup stage of a build: which candidate set (the faces, or one LSUN category), and how."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Literal["faces", "lsun"] = "faces"
+    category: str = Field(default="bedroom", pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: Path | None = Field(default=None, description="Any shard dataset instead of the build's candidates.")
+    dedup: DedupConfig = DedupConfig()

@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +22,11 @@ import cv2
 import imagehash
 import numpy as np
 from PIL import Image
-from rich.progress import Progress
 
-from shards import open_dataset
+from shards import dataset_fingerprint, open_dataset
+from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_open
 from wikifaces.core.identity import stage_key
-from wikifaces.pipeline.receipts import fingerprint
 
 log = logging.getLogger("wikifaces.dedup")
 
@@ -124,9 +121,9 @@ class HashPlan:
     names: list[Path]
 
     @property
-    def todo(self) -> list[int]:
-        """Parts not hashed yet (a killed run left the others)."""
-        return [k for k, p in enumerate(self.names) if not p.exists()]
+    def todo(self) -> list[tuple[int, int, str]]:
+        """The parts not hashed yet (a killed run left the others), as (start, stop, path)."""
+        return [(*self.spans[k], str(p)) for k, p in enumerate(self.names) if not p.exists()]
 
 
 def plan_hashing(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
@@ -136,7 +133,7 @@ def plan_hashing(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str
     n = len(open_dataset(dataset))
     out = Path(out_dir)
     # parts are valid for this dataset, this method and this code only
-    key = hashlib.sha256(stage_key(f"{method}:{fingerprint(dataset)}").encode()).hexdigest()[:16]
+    key = hashlib.sha256(stage_key(f"{method}:{dataset_fingerprint(dataset)}").encode()).hexdigest()[:16]
     parts_dir = out / f"hash-parts-{method}-{key}"
     parts_dir.mkdir(parents=True, exist_ok=True)
     spans = [(a, min(n, a + part_size)) for a in range(0, n, part_size)]
@@ -144,9 +141,10 @@ def plan_hashing(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return HashPlan(str(dataset), method, out, parts_dir, spans, names)
 
 
-def hash_part_file(dataset: str, start: int, stop: int, method: str, path: str | os.PathLike[str]) -> str:
-    """Hash records start..stop-1 and save them (and the unreadable ones) beside `path`: a unit
-    of fan-out whose result is a file, not a payload."""
+def hash_part_file(part: tuple[int, int, str], dataset: str, method: str) -> str:
+    """Hash records start..stop-1 and save them (and the unreadable ones) at `path`: a part of
+    fan-out whose result is a file, not a payload."""
+    start, stop, path = part
     hashes, rejected = hash_part(dataset, start, stop, method)
     target = Path(path)
     with atomic_open(target.with_suffix(".rejected.jsonl"), "w") as fh:
@@ -178,27 +176,15 @@ def finish_hashing(plan: HashPlan) -> Hashes:
 
 
 def hash_images(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
-                workers: int | None = None, part_size: int = PART_SIZE, progress: bool = True) -> Hashes:
-    """Hash every record of a shard dataset into `out_dir/hashes-<method>.npz` (returned), in
-    local processes. Parts already hashed for this dataset and method are reused, so a killed
-    run resumes."""
+                workers: int | None = None, part_size: int = PART_SIZE, progress: bool = True,
+                executor: Executor | None = None) -> Hashes:
+    """Hash every record of a shard dataset into `out_dir/hashes-<method>.npz` (returned), in parts
+    through the executor (local processes by default). Parts already hashed for this dataset,
+    method and code are reused, so a killed run resumes."""
     plan = plan_hashing(dataset, out_dir, method, part_size)
     todo = plan.todo
-    workers = min(workers or os.cpu_count() or 1, max(1, len(todo)))
-    with Progress(disable=not progress or not todo, transient=True) as bar:
-        task = bar.add_task(f"hashing ({method})", total=sum(plan.spans[k][1] - plan.spans[k][0] for k in todo))
-        if workers <= 1:
-            for k in todo:
-                hash_part_file(plan.dataset, *plan.spans[k], method, plan.names[k])
-                bar.advance(task, plan.spans[k][1] - plan.spans[k][0])
-        elif todo:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(hash_part_file, plan.dataset, *plan.spans[k], method, plan.names[k]): k
-                           for k in todo}
-                for fut in as_completed(futures):
-                    fut.result()
-                    k = futures[fut]
-                    bar.advance(task, plan.spans[k][1] - plan.spans[k][0])
+    fan_out(executor, hash_part_file, todo, plan.dataset, method, on_result=lambda path: None,
+            label=f"hashing ({method})", progress=progress, workers=workers)
     hashes = finish_hashing(plan)
     hashes.parts_computed = len(todo)
     return hashes

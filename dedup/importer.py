@@ -29,13 +29,14 @@ from rich.progress import Progress
 
 from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image, sniff_encoding
+from wikifaces.core.errors import MissingInput
+from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_write_text
 from wikifaces.core.identity import config_hash, results_hash, stage_key
 from wikifaces.core.imaging import ALPHA_NOTE, ImageProblem, decode_rgb, has_alpha
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
 from wikifaces.core.version import code_version
-from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import LsunImportConfig
 from .lsun import is_lsun_lmdb, iter_source, lsun_count
@@ -135,19 +136,35 @@ def reset_import(config: LsunImportConfig, root: str | os.PathLike[str] | DataRo
     shutil.rmtree(_parts_dir(config, data), ignore_errors=True)
 
 
-def import_lsun(config: LsunImportConfig, root: str | os.PathLike[str] | None = None,
-                progress: bool = True, force: bool = False) -> ImportSummary:
-    """Import (or resume importing) a category; `force` imports it again from the first record."""
-    data = DataRoot.resolve(root)
-    base = data.lsun(config.category)
-    out = base / "shards"
-    key = _key(config, data)
+def import_lsun(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None = None,
+                progress: bool = True, force: bool = False, executor: Executor | None = None) -> ImportSummary:
+    """The stage: import (or resume importing) a category; `force` imports it again from the first
+    record. Without an executor, one ordered stream into the shards (worker processes normalise,
+    resumable after the last complete shard); with one, independent parts of `config.part_size`
+    records through it (threads, processes or a Dask cluster), merged at the end."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
+    if not Path(config.source).exists():
+        raise MissingInput(f"LSUN source {config.source} does not exist")
+    out = data.lsun(config.category) / "shards"
     if force:
         reset_import(config, data)
     elif is_complete(out):
         ds = open_dataset(out)
         if ds.manifest.provenance.parameters.get("config_hash") == config_hash(config):
             return ImportSummary(len(ds), 0, out, {"imported": len(ds), "skipped": "already complete"})
+    if executor is None:
+        return _import_stream(config, data, progress)
+    parts = plan_import(config, config.part_size)
+    fan_out(executor, import_part, parts, config, str(data.root), on_result=lambda n: None,
+            label=f"importing LSUN {config.category}", progress=progress)
+    return merge_parts(config, data, parts)
+
+
+def _import_stream(config: LsunImportConfig, data: DataRoot, progress: bool) -> ImportSummary:
+    """The import as one ordered stream, resumed after the last complete shard of a killed run."""
+    base = data.lsun(config.category)
+    out = base / "shards"
+    key = _key(config, data)
     base.mkdir(parents=True, exist_ok=True)
     same_run = (base / KEY_FILE).exists() and (base / KEY_FILE).read_text() == key
     interrupted = out.exists() and any(out.iterdir()) and not is_complete(out)
@@ -192,9 +209,6 @@ def import_lsun(config: LsunImportConfig, root: str | os.PathLike[str] | None = 
     journal.remove()
     ds = open_dataset(out)
     counts = {"imported": len(ds), "rejected": len(rejected)}
-    Receipt(stage="lsun-import", config_hash=config_hash(config), config=config.model_dump(mode="json"),
-            inputs={"source": str(config.source)}, outputs={str(out): fingerprint(out)}, counts=counts).write(
-        base / "import.receipt.json")
     return ImportSummary(len(ds), len(rejected), out, counts)
 
 
@@ -222,7 +236,7 @@ def plan_import(config: LsunImportConfig, part_size: int = 20_000) -> list[Impor
     (values are not read) notes the first key of each part; the key list is not kept."""
     src = Path(config.source)
     if not src.exists():
-        raise FileNotFoundError(f"LSUN source {src} does not exist")
+        raise MissingInput(f"LSUN source {src} does not exist")
     parts: list[ImportPart] = []
     total = 0
     if is_lsun_lmdb(src):
@@ -273,7 +287,7 @@ def _iter_part(config: LsunImportConfig, part: ImportPart) -> Iterator[tuple[str
         yield from itertools.islice(iter_source(config.source, part.start), part.count)
 
 
-def import_part(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None, part: ImportPart) -> int:
+def import_part(part: ImportPart, config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None) -> int:
     """Import one part into its own small dataset (skipped when already complete); returns its
     record count. A unit of fan-out: its result is files, not a payload."""
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
@@ -299,7 +313,7 @@ def import_part(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoo
 def merge_parts(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None,
                 parts: list[ImportPart]) -> ImportSummary:
     """Join complete parts into `<category>/shards` (their shard files renamed in order) with one
-    manifest, the rejected rows in one table, and a receipt."""
+    manifest and the rejected rows in one table."""
     from shards.format import MANIFEST_NAME, Manifest, Provenance, ShardInfo, shard_name
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     base = data.lsun(config.category)
@@ -332,7 +346,4 @@ def merge_parts(config: LsunImportConfig, root: str | os.PathLike[str] | DataRoo
     write_jsonl(base / "import-rejected.jsonl", sorted(rejected, key=lambda r: r["position"]))
     shutil.rmtree(pdir, ignore_errors=True)
     counts = {"imported": manifest.count, "rejected": len(rejected), "parts": len(parts)}
-    Receipt(stage="lsun-import", config_hash=config_hash(config), config=config.model_dump(mode="json"),
-            inputs={"source": str(config.source)}, outputs={str(out): fingerprint(out)}, counts=counts).write(
-        base / "import.receipt.json")
     return ImportSummary(manifest.count, len(rejected), out, counts)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import lmdb
 
+from wikifaces.core.errors import MissingInput
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -67,5 +69,5 @@ def iter_image_folder(path: str | os.PathLike[str], skip: int = 0) -> Iterator[t
 def iter_source(path: str | os.PathLike[str], skip: int = 0) -> Iterator[tuple[str, bytes]]:
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"LSUN source {p} does not exist")
+        raise MissingInput(f"LSUN source {p} does not exist")
     return iter_lsun_lmdb(p, skip) if is_lsun_lmdb(p) else iter_image_folder(p, skip)

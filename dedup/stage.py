@@ -19,15 +19,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shards import open_dataset
+from shards import dataset_fingerprint, is_complete, open_dataset
 from shards.sheet import write_png
+from wikifaces.core.errors import MissingInput
+from wikifaces.core.executor import Executor
 from wikifaces.core.files import atomic_open, atomic_write_json
-from wikifaces.core.identity import config_hash
+from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import write_jsonl
-from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .clusters import KEEP_RULE, components, hamming, select_keepers
-from .config import DedupConfig
+from .config import DedupConfig, DedupStageConfig
 from .hashing import CORRUPT, Hashes, hash_images
 from .search import find_pairs
 
@@ -52,7 +53,7 @@ def default_out_dir(dataset: str | os.PathLike[str]) -> Path:
 
 
 def _hash_stamp(config: DedupConfig, dataset: Path) -> dict[str, Any]:
-    want: dict[str, Any] = {"dataset": fingerprint(dataset), "method": config.method}
+    want: dict[str, Any] = {"dataset": dataset_fingerprint(dataset), "method": config.method}
     if config.method == "ae":
         want.update(bits=config.ae_bits, epochs=config.ae_epochs, seed=config.seed)
     return want
@@ -73,7 +74,8 @@ def reset_hashes(config: DedupConfig, out_dir: Path) -> None:
     (out_dir / f"hashes-{config.method}.json").unlink(missing_ok=True)
 
 
-def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bool = True) -> Hashes:
+def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bool = True,
+                 executor: Executor | None = None) -> Hashes:
     """The saved hashes of this dataset and method, computing them if missing or stale."""
     path = out_dir / f"hashes-{config.method}.npz"
     if hashes_current(config, dataset, out_dir):
@@ -85,7 +87,7 @@ def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bo
         hashes = ae_hash_images(dataset, config.ae_bits, config.ae_epochs, config.seed)
         hashes.save(path)
     else:
-        hashes = hash_images(dataset, out_dir, config.method, config.workers, progress=progress)
+        hashes = hash_images(dataset, out_dir, config.method, config.workers, config.part_size, progress, executor)
     stamp_hashes(config, dataset, out_dir)
     return hashes
 
@@ -102,15 +104,33 @@ def exact_edges(hashes: Hashes, valid: np.ndarray) -> np.ndarray:
     return np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
 
 
+def dedup_candidates(config: DedupStageConfig, root: str | os.PathLike[str] | DataRoot | None = None,
+                     progress: bool = True, force: bool = False, executor: Executor | None = None) -> DedupSummary:
+    """The stage `dedup` of a build: `find_duplicates` over its candidate set (the faces, or an
+    LSUN category) under the data root."""
+    return find_duplicates(config.dedup, candidate_dataset(config, root), progress=progress, force=force,
+                           executor=executor)
+
+
+def candidate_dataset(config: DedupStageConfig, root: str | os.PathLike[str] | DataRoot | None = None) -> Path:
+    """The candidate shards a build's dedup stage reads."""
+    if config.dataset is not None:
+        return Path(config.dataset)
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
+    return data.candidates(config.source, config.category) / "shards"
+
+
 def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
-                    progress: bool = True, force: bool = False) -> DedupSummary:
+                    progress: bool = True, force: bool = False, executor: Executor | None = None) -> DedupSummary:
     """Hash (or reuse hashes; `force` hashes again), search, cluster, keep; write the outputs under `out_dir`."""
     dataset = Path(dataset)
     out = Path(out_dir) if out_dir is not None else default_out_dir(dataset)
     out.mkdir(parents=True, exist_ok=True)
     if force:
         reset_hashes(config, out)
-    hashes = load_or_hash(config, dataset, out, progress)
+    if not is_complete(dataset):
+        raise MissingInput(f"no dataset at {dataset} (or it is incomplete): run the stage that makes it first")
+    hashes = load_or_hash(config, dataset, out, progress, executor)
     n = len(hashes)
     valid = hashes.status != CORRUPT
 
@@ -186,10 +206,6 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     summary = {"method": config.method, "threshold": config.threshold, "keep_rule": KEEP_RULE,
                "dataset": str(dataset), **counts}
     atomic_write_json(out / "summary.json", summary)
-    Receipt(stage="dedup", config_hash=config_hash(config), config=config.model_dump(mode="json"),
-            inputs={"dataset": fingerprint(dataset)},
-            outputs={str(out / "keep.npy"): fingerprint(out / "keep.npy")}, counts=counts).write(
-        out / "dedup.receipt.json")
     return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
 
 

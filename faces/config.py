@@ -43,6 +43,7 @@ class DetectConfig(BaseModel):
     max_pixels: Annotated[int, Field(ge=1)] = 40_000_000
     encoding: Literal["png", "jpeg"] = "png"
     workers: Annotated[int | None, Field(ge=1)] = execution_only(None)  # None: all cores
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = execution_only(8)  # images a part of fan-out
     limit: Annotated[int | None, Field(ge=1)] = None
 
     @model_validator(mode="after")

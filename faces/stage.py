@@ -11,27 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import shutil
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
-from rich.progress import Progress
 
 from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image
-from wikifaces.core.files import atomic_write_bytes
+from wikifaces.core.errors import MissingInput
+from wikifaces.core.executor import Executor, fan_out
+from wikifaces.core.files import atomic_write_bytes, atomic_write_text
 from wikifaces.core.identity import results_hash, stage_key
 from wikifaces.core.imaging import ImageProblem, decode_rgb
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
 from wikifaces.core.version import code_version
-from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import DetectConfig
 from .crop import crop_face
@@ -42,7 +40,7 @@ log = logging.getLogger("wikifaces.faces")
 
 FACES_FILE = "faces.jsonl"
 JOURNAL_FILE = "faces.journal.jsonl"
-RECEIPT_FILE = "faces.receipt.json"
+KEY_FILE = "faces.key"  # the results hash the table was made under
 SHARDS_DIR = "shards"
 REJECTED_DIR = "rejected"
 WORK_DIR = "work"
@@ -129,7 +127,7 @@ def reset_detection(root: str | os.PathLike[str] | DataRoot | None = None) -> No
     """Forget every earlier result (journal, and the last run's table as a source of results):
     the next run detects every image anew. A crash after this resumes from the new journal."""
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
-    for name in (JOURNAL_FILE, RECEIPT_FILE):
+    for name in (JOURNAL_FILE, KEY_FILE):
         (data.faces / name).unlink(missing_ok=True)
 
 
@@ -163,7 +161,7 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     images_path = data.raw_wikipedia / "images.jsonl"
     if not images_path.exists():
-        raise FileNotFoundError(f"{images_path} does not exist: run the images stage first")
+        raise MissingInput(f"{images_path} does not exist: run the images stage first")
     out_dir = data.faces
     (out_dir / WORK_DIR).mkdir(parents=True, exist_ok=True)
     _recover_swap(out_dir / SHARDS_DIR)
@@ -213,20 +211,17 @@ def journal_results(root: DataRoot, config: DetectConfig, results: list[dict[str
 
 
 def finish_detection(plan: DetectPlan) -> DetectSummary:
-    """Write the shards, the faces table and the receipt from every source's result."""
+    """Write the shards and the faces table from every source's result; mark them as made
+    under this config (`faces.key`), so a later run with the same one reuses them."""
     config, out_dir = plan.config, plan.out_dir
     rows = _table(plan.shas, plan.sources, plan.done, config)
     kept = _write_shards(out_dir, rows, plan.work, previous_dataset=out_dir / SHARDS_DIR, config=config)
     write_jsonl(out_dir / FACES_FILE, rows)
+    atomic_write_text(out_dir / KEY_FILE, plan.chash)
     Journal(out_dir / JOURNAL_FILE, key=lambda r: r["source_sha256"]).remove()
     shutil.rmtree(plan.work, ignore_errors=True)
     statuses = Counter(r["status"] for r in rows)
     counts = {"images": len(plan.shas), "faces": kept, "statuses": dict(statuses), "processed_now": len(plan.todo)}
-    images_path = plan.root.raw_wikipedia / "images.jsonl"
-    Receipt(stage="detect", config_hash=plan.chash, config=config.model_dump(mode="json"),
-            inputs={"images": fingerprint(images_path)},
-            outputs={str(out_dir / FACES_FILE): fingerprint(out_dir / FACES_FILE)},
-            counts=counts).write(out_dir / RECEIPT_FILE)
     return DetectSummary(len(plan.shas), kept, dict(statuses), out_dir / FACES_FILE, counts)
 
 
@@ -234,45 +229,24 @@ def batches(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | None = None,
-                 progress: bool = True, batch_size: int = 8, force: bool = False) -> DetectSummary:
-    """Run detection over every `ok` row of images.jsonl in local processes (one detector
-    each); resumable per source image; `force` detects every image again."""
+def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | DataRoot | None = None, progress: bool = True,
+                 force: bool = False, executor: Executor | None = None) -> DetectSummary:
+    """The stage: plan, detect batches of `config.batch_size` images through the executor (local
+    processes by default, one detector each), journal each batch as it lands, finish. Resumable
+    per source image; `force` detects every image again."""
     if force:
         reset_detection(root)
     plan = plan_detection(config, root)
-    work = str(plan.work)
-    chunks = batches(plan.todo, batch_size)
-    workers = min(config.workers or os.cpu_count() or 1, max(1, len(chunks)))
-    with Progress(disable=not progress or not plan.todo, transient=True) as bar:
-        task = bar.add_task("detecting faces", total=len(plan.todo))
-        if workers == 1:
-            for chunk in chunks:
-                record_results(plan, detect_batch(chunk, config, work))
-                bar.advance(task, len(chunk))
-        elif chunks:
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                pending: set[Future] = set()
-                for chunk in chunks:
-                    pending.add(pool.submit(detect_batch, chunk, config, work))
-                    if len(pending) >= workers * 2:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            results = f.result()
-                            record_results(plan, results)
-                            bar.advance(task, len(results))
-                for f in pending:
-                    results = f.result()
-                    record_results(plan, results)
-                    bar.advance(task, len(results))
+    fan_out(executor, detect_batch, batches(plan.todo, config.batch_size), config, str(plan.work),
+            on_result=lambda results: record_results(plan, results), label="detecting faces", progress=progress,
+            workers=config.workers)
     return finish_detection(plan)
 
 
 def _previous_results(out_dir: Path, chash: str) -> dict[str, dict[str, Any]]:
     """Per-source results of a completed earlier run with the same config, from faces.jsonl."""
-    receipt = Receipt.read(out_dir / RECEIPT_FILE)
-    if receipt is None or receipt.config_hash != chash or not is_complete(out_dir / SHARDS_DIR):
+    key = out_dir / KEY_FILE
+    if not key.exists() or key.read_text() != chash or not is_complete(out_dir / SHARDS_DIR):
         return {}
     out: dict[str, dict[str, Any]] = {}
     for row in read_jsonl(out_dir / FACES_FILE):

@@ -18,19 +18,23 @@ from prefect.exceptions import ObjectNotFound, ParameterTypeError
 from prefect.runtime import deployment as current_deployment
 from pydantic import Field
 
-from dedup.config import DedupConfig, LsunImportConfig
-from faces.config import DetectConfig
-from scraping.config import ImagesConfig, NamesConfig
-from training.config import TrainConfig
+from dedup.config import DedupConfig
 from wikifaces.core.paths import DataRoot
-from wikifaces.pipeline import FACES_STAGES, LSUN_STAGES, DedupStageConfig, select_stages
-from wikifaces.publish import PublishConfig
-from wikifaces.report import ReportConfig, funnel
+from wikifaces.pipeline import FACES_STAGES, LSUN_STAGES, select_stages
+from wikifaces.report import funnel
 
-from .common import building, task_runner
+from .common import building
 from .common import standin as standin_urls
 from .stages import (
     DEFAULT_NAMES,
+    DedupStageConfig,
+    DetectConfig,
+    ImagesConfig,
+    LsunImportConfig,
+    NamesConfig,
+    PublishConfig,
+    ReportConfig,
+    TrainConfig,
     dedup_flow,
     detect_flow,
     images_flow,
@@ -38,6 +42,7 @@ from .stages import (
     names_flow,
     publish_flow,
     report_flow,
+    task_runner,
     train_flow,
 )
 

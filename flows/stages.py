@@ -1,106 +1,166 @@
-"""One Prefect flow per stage. Each checks the stage's receipt (skip when unchanged), runs the
-library, fans batches out over the task runner where the work is parallel, writes the receipt
-and publishes artifacts. No business logic here: that lives in the stage packages."""
+"""One Prefect flow per stage, all of one shape: the pipeline's runner runs the stage (skipping
+it when its receipt says nothing changed, writing its receipt otherwise); fan-out parts are
+Prefect tasks on the flow's task runner (threads here, or the Dask cluster at `dask_address`);
+stages that talk to the wiki run as a task retried on failure; and what happened is published
+as artifacts. No stage internals here: the stages are looked up in `wikifaces.pipeline.STAGES`.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger, task, unmapped
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from dedup.config import DedupConfig, LsunImportConfig
-from faces.config import DetectConfig
-from scraping.config import ImagesConfig, NamesConfig
-from training.config import TrainConfig
 from wikifaces.core.paths import DataRoot
-from wikifaces.pipeline import DedupStageConfig, dedup_dataset
-from wikifaces.publish import PublishConfig
-from wikifaces.report import ReportConfig
+from wikifaces.pipeline import STAGES, StageResult, run_stage
 
-from .common import NETWORK_RETRY_DELAYS, check, done, standin_http, task_runner
+from .common import standin_http
 
+# The stages' parameter types, from the registry (the flows know no stage module).
+NamesConfig, ImagesConfig = STAGES["names"].config, STAGES["images"].config
+DetectConfig, LsunImportConfig = STAGES["detect"].config, STAGES["lsun-import"].config
+TrainConfig, DedupStageConfig = STAGES["train-dcgan"].config, STAGES["dedup"].config
+PublishConfig, ReportConfig = STAGES["publish"].config, STAGES["report"].config
 DEFAULT_NAMES = NamesConfig(categories=("Living people",), born_after=1900)
 BatchSize = Annotated[int, Field(ge=1, le=10_000)]
 PartSize = Annotated[int, Field(ge=100, le=1_000_000)]
+# Network tasks retry on top of the HTTP client's own retries (those honour Retry-After).
+NETWORK_RETRY_DELAYS = [10, 60, 300]
 
 
-# -- names and images: network work, retried -----------------------------------------------------------------
-@task(retries=3, retry_delay_seconds=NETWORK_RETRY_DELAYS)
-def collect_names_task(config: NamesConfig, root: str) -> dict[str, Any]:
-    from scraping.names import collect_names
+def task_runner(dask_address: str | None) -> Any:
+    """Fan-out work goes to an existing Dask cluster when given its address, else to threads here."""
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
 
-    return collect_names(config, root).counts
-
-
-@task(retries=3, retry_delay_seconds=NETWORK_RETRY_DELAYS)
-def fetch_images_task(config: ImagesConfig, root: str) -> dict[str, Any]:
-    """One task on purpose: the client keeps at most 2 downloads in flight and serial API calls
-    for the whole stage; spreading downloads over machines would break that promise."""
-    from scraping.images import fetch_images
-
-    return fetch_images(config, root, progress=False).counts
+        return DaskTaskRunner(address=dask_address)
+    return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1)
 
 
-def _scrape(stage: str, work: Any, config: NamesConfig | ImagesConfig, root: str | None, force: bool,
-            standin: bool, reset: Any = None) -> dict[str, Any]:
-    """A scraping stage: against the stand-in when asked, skipped when unchanged, its task retried."""
-    data = DataRoot.resolve(root)
+@task(cache_policy=NO_CACHE)
+def run_part(fn: Callable[..., Any], part: Any, args: tuple[Any, ...]) -> Any:
+    """One part of a stage's fan-out (a batch of images, a span of records): a unit of work
+    whose result is small (rows, a path), never image bytes."""
+    return fn(part, *args)
+
+
+class PrefectExecutor:
+    """The executor (`wikifaces.core.executor`) that maps parts as Prefect tasks on a task runner,
+    records each result as it lands and shows the share done as a progress artifact."""
+
+    def __init__(self, stage: str, dask_address: str | None = None) -> None:
+        self.stage = stage
+        self.dask_address = dask_address
+
+    def map(self, fn: Callable[..., Any], parts: Sequence[Any], *args: Any,
+            on_result: Callable[[Any], None]) -> None:
+        if not parts:
+            return
+        bar = create_progress_artifact(0.0, key=f"{self.stage}-progress", description=f"{self.stage}: parts done (%)")
+        named = run_part.with_options(name=f"{self.stage}-part")
+        with task_runner(self.dask_address) as runner:
+            futures = [runner.submit(named, parameters={"fn": fn, "part": p, "args": args}) for p in parts]
+            for done, future in enumerate(as_completed(futures), 1):
+                on_result(future.result())
+                update_progress_artifact(bar, 100.0 * done / len(parts))
+
+
+@task(retries=3, retry_delay_seconds=NETWORK_RETRY_DELAYS, cache_policy=NO_CACHE)
+def run_network_stage(name: str, config: Any, root: str, force: bool) -> StageResult:
+    """A stage that talks to the wiki, as one task (the client's politeness holds for the whole
+    stage only when one client makes every request). A retry resumes what the failed try did."""
+    attempt = TaskRunContext.get().task_run.run_count  # 1 on the first try
+    return run_stage(name, config, root, force=force and attempt <= 1, progress=False)
+
+
+def run_stage_flow(name: str, config: Any, root: str | None, force: bool, dask_address: str | None = None
+                   ) -> dict[str, Any]:
+    """The body of every stage's flow: run it through the runner, then say what happened."""
+    stage, data, logger = STAGES[name], DataRoot.resolve(root), get_run_logger()
+    if stage.network:
+        result = run_network_stage(name, config, str(data.root), force)
+    else:
+        executor = PrefectExecutor(name, dask_address) if stage.fans_out else None
+        result = run_stage(name, config, data, force=force, progress=False, executor=executor,
+                           on_progress=_progress_artifact(name),
+                           before=lambda reason: logger.info("%s: running, %s", name, reason))
+    _artifacts(result)
+    return result.as_dict()
+
+
+def _progress_artifact(name: str) -> Callable[[int, int], None]:
+    """(done, total) -> a progress artifact, created on first use."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "id" not in state:
+            state["id"] = create_progress_artifact(0.0, key=f"{name}-progress", description=f"{name}: done (%)")
+        update_progress_artifact(state["id"], 100.0 * done / max(1, total))
+
+    return update
+
+
+def _artifacts(result: StageResult) -> None:
+    name, logger = result.stage, get_run_logger()
+    if result.skipped:
+        logger.info("%s: skipped, %s", name, result.reason)
+        create_markdown_artifact(key=f"{name}-summary", markdown=f"**{name}**: skipped, {result.reason}.",
+                                 description=f"{name}: skipped")
+        return
+    rows = [{"what": k, "count": v} for k, v in _flat(result.counts).items()]
+    create_table_artifact(key=f"{name}-counts", table=rows, description=f"{name}: counts and reasons")
+    lines = [f"## {name}", "", f"Ran because {result.reason}, in {result.seconds:.1f} s.", "",
+             *[f"- **{r['what']}**: {r['count']}" for r in rows]]
+    create_markdown_artifact(key=f"{name}-summary", markdown="\n".join(lines), description=f"{name}: summary")
+    if result.picture is not None:
+        create_link_artifact(key=f"{name}-picture", link=Path(result.picture).resolve().as_uri(),
+                             link_text=f"{name}: {Path(result.picture).name}", description="a picture to look at")
+    logger.info("%s: done, %s", name, ", ".join(f"{r['what']}={r['count']}" for r in rows[:8]))
+
+
+def _flat(counts: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in counts.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# -- the flows: one per stage, each only its parameters and a call of the shared body ----------------------------
+def _scrape(name: str, config: Any, root: str | None, force: bool, standin: bool) -> dict[str, Any]:
     with standin_http(config.http, standin) as http:
-        config = config.model_copy(update={"http": http})
-        if (decision := check(stage, config, data, force)).skip:
-            return decision.result
-        if decision.forced and reset is not None:  # once, so that a retried task resumes the forced run
-            reset(data.root)
-        counts = work(config, str(data.root))
-    return done(stage, config, data, counts, decision)
+        return run_stage_flow(name, config.model_copy(update={"http": http}), root, force)
 
 
 @flow(name="names", log_prints=True)
 def names_flow(config: NamesConfig = DEFAULT_NAMES, root: str | None = None, force: bool = False,
                standin: bool = False) -> dict[str, Any]:
     """Stage `names`: people from categories, list pages and names files."""
-    return _scrape("names", collect_names_task, config, root, force, standin)
+    return _scrape("names", config, root, force, standin)
 
 
 @flow(name="images", log_prints=True)
 def images_flow(config: ImagesConfig = ImagesConfig(), root: str | None = None, force: bool = False,
                 standin: bool = False) -> dict[str, Any]:
     """Stage `images`: lead images with licences, downloaded politely and checked."""
-    from scraping.images import reset_images
-
-    return _scrape("images", fetch_images_task, config, root, force, standin, reset_images)
-
-
-# -- detect: batches of images fanned out -----------------------------------------------------------------------
-@task
-def detect_batch_task(batch: list[tuple[str, str]], config: DetectConfig, work: str) -> list[dict[str, Any]]:
-    from faces.stage import detect_batch
-
-    return detect_batch(batch, config, work)
-
-
-@flow(name="detect-batches")
-def detect_batches_flow(config: DetectConfig, root: str, batch_size: int = 16) -> int:
-    """Map detection over batches of the images still to do; journal each batch as it lands."""
-    from faces.stage import batches, journal_results, plan_detection
-
-    data = DataRoot.resolve(root)
-    plan = plan_detection(config, data)
-    chunks = batches(plan.todo, batch_size)
-    if not chunks:
-        return 0
-    progress = create_progress_artifact(0.0, key="detect-progress", description="detect: images done (%)")
-    futures = detect_batch_task.map(chunks, unmapped(config), unmapped(str(plan.work)))
-    finished = 0
-    for future in futures:
-        results = future.result()
-        journal_results(data, config, results)
-        finished += len(results)
-        update_progress_artifact(progress, 100.0 * finished / len(plan.todo))
-    return finished
+    return _scrape("images", config, root, force, standin)
 
 
 @flow(name="detect", log_prints=True)
@@ -108,151 +168,43 @@ def detect_flow(config: DetectConfig = DetectConfig(), root: str | None = None, 
                 batch_size: BatchSize = 16, dask_address: str | None = None) -> dict[str, Any]:
     """Stage `detect`: faces found, checked and cropped; batches run on the task runner (threads
     here, or the Dask cluster at `dask_address`)."""
-    from faces.stage import finish_detection, plan_detection, reset_detection
-
-    data = DataRoot.resolve(root)
-    if (decision := check("detect", config, data, force)).skip:
-        return decision.result
-    if decision.forced:
-        reset_detection(data)
-    finished = detect_batches_flow.with_options(task_runner=task_runner(dask_address))(config, str(data.root),
-                                                                                      batch_size)
-    summary = finish_detection(plan_detection(config, data))
-    summary.counts["processed_now"] = finished
-    return done("detect", config, data, summary.counts, decision, data.faces / "faces-contact.png")
-
-
-# -- dedup: hash parts fanned out ----------------------------------------------------------------------------------
-@task
-def hash_part_task(dataset: str, start: int, stop: int, method: str, path: str) -> str:
-    from dedup.hashing import hash_part_file
-
-    return hash_part_file(dataset, start, stop, method, path)
-
-
-@flow(name="hash-parts")
-def hash_parts_flow(dataset: str, out_dir: str, method: str, part_size: int) -> int:
-    from dedup.hashing import plan_hashing
-
-    plan = plan_hashing(dataset, out_dir, method, part_size)
-    todo = plan.todo
-    if todo:
-        futures = hash_part_task.map(unmapped(dataset), [plan.spans[k][0] for k in todo],
-                                     [plan.spans[k][1] for k in todo], unmapped(method),
-                                     [str(plan.names[k]) for k in todo])
-        for f in futures:
-            f.result()
-    return len(todo)
+    return run_stage_flow("detect", config.model_copy(update={"batch_size": batch_size}), root, force, dask_address)
 
 
 @flow(name="dedup", log_prints=True)
 def dedup_flow(config: DedupStageConfig = DedupStageConfig(), root: str | None = None, force: bool = False,
                part_size: BatchSize = 5000, dask_address: str | None = None) -> dict[str, Any]:
     """Stage `dedup`: hashes (parts on the task runner), exact search, clusters, keep list."""
-    from dedup.hashing import finish_hashing, plan_hashing
-    from dedup.stage import default_out_dir, find_duplicates, hashes_current, reset_hashes, stamp_hashes
-
-    data = DataRoot.resolve(root)
-    if (decision := check("dedup", config, data, force)).skip:
-        return decision.result
-    dataset = dedup_dataset(config, data)
-    out = default_out_dir(dataset)
-    d: DedupConfig = config.dedup
-    if decision.forced:
-        reset_hashes(d, out)
-    if d.method != "ae" and not hashes_current(d, dataset, out):
-        hash_parts_flow.with_options(task_runner=task_runner(dask_address))(str(dataset), str(out), d.method,
-                                                                           part_size)
-        finish_hashing(plan_hashing(dataset, out, d.method, part_size))
-        stamp_hashes(d, dataset, out)
-    summary = find_duplicates(d, dataset, out, progress=False)
-    return done("dedup", config, data, summary.counts, decision, out / "gallery.png")
-
-
-# -- LSUN import: parts fanned out ----------------------------------------------------------------------------------
-@task
-def import_part_task(config: LsunImportConfig, root: str, part: Any) -> int:
-    from dedup.importer import import_part
-
-    return import_part(config, root, part)
-
-
-@flow(name="lsun-import-parts")
-def lsun_parts_flow(config: LsunImportConfig, root: str, part_size: int) -> int:
-    from dedup.importer import merge_parts, plan_import
-
-    parts = plan_import(config, part_size)
-    futures = import_part_task.map(unmapped(config), unmapped(root), parts)
-    total = sum(f.result() for f in futures)
-    merge_parts(config, root, parts)
-    return total
+    config = config.model_copy(update={"dedup": config.dedup.model_copy(update={"part_size": part_size})})
+    return run_stage_flow("dedup", config, root, force, dask_address)
 
 
 @flow(name="lsun-import", log_prints=True)
 def lsun_import_flow(config: LsunImportConfig, root: str | None = None, force: bool = False,
                      part_size: PartSize = 20_000, dask_address: str | None = None) -> dict[str, Any]:
     """Stage `lsun-import`: an LSUN category into shards, in parts on the task runner."""
-    from dedup.importer import reset_import
-
-    data = DataRoot.resolve(root)
-    if (decision := check("lsun-import", config, data, force)).skip:
-        return decision.result
-    if decision.forced:
-        reset_import(config, data)
-    lsun_parts_flow.with_options(task_runner=task_runner(dask_address))(config, str(data.root), part_size)
-    import json
-
-    receipt = json.loads((data.lsun(config.category) / "import.receipt.json").read_text())
-    return done("lsun-import", config, data, receipt["counts"], decision)
+    return run_stage_flow("lsun-import", config.model_copy(update={"part_size": part_size}), root, force,
+                          dask_address)
 
 
-# -- publish, train, report -------------------------------------------------------------------------------------------
 @flow(name="publish", log_prints=True)
 def publish_flow(config: PublishConfig = PublishConfig(), root: str | None = None, force: bool = False
                  ) -> dict[str, Any]:
     """Stage `publish`: shards, manifest, dataset card and attribution in processed/<dataset>."""
-    from wikifaces.publish import publish_dataset
-
-    data = DataRoot.resolve(root)
-    if (decision := check("publish", config, data, force)).skip:
-        return decision.result
-    counts = publish_dataset(config, data.root)
-    return done("publish", config, data, counts, decision, data.processed(config.dataset) / "README.md")
+    return run_stage_flow("publish", config, root, force)
 
 
 @flow(name="train-dcgan", log_prints=True)
 def train_flow(config: TrainConfig, root: str | None = None, force: bool = False) -> dict[str, Any]:
     """Stage `train-dcgan` (its own deployment, so that it can run where the GPU is)."""
-    from wikifaces.pipeline import STAGES
-
-    data = DataRoot.resolve(root)
-    if config.dataset is None:
-        raise ValueError("train-dcgan needs config.dataset: a published shard dataset")
-    if (decision := check("train-dcgan", config, data, force)).skip:
-        return decision.result
-    bar = create_progress_artifact(0.0, key="train-progress", description="train-dcgan: steps done (%)")
-    counts = STAGES["train-dcgan"].run(config, data,
-                                       lambda step, total: update_progress_artifact(bar, 100 * step / total),
-                                       decision.forced)
-    get_run_logger().info("training run: %s", counts["run_dir"])
-    run = Path(counts["run_dir"])
-    samples = sorted((run / "samples").glob("*.png"))
-    return done("train-dcgan", config, data, counts, decision, samples[-1] if samples else None)
+    return run_stage_flow("train-dcgan", config, root, force)
 
 
 @flow(name="report", log_prints=True)
 def report_flow(config: ReportConfig = ReportConfig(), root: str | None = None, force: bool = False) -> dict[str, Any]:
     """Stage `report`: the build's HTML report beside the published dataset."""
-    from wikifaces.report import build_report
-
-    data = DataRoot.resolve(root)
-    if (decision := check("report", config, data, force)).skip:
-        return decision.result
-    counts = build_report(config, data.root)
-    return done("report", config, data, counts, decision, Path(counts["report"]))
+    return run_stage_flow("report", config, root, force)
 
 
 STAGE_FLOWS = {"names": names_flow, "images": images_flow, "detect": detect_flow, "lsun-import": lsun_import_flow,
                "dedup": dedup_flow, "publish": publish_flow, "train-dcgan": train_flow, "report": report_flow}
-
-

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from wikifaces.core.errors import BadConfig
 from wikifaces.core.identity import execution_only
 
 from .titles import category_title, normalise_title
@@ -104,7 +105,7 @@ class HttpConfig(BaseModel):
     def require_contact(self) -> None:
         """Refuse to talk to the real sites without a way for their operators to reach us."""
         if self.uses_real_sites and not (self.contact and self.contact.strip()):
-            raise ValueError(
+            raise BadConfig(
                 "a contact is required to query Wikipedia: set --contact (an e-mail address or a URL "
                 "where you can be reached), e.g. --contact 'you@example.org'. Wikimedia's User-Agent "
                 "policy asks every client for one: https://meta.wikimedia.org/wiki/User-Agent_policy"

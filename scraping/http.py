@@ -23,13 +23,16 @@ import requests
 import requests_cache
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from wikifaces.core.errors import UserError
+
 from .config import HttpConfig
 
 log = logging.getLogger("wikifaces.scraping")
 
 
-class HttpError(Exception):
-    """A request failed for good; `reason` is short and goes into the row."""
+class HttpError(UserError):
+    """A request failed for good; `reason` is short and goes into the row (or, when the stage
+    cannot go on, is the one line the user sees)."""
 
     def __init__(self, reason: str, status: int | None = None) -> None:
         super().__init__(reason)

@@ -16,11 +16,12 @@ from typing import Any
 from bs4 import BeautifulSoup
 from rich.progress import Progress
 
+from wikifaces.core.errors import MissingInput
+from wikifaces.core.files import atomic_write_text
 from wikifaces.core.identity import results_hash, stage_key
 from wikifaces.core.imaging import check_image
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
-from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import ImagesConfig
 from .http import BadUrl, DisallowedHost, HttpError, PoliteClient, TooLarge
@@ -32,7 +33,7 @@ log = logging.getLogger("wikifaces.scraping")
 
 IMAGES_FILE = "images.jsonl"
 JOURNAL_FILE = "images.journal.jsonl"
-RECEIPT_FILE = "images.receipt.json"
+KEY_FILE = "images.key"  # the results hash images.jsonl was made under
 TAKEDOWN_FILE = "takedown.txt"
 RETRYABLE = {"http_error", "corrupt", "not_image"}
 STATUSES = ("ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url", "http_error",
@@ -108,7 +109,7 @@ def item_hash(config: ImagesConfig, root: DataRoot) -> str:
 def reset_images(root: str | os.PathLike[str] | None = None) -> None:
     """Forget every earlier result (journal and table's receipt): the next run fetches everyone anew."""
     out_dir = DataRoot.resolve(root).raw_wikipedia
-    for name in (JOURNAL_FILE, RECEIPT_FILE):
+    for name in (JOURNAL_FILE, KEY_FILE):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -122,7 +123,7 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     out_dir = data.raw_wikipedia
     names_path = out_dir / NAMES_FILE
     if not names_path.exists():
-        raise FileNotFoundError(f"{names_path} does not exist: run the names stage first")
+        raise MissingInput(f"{names_path} does not exist: run the names stage first")
     people = list(read_jsonl(names_path))
     if config.limit is not None:
         people = people[: config.limit]
@@ -131,10 +132,10 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     client = PoliteClient(config.http, cache_path=out_dir / CACHE_FILE)
     chash = item_hash(config, data)
     journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["person_id"], version=stage_key(chash))
-    previous = Receipt.read(out_dir / RECEIPT_FILE)
+    key = out_dir / KEY_FILE
     try:
         done = {}
-        if previous is not None and previous.config_hash == chash:
+        if key.exists() and key.read_text() == chash:
             done = {r["person_id"]: r for r in read_jsonl(out_dir / IMAGES_FILE)}
         done.update(journal.latest())
         todo = [p for p in people if p["person_id"] not in done
@@ -144,6 +145,7 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
         rows = [done[p["person_id"]] for p in people if p["person_id"] in done]
         rows = _apply_takedowns(rows, takedowns, store)
         write_jsonl(out_dir / IMAGES_FILE, rows)
+        atomic_write_text(key, chash)
         journal.remove()
     finally:
         journal.close()
@@ -153,10 +155,7 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
               "api_requests": client.stats["api_requests"], "downloads": client.stats["downloads"],
               "download_bytes": client.stats["download_bytes"], "retries": client.stats["retries"],
               "warnings": list(client.warnings)}
-    Receipt(stage="images", config_hash=chash, config=config.model_dump(mode="json"),
-            inputs={"names": fingerprint(names_path)},
-            outputs={str(out_dir / IMAGES_FILE): fingerprint(out_dir / IMAGES_FILE)},
-            counts=counts).write(out_dir / RECEIPT_FILE)
+
     return ImagesSummary(len(rows), dict(statuses), statuses.get("ok", 0), client.stats["api_requests"],
                          out_dir / IMAGES_FILE, counts)
 

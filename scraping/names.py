@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wikifaces.core.identity import config_hash
+from wikifaces.core.errors import MissingInput
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import write_jsonl
-from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 from .config import NamesConfig
 from .http import HttpError, PoliteClient
@@ -26,7 +25,6 @@ log = logging.getLogger("wikifaces.scraping")
 INVALID_TITLE = re.compile(r"[<>\[\]{}|\x00-\x1f\x7f]")
 NAMES_FILE = "names.jsonl"
 REJECTED_FILE = "names-rejected.jsonl"
-RECEIPT_FILE = "names.receipt.json"
 CACHE_FILE = "http-cache.sqlite"
 
 
@@ -61,6 +59,8 @@ def _wikidata_facts(config: NamesConfig, client: PoliteClient, qids: list[str]) 
 
 def read_names_file(path: str | os.PathLike[str]) -> list[str]:
     """One name a line; blank lines and lines starting with # are skipped."""
+    if not Path(path).is_file():
+        raise MissingInput(f"the names file {path} does not exist")
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
 
@@ -158,10 +158,6 @@ def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesS
     counts = {"titles": len(candidates) + len(invalid), "candidates": len(candidates), "people": len(rows),
               "rejected": dict(statuses), "merged": merged, "warnings": list(client.warnings),
               "api_requests": client.stats["api_requests"], "api_cache_hits": client.stats["api_cache_hits"]}
-    inputs = {"names_file": fingerprint(config.names_file)} if config.names_file else {}
-    Receipt(stage="names", config_hash=config_hash(config), config=config.model_dump(mode="json"),
-            inputs=inputs, outputs={str(out_dir / NAMES_FILE): fingerprint(out_dir / NAMES_FILE)},
-            counts=counts).write(out_dir / RECEIPT_FILE)
     log.info("names: %d people from %d candidates", len(rows), len(candidates))
     return NamesSummary(len(rows), len(candidates), dict(statuses), client.stats["api_requests"],
                         client.stats["api_cache_hits"], out_dir / NAMES_FILE, counts)

@@ -262,7 +262,8 @@ def test_cli_lsun_sample_import_and_dedup(tmp_path):
     env.close()
     r = runner.invoke(app, ["lsun-import", str(tmp_path / "lmdb"), "--size", "32", "--root", str(tmp_path / "root")])
     assert r.exit_code == 0 and "imported 80" in r.output, r.output
-    r = runner.invoke(app, ["dedup", str(tmp_path / "root/interim/lsun/bedroom/shards"), "--threshold", "6"])
+    r = runner.invoke(app, ["dedup", str(tmp_path / "root/interim/lsun/bedroom/shards"), "--threshold", "6",
+                            "--root", str(tmp_path / "root")])
     assert r.exit_code == 0 and "80 records" in r.output, r.output
-    r = runner.invoke(app, ["dedup", str(tmp_path / "nothing")])
+    r = runner.invoke(app, ["dedup", str(tmp_path / "nothing"), "--root", str(tmp_path / "root")])
     assert r.exit_code == 1 and "no dataset" in r.output

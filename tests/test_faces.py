@@ -220,7 +220,9 @@ def images_root(tmp_path):
 
 
 def test_stage_writes_shards_table_and_receipt(images_root):
-    s = detect_faces(CONFIG.model_copy(update={"workers": 2}), images_root, progress=False)
+    from wikifaces.pipeline import run_stage
+
+    s = run_stage("detect", CONFIG.model_copy(update={"workers": 2}), images_root, progress=False).summary
     rows = list(read_jsonl(images_root / "interim/faces/faces.jsonl"))
     ok = [r for r in rows if r["status"] == "ok"]
     assert s.faces == len(ok) >= 12
@@ -236,8 +238,9 @@ def test_stage_writes_shards_table_and_receipt(images_root):
     assert row["neighbors"] >= 2 and row["crop"]["filter"] == "area"
     assert verify_dataset(images_root / "interim/faces/shards", decode=True).ok
     assert ds.manifest.summary["licences"] == {"CC0": len(ok)}
-    receipt = json.loads((images_root / "interim/faces/faces.receipt.json").read_text())
+    receipt = json.loads((images_root / "receipts/detect.json").read_text())  # one receipt, the runner's
     assert receipt["stage"] == "detect" and receipt["counts"]["faces"] == len(ok)
+    assert not list(images_root.rglob("*.receipt.json"))
     # a rerun redoes nothing and changes nothing
     before = (images_root / "interim/faces/faces.jsonl").read_text()
     again = detect_faces(CONFIG, images_root, progress=False)

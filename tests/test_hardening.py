@@ -413,5 +413,5 @@ def test_cli_refresh_cache_asks_the_api_again(tmp_path, server):
     assert runner.invoke(app, args).exit_code == 0
     server.clear_log()
     assert runner.invoke(app, args).exit_code == 0 and not api_log(server)  # answered by the cache
-    r = runner.invoke(app, [*args, "--refresh-cache"])
+    r = runner.invoke(app, [*args, "--refresh-cache", "--force"])  # unchanged, the stage would be skipped
     assert r.exit_code == 0 and api_log(server) and "0 from cache" in r.output

@@ -161,7 +161,7 @@ def test_report_in_a_real_browser(pipeline_root, tmp_path):
     written = build_report(CONFIG, pipeline_root.root)
     driver = _chrome()
     try:
-        driver.get(Path(written["report"]).resolve().as_uri())
+        driver.get(Path(written.report).resolve().as_uri())
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
         assert len(images) > 20

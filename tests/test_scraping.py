@@ -465,5 +465,5 @@ def test_cli_names_and_images_on_the_standin(tmp_path, server, corpus):
     assert "ok" in r.output and len(image_rows(tmp_path)) == 5
     r = runner.invoke(app, ["images", "--thumb-width", "777", "--standin", server.url, "--root", str(tmp_path)])
     assert r.exit_code == 2 and "thumb_width" in r.output
-    receipt = json.loads((tmp_path / "raw/wikipedia/images.receipt.json").read_text())
+    receipt = json.loads((tmp_path / "receipts/images.json").read_text())
     assert receipt["stage"] == "images" and receipt["counts"]["people"] == 5

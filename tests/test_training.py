@@ -226,7 +226,7 @@ def test_cli_train_and_tools(tiny_set, tmp_path):
     r = runner.invoke(app, ["train", str(tiny_set), "--image-size", "32", "--g-width", "32", "--d-width", "32",
                             "--batch-size", "16", "--max-steps", "4", "--root", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    run = next((tmp_path / "runs").iterdir())
+    run = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     r = runner.invoke(app, ["generate", str(run), "--n", "9"])
     assert r.exit_code == 0 and (run / "generate-seed0.png").exists()
     r = runner.invoke(app, ["arithmetic", str(run), "--a", "0,1", "--b", "x", "--c", "2"])

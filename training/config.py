@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000
     fixed_samples: Annotated[int, Field(ge=1, le=1024)] = 64
     runs_dir: Path | None = execution_only(None)  # default: <data root>/runs
+    # continue this run directory exactly (default: the run a crash interrupted, if any): an exact
+    # resume ends with the weights of an uninterrupted run, so it is not part of the results hash
+    resume: Path | None = execution_only(None)
     desc: str = Field(default="dcgan", pattern=r"^[A-Za-z0-9_.-]+$")
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from wikifaces.core.errors import MissingInput
 from wikifaces.core.version import code_version
 
 from .models import Discriminator
@@ -46,7 +47,7 @@ def load_fashion_mnist(split: str = "train", root: Path = FASHION) -> tuple[np.n
     prefix = {"train": "train", "test": "t10k"}[split]
     images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
     if not images.exists():
-        raise FileNotFoundError(f"{images} is missing: install Debian's dataset-fashion-mnist (make sysdeps)")
+        raise MissingInput(f"{images} is missing: install Debian's dataset-fashion-mnist (make sysdeps)")
     return load_idx(images), load_idx(labels)
 
 
@@ -132,7 +133,7 @@ def fid(real_dir: str | os.PathLike[str], fake_dir: str | os.PathLike[str]) -> f
     """FID between two folders of images, with torch-fidelity and Inception-v3 weights that must
     already be on disk: they are never downloaded at run time."""
     if not INCEPTION_WEIGHTS.exists():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"FID needs the Inception-v3 weights file {INCEPTION_WEIGHTS} (torch-fidelity's "
             "weights-inception-2015-12-05-6726825d.pth); it is not present and is never downloaded. "
             "Copy it there (and pip install torch-fidelity) to compute FID."

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from shards.sheet import contact_sheet, write_png
+from wikifaces.core.errors import BadConfig, MissingInput
 
 from .config import TrainConfig
 from .data import load_tensor
@@ -24,7 +25,7 @@ def load_generator(run: str | os.PathLike[str]) -> tuple[Generator, TrainConfig,
     p = Path(run)
     path = p / "checkpoints" / CHECKPOINT if p.is_dir() else p
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise MissingInput(f"no checkpoint at {path}")
     ckpt = load_checkpoint(path)
     config = TrainConfig.model_validate(ckpt["config"])
     g, _ = build_models(config.image_size, config.z_dim, config.g_width, config.d_width, config.channels,
@@ -75,7 +76,7 @@ def arithmetic(run: str | os.PathLike[str], out: str | os.PathLike[str], a: list
     z = sample_z(n, config.z_dim, torch.Generator().manual_seed(seed))
     for name, group in (("A", a), ("B", b), ("C", c)):
         if not group or any(not 0 <= i < n for i in group):
-            raise ValueError(f"group {name} must name samples 0..{n - 1} of the grid for seed {seed}: {group}")
+            raise BadConfig(f"group {name} must name samples 0..{n - 1} of the grid for seed {seed}: {group}")
     means = [z[group].mean(0) for group in (a, b, c)]
     result = means[0] - means[1] + means[2]
     jitter = (torch.rand(variations - 1, config.z_dim, generator=torch.Generator().manual_seed(seed + 1)) * 2 - 1)

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from shards import ShardError, open_dataset, verify_dataset
 from shards.sheet import contact_sheet, write_png
+from wikifaces.core.errors import BadConfig, UnsafeInput
 from wikifaces.core.files import atomic_open, atomic_write_json
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.version import code_version
@@ -48,6 +49,14 @@ class TrainSummary:
     data_fraction: float = 0.0  # share of the loop's time spent getting and preparing batches
     generator: nn.Module | None = field(default=None, repr=False)
     discriminator: nn.Module | None = field(default=None, repr=False)
+    resumed: bool = False  # continued a run a crash interrupted
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        """What the stage's receipt records."""
+        return {"run_dir": str(self.run_dir), "steps": self.steps,
+                "images_per_second": round(self.images_per_second, 2), "final": self.final,
+                "warnings": self.warnings, "resumed": self.resumed}
 
 
 # -- run directories -------------------------------------------------------------------------------------
@@ -68,7 +77,7 @@ def new_run_dir(runs: Path, desc: str) -> Path:
 def _device(config: TrainConfig) -> torch.device:
     if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was asked for but torch sees no GPU")
+            raise BadConfig("device 'cuda' was asked for but torch sees no GPU")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
 
@@ -96,7 +105,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise ValueError(f"{path} holds more than weights (pickled objects); it was refused: {exc}") from None
+            raise UnsafeInput(f"{path} holds more than weights (pickled objects); it was refused: {exc}") from None
         raise
 
 
@@ -172,13 +181,13 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
     caller knows where to resume it after a crash. `on_progress(step, total)` is called as
     metrics are logged (the Prefect flow turns it into a progress artifact)."""
     if config.dataset is None:
-        raise ValueError("no dataset: give TrainConfig(dataset=...) the folder of a published shard dataset")
+        raise BadConfig("no dataset: give TrainConfig(dataset=...) the folder of a published shard dataset")
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     main = rank == 0
     if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} does not split over {world} processes")
+        raise BadConfig(f"batch_size {config.batch_size} does not split over {world} processes")
     device = _device(config)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -196,7 +205,7 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
         stored = TrainConfig.model_validate(checkpoint["config"])
         changed = [f for f in MODEL_FIELDS if getattr(stored, f) != getattr(config, f)]
         if changed:
-            raise ValueError(f"cannot resume {run_dir}: the model changed ({', '.join(changed)})")
+            raise BadConfig(f"cannot resume {run_dir}: the model changed ({', '.join(changed)})")
     else:
         runs = Path(config.runs_dir) if config.runs_dir else DataRoot.resolve(root).runs
         if main:
@@ -218,7 +227,7 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
     ds = open_dataset(config.dataset)
     n = len(ds)
     if n < 2:
-        raise ValueError(f"{config.dataset} has {n} records; training needs at least 2")
+        raise BadConfig(f"{config.dataset} has {n} records; training needs at least 2")
     batch = min(config.batch_size, n - n % world) if n < config.batch_size else config.batch_size
     need = decoded_bytes(n, config.image_size, config.channels)
     mode = config.data if config.data != "auto" else ("memory" if need <= config.max_memory_gb * 2**30 else "stream")

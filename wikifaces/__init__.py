@@ -2,7 +2,7 @@
 
 The layers, each importing only from below (checked by `lint-imports`, see pyproject.toml):
 
-    adapters   wikifaces.cli, flows (Prefect)
+    adapters   wikifaces.cli, over flows (Prefect)
     fixtures   wikifaces.fixtures: the offline stand-in, sample photographs, LSUN sample writer
     pipeline   wikifaces.pipeline: the stage registry, receipts, the one runner
     report     wikifaces.report: reads every stage's outputs

@@ -13,6 +13,7 @@ import html
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,17 +21,17 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from shards import ShardWriter, open_dataset
+from shards import ShardWriter, dataset_fingerprint, is_complete, open_dataset
 from shards.format import decode_image
+from wikifaces.core.errors import MissingInput
 from wikifaces.core.files import atomic_write_text
-from wikifaces.core.identity import config_hash
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import write_jsonl
 from wikifaces.core.version import code_version
-from wikifaces.pipeline.receipts import Receipt, fingerprint
 
 CARRIED = ("key", "person_id", "person_ids", "title", "licence", "licence_url", "artist", "credit", "file", "url",
            "source_sha256", "box", "rank", "faces_in_image", "verify_score", "source_index", "source_format")
+ATTRIBUTED = ("key", "title", "artist", "credit", "licence", "licence_url", "url", "file", "person_id")
 
 
 class PublishConfig(BaseModel):
@@ -62,29 +63,56 @@ def md(text: Any) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+!|~>-])", r"\\\1", s)
 
 
-def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Write the published dataset; returns its counts."""
-    data = DataRoot.resolve(root)
+@dataclass
+class PublishSummary:
+    records: int
+    duplicates_removed: int
+    skipped: dict[str, int]
+    licences: dict[str, int]
+    output: Path
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return {"records": self.records, "duplicates_removed": self.duplicates_removed, "skipped": self.skipped,
+                "licences": self.licences}
+
+
+def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | DataRoot | None = None) -> PublishSummary:
+    """Write the published dataset: shards, card, attribution."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     candidates, dedup_dir = candidate_paths(config, data)
-    ds = open_dataset(candidates)
-    keep = np.arange(len(ds))
-    removed = 0
+    if not is_complete(candidates):
+        raise MissingInput(f"no candidate set at {candidates}: run the stages before publish first")
+    keep = None
     if config.use_dedup:
         keep_file = dedup_dir / "keep.npy"
         if not keep_file.exists():
-            raise FileNotFoundError(f"{keep_file} does not exist: run the dedup stage first (or use_dedup=False)")
+            raise MissingInput(f"{keep_file} does not exist: run the dedup stage first (or use_dedup=False)")
         keep = np.load(keep_file)
-        removed = len(ds) - len(keep)
     out = data.processed(config.dataset)
+    licences, skipped, attribution, removed = _write_dataset(config, candidates, keep, out)
+    write_jsonl(out / "attribution.jsonl", attribution)
+    atomic_write_text(out / "ATTRIBUTION.md", attribution_markdown(config, attribution))
+    manifest = open_dataset(out).manifest
+    atomic_write_text(out / "README.md", dataset_card(config, manifest, licences, removed, skipped))
+    return PublishSummary(manifest.count, removed, dict(skipped), dict(licences), out)
+
+
+def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | None, out: Path
+                   ) -> tuple[Counter[str], Counter[str], list[dict[str, Any]], int]:
+    """The kept candidates, filtered and resized, into `out`'s shards; (licences, skipped,
+    attribution rows, duplicates removed)."""
+    ds = open_dataset(candidates)
+    keep = np.arange(len(ds)) if keep is None else keep
+    removed = len(ds) - len(keep)
     size = (config.size, config.size) if config.size else None
     licences: Counter[str] = Counter()
     attribution: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     params = {**config.model_dump(mode="json"), "candidates": str(candidates), "candidates_fingerprint":
-              fingerprint(candidates)}
+              dataset_fingerprint(candidates)}
     with ShardWriter(out, name=config.dataset, image_size=size, encoding=config.encoding, quality=config.quality,
-                     code_version=code_version(),
-                     parameters=params, mode="overwrite") as w:
+                     parameters=params, mode="overwrite", code_version=code_version()) as w:
         for i in keep.tolist():
             meta = ds.read_meta(int(i))
             if config.exclude_licences and meta.get("licence") in config.exclude_licences:
@@ -97,27 +125,13 @@ def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | None =
             image = decode_image(ds.read_bytes(int(i)))
             if size is not None and image.shape[:2] != size:
                 image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
-            record = {k: meta[k] for k in CARRIED if k in meta}
-            w.add(image, record)
+            w.add(image, {k: meta[k] for k in CARRIED if k in meta})
             licences[meta.get("licence") or "unknown"] += 1
-            attribution.append({"index": w.count - 1, **{k: meta.get(k) for k in ("key", "title", "artist", "credit",
-                                                                                  "licence", "licence_url", "url",
-                                                                                  "file", "person_id")}})
+            attribution.append({"index": w.count - 1, **{k: meta.get(k) for k in ATTRIBUTED}})
         w.summary.update({"licences": dict(licences), "source": config.source, "duplicates_removed": removed,
                           "skipped": dict(skipped)})
     ds.close()
-    write_jsonl(out / "attribution.jsonl", attribution)
-    atomic_write_text(out / "ATTRIBUTION.md", attribution_markdown(config, attribution))
-    manifest = open_dataset(out).manifest
-    atomic_write_text(out / "README.md", dataset_card(config, manifest, licences, removed, skipped))
-    counts = {"records": manifest.count, "duplicates_removed": removed, "skipped": dict(skipped),
-              "licences": dict(licences)}
-    inputs = {"candidates": fingerprint(candidates)}
-    if config.use_dedup:
-        inputs["keep"] = fingerprint(dedup_dir / "keep.npy")
-    Receipt(stage="publish", config_hash=config_hash(config), config=config.model_dump(mode="json"), inputs=inputs,
-            outputs={str(out): fingerprint(out)}, counts=counts).write(out / "publish.receipt.json")
-    return counts
+    return licences, skipped, attribution, removed
 
 
 def attribution_markdown(config: PublishConfig, rows: list[dict[str, Any]]) -> str:

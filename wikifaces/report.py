@@ -18,6 +18,7 @@ import json
 import os
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,7 +31,6 @@ from wikifaces.core.files import atomic_write_text
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import read_jsonl
 from wikifaces.core.version import code_version
-from wikifaces.pipeline.receipts import Receipt
 
 
 class ReportConfig(BaseModel):
@@ -221,12 +221,16 @@ def training_run(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
 
 
 def stage_parameters(root: DataRoot) -> list[dict[str, Any]]:
+    """Every stage's receipt (`receipts/<stage>.json`, written by the pipeline's runner), read as data."""
+    keys = ("stage", "code_version", "finished", "config_hash", "config", "counts")
     out = []
     for path in sorted((root.root / "receipts").glob("*.json")):
-        receipt = Receipt.read(path)
-        if receipt is not None:
-            out.append({"stage": receipt.stage, "code_version": receipt.code_version, "finished": receipt.finished,
-                        "config_hash": receipt.config_hash, "config": receipt.config, "counts": receipt.counts})
+        try:
+            receipt = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged receipt only means its stage reruns
+        if isinstance(receipt, dict) and all(k in receipt for k in keys):
+            out.append({k: receipt[k] for k in keys})
     return out
 
 
@@ -246,12 +250,6 @@ def _funnel_chart(steps: list[dict[str, Any]]) -> str:
     ax.set_xlabel("count (each bar in its own unit)")
     ax.spines[["top", "right"]].set_visible(False)
     return figure_uri(fig)
-
-
-def _loss_chart(rows: list[dict[str, Any]]) -> str:
-    from training.train import loss_figure
-
-    return figure_uri(loss_figure(rows))
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -330,8 +328,9 @@ def render(config: ReportConfig, root: DataRoot) -> str:
                      f"{esc(run['summary'].get('steps'))} steps, {esc(run['summary'].get('images_per_second'))} "
                      "images/s.</p>")
         parts.extend(f"<p class='warn'>warning: {esc(w)}</p>" for w in run["warnings"])
-        if run["metrics"]:
-            parts.append(f"<img alt='losses and discriminator outputs' src='{_loss_chart(run['metrics'])}'>")
+        loss = file_uri(run["run"] / "loss.png")
+        if loss:
+            parts.append(f"<img alt='losses and discriminator outputs' src='{loss}'>")
         shown = run["samples"][:: max(1, len(run["samples"]) // 4)][-4:] if run["samples"] else []
         for p in shown:
             uri = file_uri(p)
@@ -358,21 +357,22 @@ def render(config: ReportConfig, root: DataRoot) -> str:
             f"style-src 'unsafe-inline'\"><title>{title}</title><style>{CSS}</style></head><body>{body}</body></html>")
 
 
-def build_report(config: ReportConfig, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Write `processed/<dataset>/report.html` (and, for a training run, its latent walk and
-    memorisation pictures); returns what it wrote."""
-    data = DataRoot.resolve(root)
+@dataclass
+class ReportSummary:
+    report: Path
+    bytes: int
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return {"report": str(self.report), "bytes": self.bytes}
+
+
+def build_report(config: ReportConfig, root: str | os.PathLike[str] | DataRoot | None = None) -> ReportSummary:
+    """Write `processed/<dataset>/report.html`: one self-contained page from the stages' outputs."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     out_dir = data.processed(config.dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = training_run(data, config)
-    if run is not None and (run["run"] / "checkpoints" / "latest.pt").exists():
-        from training.tools import interpolate, memorisation
-
-        if not (run["run"] / "interpolate-seed0.png").exists():
-            interpolate(run["run"], run["run"] / "interpolate-seed0.png", rows=6, steps=8)
-        if not (run["run"] / "memorisation.png").exists() and is_complete(out_dir):
-            memorisation(run["run"], out_dir, run["run"] / "memorisation.png", n=8)
     page = render(config, data)
     path = out_dir / "report.html"
     atomic_write_text(path, page)
-    return {"report": str(path), "bytes": len(page.encode())}
+    return ReportSummary(path, len(page.encode()))

@@ -19,12 +19,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import UserError
+
 LOCK_NAME = ".lock"
 _held: dict[str, int] = {}
 _guard = threading.Lock()
 
 
-class RootLocked(RuntimeError):
+class RootLocked(UserError, RuntimeError):
     """Another process is building on this data root."""
 
 

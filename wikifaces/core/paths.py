@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import BadConfig
+
 ROOT_ENV = "WIKIFACES_ROOT"
 
 
@@ -62,7 +64,7 @@ def _safe_name(name: str) -> str:
     still, refuse anything that could escape its parent folder."""
     ok = name and all(c.isalnum() or c in "-_." for c in name) and name not in (".", "..")
     if not ok:
-        raise ValueError(
+        raise BadConfig(
             f"invalid name {name!r}: use letters, digits, '-', '_' and '.', as in 'faces-64'"
         )
     return name

@@ -1,0 +1,5 @@
+"""`python -m wikifaces.cli ...`: the same as `wikifaces ...`."""
+
+from . import app
+
+app()
