@@ -133,8 +133,44 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     hashes = load_or_hash(config, dataset, out, progress, executor)
     n = len(hashes)
     valid = hashes.status != CORRUPT
+    exact, same_code, near, near_rec = _links(config, hashes, valid)
+    labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
+    ds = open_dataset(dataset)
+    clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact)
+    removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
+    keep_mask = valid.copy()
+    keep_mask[removed] = False
+    kept = np.flatnonzero(keep_mask)
+    pairs = np.concatenate([
+        np.column_stack([np.sort(exact, axis=1), np.zeros(len(exact), np.int64)]) if len(exact) else
+        np.zeros((0, 3), np.int64),
+        np.column_stack([np.sort(same_code, axis=1), np.zeros(len(same_code), np.int64)]),
+        near_rec,
+    ]).astype(np.int64)
+    with atomic_open(out / "pairs.npy") as fh:
+        np.save(fh, pairs)
+    with atomic_open(out / "keep.npy") as fh:
+        np.save(fh, kept)
+    write_jsonl(out / "clusters.jsonl", clusters)
+    write_jsonl(out / "removed.jsonl", removed_rows)
+    write_png(out / "gallery.png", cluster_gallery(ds, clusters, config.gallery_clusters, config.seed))
+    ds.close()
+    counts = {
+        "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
+        "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
+        "largest_cluster": max((c["size"] for c in clusters), default=0),
+        "cluster_sizes": dict(sorted(Counter(c["size"] for c in clusters).items())),
+    }
+    summary = {"method": config.method, "threshold": config.threshold, "keep_rule": KEEP_RULE,
+               "dataset": str(dataset), **counts}
+    atomic_write_json(out / "summary.json", summary)
+    return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
 
-    # 1. identical bytes or pixels  2. identical codes  3. codes within the threshold
+
+def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(exact links, same-code links, near pairs of distinct codes, those pairs as records with
+    their distance): 1. identical bytes or pixels 2. identical codes 3. codes within the threshold."""
     exact = exact_edges(hashes, valid) if config.exact else np.zeros((0, 2), np.int64)
     idx = np.flatnonzero(valid)
     uniq, first, inverse = np.unique(hashes.codes[idx], axis=0, return_index=True, return_inverse=True)
@@ -143,12 +179,16 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
     near = find_pairs(uniq, config.threshold)
     near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
-    links = np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64)
-    labels = components(n, links)
+    return exact, same_code, near, near_rec
 
+
+def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, labels: np.ndarray,
+              exact: np.ndarray) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(clusters with their members, one row per removed record): in each group one record is
+    kept by the explicit rule (largest, then lowest key), the others removed with the reason."""
+    n = len(hashes)
     sizes = np.bincount(labels, minlength=n) if n else np.zeros(0, np.int64)
     in_cluster = np.flatnonzero(valid & (sizes[labels] > 1))
-    ds = open_dataset(dataset)
     keys = [ds.read_meta(int(i))["key"] for i in in_cluster]
     key_of = dict(zip(in_cluster.tolist(), keys, strict=True))
     keepers = select_keepers(labels, in_cluster, hashes.pixels, keys)
@@ -178,35 +218,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
         clusters.append({"cluster": cid, "size": len(members), "keep": keep, "keep_key": key_of[keep],
                          "max_distance": int(dist.max()) if len(dist) else 0, "members": entries})
 
-    removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
-    keep_mask = valid.copy()
-    keep_mask[removed] = False
-    kept = np.flatnonzero(keep_mask)
-    pairs = np.concatenate([
-        np.column_stack([np.sort(exact, axis=1), np.zeros(len(exact), np.int64)]) if len(exact) else
-        np.zeros((0, 3), np.int64),
-        np.column_stack([np.sort(same_code, axis=1), np.zeros(len(same_code), np.int64)]),
-        near_rec,
-    ]).astype(np.int64)
-    with atomic_open(out / "pairs.npy") as fh:
-        np.save(fh, pairs)
-    with atomic_open(out / "keep.npy") as fh:
-        np.save(fh, kept)
-    write_jsonl(out / "clusters.jsonl", clusters)
-    write_jsonl(out / "removed.jsonl", removed_rows)
-    gallery = out / "gallery.png"
-    write_png(gallery, cluster_gallery(ds, clusters, config.gallery_clusters, config.seed))
-    ds.close()
-    counts = {
-        "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
-        "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
-        "largest_cluster": max((c["size"] for c in clusters), default=0),
-        "cluster_sizes": dict(sorted(Counter(c["size"] for c in clusters).items())),
-    }
-    summary = {"method": config.method, "threshold": config.threshold, "keep_rule": KEEP_RULE,
-               "dataset": str(dataset), **counts}
-    atomic_write_json(out / "summary.json", summary)
-    return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
+    return clusters, removed_rows
 
 
 def cluster_gallery(ds: Any, clusters: list[dict[str, Any]], limit: int, seed: int = 0, tile: int = 96,

@@ -170,96 +170,111 @@ def _base_row(person: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Fetch:
+    """One run's tools and where its rows go (journalled as they finish, from any thread)."""
+
+    config: ImagesConfig
+    client: PoliteClient
+    store: ImageStore
+    takedowns: Takedowns
+    journal: Journal
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def finish(self, row: dict[str, Any], status: str | None = None, reason: str = "") -> None:
+        if status is not None:
+            row.update(status=status, reason=reason)
+        with self.lock:
+            self.rows[row["person_id"]] = row
+            self.journal.append(row)
+
+
 def _fetch(config: ImagesConfig, client: PoliteClient, store: ImageStore, takedowns: Takedowns,
            todo: list[dict[str, Any]], journal: Journal, progress: bool) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    lock = threading.Lock()
-
-    def finish(row: dict[str, Any]) -> None:
-        with lock:
-            rows[row["person_id"]] = row
-            journal.append(row)
-
-    width = None if config.thumb_width == "original" else int(config.thumb_width)
-    with_image = [p for p in todo if p.get("lead_image")]
+    """Every person's row: those the metadata settles at once, then the downloads (2 in flight)."""
+    run = _Fetch(config, client, store, takedowns, journal)
     for p in todo:
         if not p.get("lead_image"):
-            row = _base_row(p)
-            row.update(status="no_image", reason="the article has no (free) lead image")
-            finish(row)
-    infos = image_infos(client, [p["lead_image"] for p in with_image], width) if with_image else {}
+            run.finish(_base_row(p), "no_image", "the article has no (free) lead image")
+    downloads = _plan_downloads(run, [p for p in todo if p.get("lead_image")])
+    with Progress(disable=not progress or not downloads, transient=True) as bar, \
+            ThreadPoolExecutor(config.http.max_concurrent_downloads, thread_name_prefix="download") as pool:
+        task = bar.add_task("downloading portraits", total=len(downloads))
+        futures = [pool.submit(_download, run, row, url) for row, url in downloads]
+        for fut in as_completed(futures):
+            run.finish(fut.result())
+            bar.advance(task)
+    return run.rows
+
+
+def _plan_downloads(run: _Fetch, people: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """imageinfo for every lead image (50 files a request); rows for files that need no download
+    (missing, non-free, taken down, ruled out by their metadata); (row, URL) for the rest."""
+    config = run.config
+    width = None if config.thumb_width == "original" else int(config.thumb_width)
+    infos = image_infos(run.client, [p["lead_image"] for p in people], width) if people else {}
     downloads: list[tuple[dict[str, Any], str]] = []
-    for p in with_image:
+    for p in people:
         row = _base_row(p)
         info = infos.get(p["lead_image"])
         if info is None:
-            row.update(status="missing_file", reason="neither Commons nor the wiki has this file")
-            finish(row)
+            run.finish(row, "missing_file", "neither Commons nor the wiki has this file")
             continue
-        md = {k: v.get("value") for k, v in (info.get("extmetadata") or {}).items() if isinstance(v, dict)}
-        nonfree = str(md.get("NonFree", "")).lower() == "true"
-        row.update(
-            file_url=info.get("descriptionurl"), licence=html_to_text(md.get("LicenseShortName")),
-            licence_url=md.get("LicenseUrl"), artist=html_to_text(md.get("Artist")),
-            credit=html_to_text(md.get("Credit")),
-            attribution_required=str(md.get("AttributionRequired", "")).lower() == "true", nonfree=nonfree,
-        )
+        _licence_fields(row, info)
         url = info.get("thumburl") if width is not None else None
         url = url or info.get("url")
         row["url"] = url if isinstance(url, str) else None
         ruled_out = _ruled_out(info, url, config)
-        if nonfree and not config.allow_nonfree:
-            row.update(status="nonfree", reason=f"non-free file ({row['licence'] or 'no licence'})")
-            finish(row)
-        elif (hit := takedowns.hit(row)) is not None:
-            row.update(status="taken_down", reason=hit)
-            finish(row)
+        if row["nonfree"] and not config.allow_nonfree:
+            run.finish(row, "nonfree", f"non-free file ({row['licence'] or 'no licence'})")
+        elif (hit := run.takedowns.hit(row)) is not None:
+            run.finish(row, "taken_down", hit)
         elif not row["url"]:
-            row.update(status="missing_file", reason="imageinfo gave no URL")
-            finish(row)
+            run.finish(row, "missing_file", "imageinfo gave no URL")
         elif ruled_out is not None:  # the metadata already says no: nothing to download
-            row.update(status=ruled_out[0], reason=ruled_out[1], width=ruled_out[2], height=ruled_out[3])
-            finish(row)
+            row.update(width=ruled_out[2], height=ruled_out[3])
+            run.finish(row, ruled_out[0], ruled_out[1])
         else:
-            downloads.append((row, url))
+            downloads.append((row, row["url"]))
+    return downloads
 
-    def work(row: dict[str, Any], url: str) -> dict[str, Any]:
-        try:
-            dl = client.download(url)
-        except DisallowedHost as exc:
-            row.update(status="disallowed_host", reason=exc.reason)
-            return row
-        except BadUrl as exc:
-            row.update(status="bad_url", reason=exc.reason)
-            return row
-        except TooLarge as exc:
-            row.update(status="too_large", reason=exc.reason)
-            return row
-        except HttpError as exc:
-            row.update(status="http_error", reason=exc.reason)
-            return row
-        check = check_image(dl.body, dl.content_type, config.min_side, config.max_pixels)
-        row.update(format=check.format, width=check.width, height=check.height, bytes=len(dl.body),
-                   orientation=check.orientation if check.format else None)
-        if check.status != "ok":
-            row.update(status=check.status, reason=check.reason)
-            return row
-        sha = store.put(dl.body)
-        row["sha256"] = sha
-        if (hit := takedowns.hit(row)) is not None:
-            row.update(status="taken_down", reason=hit)
-        else:
-            row.update(status="ok", reason="")
+
+def _licence_fields(row: dict[str, Any], info: dict[str, Any]) -> None:
+    """Licence, author and credit from imageinfo's extmetadata, as text."""
+    md = {k: v.get("value") for k, v in (info.get("extmetadata") or {}).items() if isinstance(v, dict)}
+    row.update(
+        file_url=info.get("descriptionurl"), licence=html_to_text(md.get("LicenseShortName")),
+        licence_url=md.get("LicenseUrl"), artist=html_to_text(md.get("Artist")),
+        credit=html_to_text(md.get("Credit")),
+        attribution_required=str(md.get("AttributionRequired", "")).lower() == "true",
+        nonfree=str(md.get("NonFree", "")).lower() == "true",
+    )
+
+
+_DOWNLOAD_STATUS = ((DisallowedHost, "disallowed_host"), (BadUrl, "bad_url"), (TooLarge, "too_large"),
+                    (HttpError, "http_error"))
+
+
+def _download(run: _Fetch, row: dict[str, Any], url: str) -> dict[str, Any]:
+    """Download, check and store one image; the row with its status (a thread of the pool)."""
+    try:
+        dl = run.client.download(url)
+    except HttpError as exc:
+        status = next(s for kind, s in _DOWNLOAD_STATUS if isinstance(exc, kind))
+        row.update(status=status, reason=exc.reason)
         return row
-
-    with Progress(disable=not progress or not downloads, transient=True) as bar, \
-            ThreadPoolExecutor(config.http.max_concurrent_downloads, thread_name_prefix="download") as pool:
-        task = bar.add_task("downloading portraits", total=len(downloads))
-        futures = [pool.submit(work, row, url) for row, url in downloads]
-        for fut in as_completed(futures):
-            finish(fut.result())
-            bar.advance(task)
-    return rows
+    config = run.config
+    check = check_image(dl.body, dl.content_type, config.min_side, config.max_pixels)
+    row.update(format=check.format, width=check.width, height=check.height, bytes=len(dl.body),
+               orientation=check.orientation if check.format else None)
+    if check.status != "ok":
+        row.update(status=check.status, reason=check.reason)
+        return row
+    row["sha256"] = run.store.put(dl.body)
+    hit = run.takedowns.hit(row)
+    row.update(status="taken_down" if hit else "ok", reason=hit or "")
+    return row
 
 
 def _ruled_out(info: dict[str, Any], url: Any, config: ImagesConfig) -> tuple[str, str, int | None, int | None] | None:

@@ -39,6 +39,79 @@ class NamesSummary:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
+def _gather(config: NamesConfig, client: PoliteClient) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+    """(normalised title -> its sources, in arrival order; rows for titles MediaWiki forbids)."""
+    candidates: dict[str, list[str]] = {}
+    invalid: list[dict[str, Any]] = []
+
+    def add(title: str, source: str) -> None:
+        t = normalise_title(title.split("#", 1)[0])
+        if INVALID_TITLE.search(t):  # never sent: "|" would split a batch, the rest are illegal in titles
+            invalid.append({"input": t, "sources": [source], "status": "invalid",
+                            "reason": "the title contains characters MediaWiki forbids", "title": None,
+                            "pageid": None})
+        elif t:
+            srcs = candidates.setdefault(t, [])
+            if source not in srcs:
+                srcs.append(source)
+
+    for cat in config.categories:
+        for title, found_in in category_members(client, cat, config.category_depth):
+            add(title, f"category:{found_in.split(':', 1)[1]}")
+    for page in config.list_pages:
+        for title in list_page_links(client, page):
+            add(title, f"list:{normalise_title(page)}")
+    if config.names_file is not None:
+        for title in read_names_file(config.names_file):
+            add(title, f"file:{Path(config.names_file).name}")
+    return candidates, invalid
+
+
+def _people(candidates: dict[str, list[str]], resolved: dict[str, Any], lang: str
+            ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+    """One row per page (people reached by several titles or routes merged), and a row for every
+    title that named no usable page."""
+    people: dict[int, dict[str, Any]] = {}
+    rejected: list[dict[str, Any]] = []
+    for title, sources in candidates.items():
+        r = resolved[title]
+        if r.status != "ok":
+            rejected.append({"input": title, "sources": sources, "status": r.status, "reason": r.reason,
+                             "title": r.title, "pageid": r.pageid})
+            continue
+        person = people.get(r.pageid)
+        if person is None:
+            person = people[r.pageid] = {
+                "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "pageid": r.pageid,
+                "lang": lang, "source": sources[0], "sources": [], "inputs": [], "lead_image": r.lead_image,
+                "lead_image_width": r.lead_image_size[0] if r.lead_image_size else None,
+                "lead_image_height": r.lead_image_size[1] if r.lead_image_size else None,
+                "birth_year": None,
+            }
+        person["inputs"].append(title)  # several titles (redirects, spellings) can name one page
+        person["sources"] += [s for s in sources if s not in person["sources"]]
+    return people, rejected
+
+
+def _filter(config: NamesConfig, client: PoliteClient, rows: list[dict[str, Any]]
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(people kept, rows for those left out) by Wikidata: humans only, born after a year."""
+    facts = _wikidata_facts(config, client, [p["person_id"] for p in rows if p["person_id"].startswith("Q")])
+    kept, rejected = [], []
+    for p in rows:
+        f = facts.get(p["person_id"])
+        p["birth_year"] = f.birth_year if f else None
+        if config.check_humans and not (f and f.human):
+            rejected.append(_person_rejected(p, "not_human", "Wikidata does not say this is a human (P31 = Q5)"))
+        elif config.born_after is not None and (p["birth_year"] is None or p["birth_year"] < config.born_after):
+            born = p["birth_year"] if p["birth_year"] is not None else "unknown"
+            rejected.append(_person_rejected(p, "born_before", f"born {born}, the filter wants {config.born_after} "
+                                             "or later"))
+        else:
+            kept.append(p)
+    return kept, rejected
+
+
 def _person_rejected(person: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
     """A resolved person left out by a filter: one row, with every title that named them."""
     return {"input": person["title"], "inputs": person["inputs"], "sources": person["sources"], "status": status,
@@ -77,74 +150,15 @@ def collect_names(config: NamesConfig, root: str | os.PathLike[str] | None = Non
 
 
 def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesSummary:
-    lang = config.http.lang
-    candidates: dict[str, list[str]] = {}  # normalised input title -> sources, in arrival order
-
-    invalid: list[dict[str, Any]] = []
-
-    def add(title: str, source: str) -> None:
-        t = normalise_title(title.split("#", 1)[0])
-        if INVALID_TITLE.search(t):  # never sent: "|" would split a batch, the rest are illegal in titles
-            invalid.append({"input": t, "sources": [source], "status": "invalid",
-                            "reason": "the title contains characters MediaWiki forbids", "title": None,
-                            "pageid": None})
-        elif t:
-            srcs = candidates.setdefault(t, [])
-            if source not in srcs:
-                srcs.append(source)
-
-    for cat in config.categories:
-        for title, found_in in category_members(client, cat, config.category_depth):
-            add(title, f"category:{found_in.split(':', 1)[1]}")
-    for page in config.list_pages:
-        for title in list_page_links(client, page):
-            add(title, f"list:{normalise_title(page)}")
-    if config.names_file is not None:
-        for title in read_names_file(config.names_file):
-            add(title, f"file:{Path(config.names_file).name}")
-
+    """Titles from every source -> pages (one person each) -> the filters -> the tables."""
+    candidates, invalid = _gather(config, client)
     resolved = resolve_titles(client, list(candidates), config.lead_images)
-    people: dict[int, dict[str, Any]] = {}
-    rejected: list[dict[str, Any]] = list(invalid)
-    for title, sources in candidates.items():
-        r = resolved[title]
-        if r.status != "ok":
-            rejected.append({"input": title, "sources": sources, "status": r.status, "reason": r.reason,
-                             "title": r.title, "pageid": r.pageid})
-            continue
-        assert r.pageid is not None and r.title is not None
-        person = people.get(r.pageid)
-        if person is None:
-            person = people[r.pageid] = {
-                "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "pageid": r.pageid,
-                "lang": lang, "source": sources[0], "sources": [], "inputs": [], "lead_image": r.lead_image,
-                "lead_image_width": r.lead_image_size[0] if r.lead_image_size else None,
-                "lead_image_height": r.lead_image_size[1] if r.lead_image_size else None,
-                "birth_year": None,
-            }
-        person["inputs"].append(title)  # several titles (redirects, spellings) can name one page
-        for s in sources:
-            if s not in person["sources"]:
-                person["sources"].append(s)
-
+    people, rejected = _people(candidates, resolved, config.http.lang)
+    rejected = invalid + rejected
     rows = list(people.values())
     if config.wants_wikidata:
-        facts = _wikidata_facts(config, client, [p["person_id"] for p in rows if p["person_id"].startswith("Q")])
-        kept = []
-        for p in rows:
-            f = facts.get(p["person_id"])
-            p["birth_year"] = f.birth_year if f else None
-            reason = None
-            if config.check_humans and not (f and f.human):
-                reason = ("not_human", "Wikidata does not say this is a human (P31 = Q5)")
-            elif config.born_after is not None and (p["birth_year"] is None or p["birth_year"] < config.born_after):
-                born = p["birth_year"] if p["birth_year"] is not None else "unknown"
-                reason = ("born_before", f"born {born}, the filter wants {config.born_after} or later")
-            if reason:
-                rejected.append(_person_rejected(p, *reason))
-            else:
-                kept.append(p)
-        rows = kept
+        rows, dropped = _filter(config, client, rows)
+        rejected += dropped
     if config.limit is not None:
         rejected += [_person_rejected(p, "over_limit", f"beyond the limit of {config.limit} people")
                      for p in rows[config.limit :]]

@@ -20,9 +20,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import cv2
 import numpy as np
-import simplejpeg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FORMAT_NAME = "wikifaces-shards"
@@ -113,6 +111,8 @@ class Manifest(BaseModel):
 
 def encode_image(image: np.ndarray, encoding: Encoding, quality: int = 95) -> bytes:
     """Encode an RGB uint8 HWC array."""
+    import cv2  # here, not at the top: `import shards` stays cheap for readers that never encode
+
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     params = {
         "png": [cv2.IMWRITE_PNG_COMPRESSION, 3],
@@ -129,6 +129,9 @@ def encode_image(image: np.ndarray, encoding: Encoding, quality: int = 95) -> by
 
 def decode_image(data: bytes | memoryview) -> np.ndarray:
     """Decode PNG/JPEG/WebP bytes to an RGB uint8 HWC array; raises ShardError if corrupt."""
+    import cv2  # loaded on the first decode (then a dict look-up), so that `import shards` stays cheap
+    import simplejpeg
+
     if data[:3] == b"\xff\xd8\xff":
         try:
             return simplejpeg.decode_jpeg(data, colorspace="RGB")

@@ -171,7 +171,78 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-# -- the loop ---------------------------------------------------------------------------------------------------
+# -- the loop: setup, one step, monitoring, checkpointing ---------------------------------------------------
+@dataclass
+class TrainRun:
+    """Everything `setup_run` makes: the run's place, its data, models and optimisers, and where it is."""
+
+    config: TrainConfig
+    device: torch.device
+    distributed: bool
+    rank: int
+    world: int
+    run_dir: Path
+    data: Any
+    batch: int
+    steps_per_epoch: int
+    total_steps: int
+    g: nn.Module
+    d: nn.Module
+    g_train: nn.Module
+    d_train: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    fixed_noise: torch.Tensor
+    step: int
+    autocast: Any
+    criterion: nn.Module
+    ones: torch.Tensor
+    zeros: torch.Tensor
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+
+@dataclass
+class StepLosses:
+    loss_real: torch.Tensor
+    loss_fake: torch.Tensor
+    loss_g: torch.Tensor
+    out_real: torch.Tensor
+    out_fake: torch.Tensor
+    out_g: torch.Tensor
+
+
+def train_step(run: TrainRun, real: torch.Tensor, z: torch.Tensor) -> StepLosses:
+    """One DCGAN update, as the paper and pytorch/examples write it: D, then G, one step each."""
+    d_train, g_train, criterion = run.d_train, run.g_train, run.criterion
+    # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
+    d_train.zero_grad(set_to_none=True)
+    with run.autocast:
+        out_real = d_train(real)
+        loss_real = criterion(out_real.float(), run.ones)
+    loss_real.backward()
+    with run.autocast:
+        fake = g_train(z)
+        out_fake = d_train(fake.detach())
+        loss_fake = criterion(out_fake.float(), run.zeros)
+    loss_fake.backward()
+    run.opt_d.step()
+    # (2) Update G: maximise log D(G(z)) (the non-saturating loss)
+    g_train.zero_grad(set_to_none=True)
+    with run.autocast:
+        out_g = d_train(fake)
+        loss_g = criterion(out_g.float(), run.ones)
+    loss_g.backward()
+    run.opt_g.step()
+    return StepLosses(loss_real, loss_fake, loss_g, out_real, out_fake, out_g)
+
+
 def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
                 resume: str | os.PathLike[str] | None = None, progress: bool = True,
                 run_dir: str | os.PathLike[str] | None = None,
@@ -180,12 +251,55 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
     `run_dir` starts the run in that (new) directory instead of the next numbered one, so that a
     caller knows where to resume it after a crash. `on_progress(step, total)` is called as
     metrics are logged (the Prefect flow turns it into a progress artifact)."""
+    run = setup_run(config, root, resume, run_dir, progress)
+    monitor = Monitor(run, on_progress)
+    columns = [TextColumn("[bold]train-dcgan"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not (progress and run.main)) as bar:
+        monitor.bar = (bar, bar.add_task("train", total=run.total_steps, completed=run.step, status=""))
+        while run.step < run.total_steps:
+            epoch, start = divmod(run.step, run.steps_per_epoch)
+            batches = run.data.batches(epoch, start)
+            while True:
+                t0 = time.perf_counter()
+                real_u8 = next(batches, None)
+                if real_u8 is None:
+                    break
+                gen = step_generator(config.seed, run.step, 0, run.rank)
+                real = to_model_input(real_u8, config.flip, gen, config.channels_last)
+                z = sample_z(real.shape[0], config.z_dim, gen, run.device)
+                if run.device.type == "cuda":
+                    torch.cuda.synchronize(run.device)
+                monitor.data_seconds += time.perf_counter() - t0
+                losses = train_step(run, real, z)
+                run.step += 1
+                monitor.after_step(real_u8, real.shape[0], losses)
+                checkpoint_if_due(run)
+                if run.step >= run.total_steps:
+                    break
+    return monitor.finish()
+
+
+# -- setup -------------------------------------------------------------------------------------------------------
+def setup_run(config: TrainConfig, root: str | os.PathLike[str] | None, resume: str | os.PathLike[str] | None,
+              run_dir: str | os.PathLike[str] | None, progress: bool) -> TrainRun:
+    """The runtime (device, seed, DDP), the run directory (new or resumed), the data (checked and
+    loaded), the models and optimisers (restored on resume), and the run's config.json."""
     if config.dataset is None:
         raise BadConfig("no dataset: give TrainConfig(dataset=...) the folder of a published shard dataset")
+    distributed, rank, world, device = _runtime(config)
+    path, checkpoint = _open_run_dir(config, root, resume, run_dir, rank == 0, distributed)
+    data, n, batch, mode, manifest = _open_data(config, device, rank, world, progress and rank == 0)
+    run = _build(config, device, distributed, rank, world, path, data, batch, checkpoint)
+    if run.main and checkpoint is None:
+        _write_run_config(run, n, mode, manifest)
+    return run
+
+
+def _runtime(config: TrainConfig) -> tuple[bool, int, int, torch.device]:
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
-    main = rank == 0
     if config.batch_size % world:
         raise BadConfig(f"batch_size {config.batch_size} does not split over {world} processes")
     device = _device(config)
@@ -195,30 +309,44 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
     torch.manual_seed(config.seed)
+    return distributed, rank, world, device
 
+
+def _open_run_dir(config: TrainConfig, root: str | os.PathLike[str] | None, resume: str | os.PathLike[str] | None,
+                  run_dir: str | os.PathLike[str] | None, main: bool, distributed: bool
+                  ) -> tuple[Path, dict[str, Any] | None]:
+    """(the run directory, the checkpoint to resume from or None). Under DDP rank 0 chooses."""
     checkpoint = None
     if resume is not None:
-        run_dir = Path(resume)
-        ckpt_path = run_dir / "checkpoints" / CHECKPOINT if run_dir.is_dir() else run_dir
-        run_dir = ckpt_path.parent.parent
+        path = Path(resume)
+        ckpt_path = path / "checkpoints" / CHECKPOINT if path.is_dir() else path
+        path = ckpt_path.parent.parent
         checkpoint = load_checkpoint(ckpt_path)
         stored = TrainConfig.model_validate(checkpoint["config"])
         changed = [f for f in MODEL_FIELDS if getattr(stored, f) != getattr(config, f)]
         if changed:
-            raise BadConfig(f"cannot resume {run_dir}: the model changed ({', '.join(changed)})")
+            raise BadConfig(f"cannot resume {path}: the model changed ({', '.join(changed)})")
     else:
         runs = Path(config.runs_dir) if config.runs_dir else DataRoot.resolve(root).runs
+        chosen: Path | None = None
         if main:
-            run_dir = Path(run_dir) if run_dir is not None else new_run_dir(runs, config.desc)
+            chosen = Path(run_dir) if run_dir is not None else new_run_dir(runs, config.desc)
         if distributed:
-            names = [str(run_dir) if main else None]
+            names = [str(chosen) if main else None]
             dist.broadcast_object_list(names, src=0)
-            run_dir = Path(names[0])
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            chosen = Path(names[0])  # type: ignore[arg-type]
+        assert chosen is not None
+        path = chosen
+    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (path / "samples").mkdir(parents=True, exist_ok=True)
+    return path, checkpoint
 
-    # data: checksums first (seconds for GBs), so that a damaged shard stops the run before step 0
-    # with a clear message rather than with a decode error hours in
+
+def _open_data(config: TrainConfig, device: torch.device, rank: int, world: int, progress: bool
+               ) -> tuple[Any, int, int, str, dict[str, Any]]:
+    """(batches, records, batch size, data mode, the manifest's summary). Checksums first (seconds
+    for GBs), so that a damaged shard stops the run before step 0 with a clear message rather
+    than with a decode error hours in."""
     check = verify_dataset(config.dataset)
     if not check.ok:
         problems = "; ".join(f"{c.file}: {', '.join(c.problems)}" for c in check.shards if not c.ok)
@@ -226,21 +354,25 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
                          "Rebuild it (the publish stage) and check it with `wikifaces verify`")
     ds = open_dataset(config.dataset)
     n = len(ds)
+    manifest = ds.manifest.model_dump(mode="json", include={"name", "count", "image"})
+    ds.close()
     if n < 2:
         raise BadConfig(f"{config.dataset} has {n} records; training needs at least 2")
     batch = min(config.batch_size, n - n % world) if n < config.batch_size else config.batch_size
     need = decoded_bytes(n, config.image_size, config.channels)
     mode = config.data if config.data != "auto" else ("memory" if need <= config.max_memory_gb * 2**30 else "stream")
     if mode == "memory":
-        data = InMemoryBatches(load_tensor(str(config.dataset), config.image_size, config.channels, progress and main),
+        data = InMemoryBatches(load_tensor(str(config.dataset), config.image_size, config.channels, progress),
                                batch, config.seed, config.flip, device, rank, world)
     else:
         data = StreamedBatches(str(config.dataset), config.image_size, config.channels, batch, config.seed,
                                config.flip, device, config.workers, rank, world)
-    steps_per_epoch = data.steps_per_epoch
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    return data, n, batch, mode, manifest
 
-    # models
+
+def _build(config: TrainConfig, device: torch.device, distributed: bool, rank: int, world: int, run_dir: Path,
+           data: Any, batch: int, checkpoint: dict[str, Any] | None) -> TrainRun:
+    """Models and optimisers as the paper sets them (Adam 2e-4, beta1 0.5), restored on resume."""
     g, d = build_models(config.image_size, config.z_dim, config.g_width, config.d_width, config.channels,
                         config.kernel)
     fixed_noise = sample_z(config.fixed_samples, config.z_dim, torch.Generator().manual_seed(config.seed + 12345))
@@ -268,136 +400,132 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
         d_train = DistributedDataParallel(d, device_ids=ids, broadcast_buffers=False)
     if config.compile:
         g_train, d_train = torch.compile(g_train), torch.compile(d_train)
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
-    criterion = nn.BCEWithLogitsLoss()
+    bf16 = _bf16(config, device)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    return TrainRun(config, device, distributed, rank, world, run_dir, data, batch, data.steps_per_epoch,
+                    config.max_steps or config.epochs * data.steps_per_epoch, g, d, g_train, d_train, opt_g, opt_d,
+                    fixed_noise, step, autocast, nn.BCEWithLogitsLoss(), torch.ones(batch // world, device=device),
+                    torch.zeros(batch // world, device=device))
 
-    if main and checkpoint is None:
-        atomic_write_json(run_dir / "config.json", {
-            "config": config.model_dump(mode="json"), "code_version": code_version(), "torch": torch.__version__,
-            "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine(), "world_size": world, "data_mode": mode,
-            "records": n, "batch_size": batch, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-            "bf16": bf16, "dataset_manifest": ds.manifest.model_dump(mode="json", include={"name", "count", "image"}),
-            "parameters": {"generator": sum(p.numel() for p in g.parameters()),
-                           "discriminator": sum(p.numel() for p in d.parameters())},
-        })
-    ds.close()
-    metrics_path = run_dir / "metrics.jsonl"
-    real_diversity = None
-    warnings: list[str] = []
-    low_d_steps = 0
-    last: dict[str, float] = {}
-    t_last, img_since = time.perf_counter(), 0
-    images_total, t_start = 0, time.perf_counter()
-    data_seconds = 0.0
-    ones = torch.ones(batch // world, device=device)
-    zeros = torch.zeros(batch // world, device=device)
 
-    warned: set[str] = set()
+def _bf16(config: TrainConfig, device: torch.device) -> bool:
+    return config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
 
-    def warn(kind: str, message: str) -> None:
-        if kind not in warned:  # each failure mode is reported once, when first seen
-            warned.add(kind)
-            warnings.append(message)
-            log.warning(message)
-            if main:
-                with open(metrics_path, "a") as fh:
-                    fh.write(json.dumps({"step": step, "warning": message}) + "\n")
 
-    def sample_and_check(real_u8: torch.Tensor, real_div: float | None) -> float:
+def _write_run_config(run: TrainRun, n: int, mode: str, manifest: dict[str, Any]) -> None:
+    """The resolved options, written before step 0 (as stylegan2-ada does)."""
+    device = run.device
+    atomic_write_json(run.run_dir / "config.json", {
+        "config": run.config.model_dump(mode="json"), "code_version": code_version(), "torch": torch.__version__,
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(), "world_size": run.world, "data_mode": mode,
+        "records": n, "batch_size": run.batch, "steps_per_epoch": run.steps_per_epoch,
+        "total_steps": run.total_steps, "bf16": _bf16(run.config, device), "dataset_manifest": manifest,
+        "parameters": {"generator": sum(p.numel() for p in run.g.parameters()),
+                       "discriminator": sum(p.numel() for p in run.d.parameters())},
+    })
+
+
+# -- checkpointing -------------------------------------------------------------------------------------------------
+def checkpoint_if_due(run: TrainRun) -> None:
+    """Every `checkpoint_every` steps, at the end of every epoch and at the last step."""
+    step = run.step
+    if step % run.config.checkpoint_every == 0 or step == run.total_steps or step % run.steps_per_epoch == 0:
+        if run.main:
+            save_checkpoint(run.run_dir / "checkpoints" / CHECKPOINT, run.g, run.d, run.opt_g, run.opt_d, step,
+                            step // run.steps_per_epoch, run.fixed_noise, run.config)
+        if run.distributed:
+            dist.barrier()
+
+
+# -- monitoring: metrics, samples, warnings ---------------------------------------------------------------------------
+class Monitor:
+    """What a run says about itself: metrics every 10 steps (metrics.jsonl, the progress bar,
+    `on_progress`), fixed-noise samples, and a warning (once each) when D wins or samples collapse."""
+
+    def __init__(self, run: TrainRun, on_progress: Callable[[int, int], None] | None) -> None:
+        self.run = run
+        self.on_progress = on_progress
+        self.bar: tuple[Any, Any] | None = None
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self.real_diversity: float | None = None
+        self.low_d_steps = 0
+        self.last: dict[str, float] = {}
+        self.data_seconds = 0.0
+        self.t_start = self.t_last = time.perf_counter()
+        self.images_total = self.img_since = 0
+
+    def warn(self, kind: str, message: str) -> None:
+        if kind in self._warned:  # each failure mode is reported once, when first seen
+            return
+        self._warned.add(kind)
+        self.warnings.append(message)
+        log.warning(message)
+        if self.run.main:
+            with open(self.run.metrics_path, "a") as fh:
+                fh.write(json.dumps({"step": self.run.step, "warning": message}) + "\n")
+
+    def after_step(self, real_u8: torch.Tensor, n_real: int, losses: StepLosses) -> None:
+        run = self.run
+        self.images_total += n_real * run.world
+        self.img_since += n_real * run.world
+        loss_d = (losses.loss_real + losses.loss_fake).item()
+        self.low_d_steps = self.low_d_steps + 1 if loss_d < 0.05 else 0
+        if self.low_d_steps == max(50, run.steps_per_epoch // 2):
+            self.warn("d_wins", f"the discriminator has won: its loss stayed under 0.05 for {self.low_d_steps} "
+                      "steps, so the generator gets almost no gradient (try fewer D updates, a lower D learning "
+                      "rate or label smoothing)")
+        if run.main and (run.step % 10 == 0 or run.step == run.total_steps or run.step == 1):
+            self.log_metrics(loss_d, losses)
+        if run.main and (run.step % run.config.sample_every == 0 or run.step == run.total_steps):
+            self.real_diversity = self.sample_and_check(real_u8, self.real_diversity)
+
+    def log_metrics(self, loss_d: float, losses: StepLosses) -> None:
+        run, now = self.run, time.perf_counter()
+        self.last = {"step": run.step, "epoch": round(run.step / run.steps_per_epoch, 3), "loss_d": round(loss_d, 5),
+                     "loss_g": round(losses.loss_g.item(), 5),
+                     "d_x": round(torch.sigmoid(losses.out_real.detach().float()).mean().item(), 5),
+                     "d_g_z": round(torch.sigmoid(losses.out_fake.detach().float()).mean().item(), 5),
+                     "d_g_z_after": round(torch.sigmoid(losses.out_g.detach().float()).mean().item(), 5),
+                     "images_per_second": round(self.img_since / max(1e-9, now - self.t_last), 2)}
+        self.t_last, self.img_since = now, 0
+        with open(run.metrics_path, "a") as fh:
+            fh.write(json.dumps(self.last) + "\n")
+        if self.bar is not None:
+            bar, task = self.bar
+            bar.update(task, completed=run.step, status=f"D {loss_d:.3f} G {self.last['loss_g']:.3f} "
+                                                        f"{self.last['images_per_second']:.0f} img/s")
+        if self.on_progress is not None:
+            self.on_progress(run.step, run.total_steps)
+
+    def sample_and_check(self, real_u8: torch.Tensor, real_div: float | None) -> float:
         """Write the fixed-noise grid; warn when the samples are far less varied than real images."""
-        samples = generate(g, fixed_noise.to(device))
-        write_png(run_dir / "samples" / f"step-{step:07d}.png",
+        run = self.run
+        samples = generate(run.g, run.fixed_noise.to(run.device))
+        write_png(run.run_dir / "samples" / f"step-{run.step:07d}.png",
                   contact_sheet(list(samples), cols=int(math.sqrt(len(samples))), cell=64))
         if real_div is None:
             real = real_u8[:64].permute(0, 2, 3, 1).cpu().numpy()
             real_div = diversity(real if real.shape[3] == 3 else np.repeat(real, 3, 3))
         div = diversity(samples)
-        warmed_up = step >= min(500, max(100, total_steps // 2))  # early samples all look alike
+        warmed_up = run.step >= min(500, max(100, run.total_steps // 2))  # early samples all look alike
         if warmed_up and real_div and div < 0.25 * real_div:
-            warn("collapse", f"low sample diversity at step {step}: the fixed-noise samples are {div:.3f} apart "
-                 f"on average against {real_div:.3f} for real images (mode collapse?)")
+            self.warn("collapse", f"low sample diversity at step {run.step}: the fixed-noise samples are {div:.3f} "
+                      f"apart on average against {real_div:.3f} for real images (mode collapse?)")
         return real_div
 
-    columns = [TextColumn("[bold]train-dcgan"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-               TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not (progress and main)) as bar:
-        task = bar.add_task("train", total=total_steps, completed=step, status="")
-        while step < total_steps:
-            epoch, start = divmod(step, steps_per_epoch)
-            batches = data.batches(epoch, start)
-            while True:
-                t0 = time.perf_counter()
-                real_u8 = next(batches, None)
-                if real_u8 is None:
-                    break
-                gen = step_generator(config.seed, step, 0, rank)
-                real = to_model_input(real_u8, config.flip, gen, config.channels_last)
-                z = sample_z(real.shape[0], config.z_dim, gen, device)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                data_seconds += time.perf_counter() - t0
-                # D: maximise log D(x) + log(1 - D(G(z)))
-                d_train.zero_grad(set_to_none=True)
-                with autocast:
-                    out_real = d_train(real)
-                    loss_real = criterion(out_real.float(), ones)
-                loss_real.backward()
-                with autocast:
-                    fake = g_train(z)
-                    out_fake = d_train(fake.detach())
-                    loss_fake = criterion(out_fake.float(), zeros)
-                loss_fake.backward()
-                opt_d.step()
-                # G: maximise log D(G(z)) (the non-saturating loss)
-                g_train.zero_grad(set_to_none=True)
-                with autocast:
-                    out_g = d_train(fake)
-                    loss_g = criterion(out_g.float(), ones)
-                loss_g.backward()
-                opt_g.step()
-                step += 1
-                images_total += real.shape[0] * world
-                img_since += real.shape[0] * world
-                loss_d = (loss_real + loss_fake).item()
-                low_d_steps = low_d_steps + 1 if loss_d < 0.05 else 0
-                if low_d_steps == max(50, steps_per_epoch // 2):
-                    warn("d_wins", f"the discriminator has won: its loss stayed under 0.05 for {low_d_steps} steps, "
-                         "so the generator gets almost no gradient (try fewer D updates, a lower D learning rate or "
-                         "label smoothing)")
-                if main and (step % 10 == 0 or step == total_steps or step == 1):
-                    now = time.perf_counter()
-                    last = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss_d": round(loss_d, 5),
-                            "loss_g": round(loss_g.item(), 5),
-                            "d_x": round(torch.sigmoid(out_real.detach().float()).mean().item(), 5),
-                            "d_g_z": round(torch.sigmoid(out_fake.detach().float()).mean().item(), 5),
-                            "d_g_z_after": round(torch.sigmoid(out_g.detach().float()).mean().item(), 5),
-                            "images_per_second": round(img_since / max(1e-9, now - t_last), 2)}
-                    t_last, img_since = now, 0
-                    with open(metrics_path, "a") as fh:
-                        fh.write(json.dumps(last) + "\n")
-                    bar.update(task, completed=step,
-                               status=f"D {loss_d:.3f} G {last['loss_g']:.3f} {last['images_per_second']:.0f} img/s")
-                    if on_progress is not None:
-                        on_progress(step, total_steps)
-                if main and (step % config.sample_every == 0 or step == total_steps):
-                    real_diversity = sample_and_check(real_u8, real_diversity)
-                if step % config.checkpoint_every == 0 or step == total_steps or step % steps_per_epoch == 0:
-                    if main:
-                        save_checkpoint(run_dir / "checkpoints" / CHECKPOINT, g, d, opt_g, opt_d, step,
-                                        step // steps_per_epoch, fixed_noise, config)
-                    if distributed:
-                        dist.barrier()
-                if step >= total_steps:
-                    break
-    elapsed = time.perf_counter() - t_start
-    rate = images_total / elapsed if elapsed > 0 else 0.0
-    if main:
-        plot_losses(metrics_path, run_dir / "loss.png")
-        atomic_write_json(run_dir / "summary.json", {"steps": step, "epochs": round(step / steps_per_epoch, 3),
-                                                     "images_per_second": round(rate, 2), "final": last,
-                                                     "data_fraction": round(data_seconds / max(elapsed, 1e-9), 4),
-                                                     "warnings": warnings})
-    data_fraction = data_seconds / elapsed if elapsed > 0 else 0.0
-    return TrainSummary(run_dir, step, step / steps_per_epoch, rate, last, warnings, data_fraction, g, d)
+    def finish(self) -> TrainSummary:
+        """The loss plot and summary.json (rank 0), and the summary."""
+        run = self.run
+        elapsed = time.perf_counter() - self.t_start
+        rate = self.images_total / elapsed if elapsed > 0 else 0.0
+        data_fraction = self.data_seconds / elapsed if elapsed > 0 else 0.0
+        if run.main:
+            plot_losses(run.metrics_path, run.run_dir / "loss.png")
+            atomic_write_json(run.run_dir / "summary.json", {
+                "steps": run.step, "epochs": round(run.step / run.steps_per_epoch, 3),
+                "images_per_second": round(rate, 2), "final": self.last,
+                "data_fraction": round(data_fraction, 4), "warnings": self.warnings})
+        return TrainSummary(run.run_dir, run.step, run.step / run.steps_per_epoch, rate, self.last, self.warnings,
+                            data_fraction, run.g, run.d)

@@ -269,10 +269,20 @@ def _tile(image: np.ndarray, alt: str, caption: str, muted: str) -> str:
 
 
 def render(config: ReportConfig, root: DataRoot) -> str:
-    parts: list[str] = []
+    """The whole page: each section from the stages' outputs, every string escaped, pictures inline."""
     title = f"wikifaces build report: {esc(config.dataset)}"
-    parts.append(f"<h1>{title}</h1><p class='muted'>wikifaces {esc(code_version())}</p>")
+    parts = [f"<h1>{title}</h1><p class='muted'>wikifaces {esc(code_version())}</p>"]
+    for section in (_funnel_section, _licence_section, _image_sections, _training_section, _parameter_section):
+        parts.extend(section(config, root))
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
+            f"style-src 'unsafe-inline'\"><title>{title}</title><style>{CSS}</style></head><body>{body}</body></html>")
 
+
+def _funnel_section(config: ReportConfig, root: DataRoot) -> list[str]:
+    """The funnel as a table, in sections and units, and as a chart."""
+    parts: list[str] = []
     steps = funnel(root, config)
     parts.append("<h2 id='funnel'>Funnel</h2><table><tr><th>step</th><th class='num'>count</th><th>unit</th>"
                  "<th class='num'>lost from the step before</th><th>why</th></tr>")
@@ -289,6 +299,12 @@ def render(config: ReportConfig, root: DataRoot) -> str:
     if steps:
         parts.append(f"<img alt='funnel chart' src='{_funnel_chart(steps)}'>")
 
+    return parts
+
+
+def _licence_section(config: ReportConfig, root: DataRoot) -> list[str]:
+    """Published images per licence, and where every image's attribution is."""
+    parts: list[str] = []
     lic = licences(root, config)
     if lic:
         parts.append("<h2 id='licences'>Licences</h2><table><tr><th>licence</th><th class='num'>images</th></tr>")
@@ -296,6 +312,12 @@ def render(config: ReportConfig, root: DataRoot) -> str:
         parts.append("</table><p>Every image's author, licence and source: <a href='ATTRIBUTION.md'>ATTRIBUTION.md</a>"
                      " (and <a href='attribution.jsonl'>attribution.jsonl</a>).</p>")
 
+    return parts
+
+
+def _image_sections(config: ReportConfig, root: DataRoot) -> list[str]:
+    """Kept images, rejected detections and duplicate clusters, as pictures with captions."""
+    parts: list[str] = []
     kept = kept_samples(root, config)
     if kept:
         parts.append(f"<h2 id='kept'>Kept images</h2><p>{len(kept)} at random, with subject, author and "
@@ -322,6 +344,12 @@ def render(config: ReportConfig, root: DataRoot) -> str:
                              f"<figcaption>{esc(label)}</figcaption></figure>")
             parts.append("</div>")
 
+    return parts
+
+
+def _training_section(config: ReportConfig, root: DataRoot) -> list[str]:
+    """The latest training run: losses, samples over time, latent walk, memorisation."""
+    parts: list[str] = []
     run = training_run(root, config)
     if run is not None:
         parts.append(f"<h2 id='training'>Training</h2><p>Run <code>{esc(run['run'].name)}</code>: "
@@ -343,6 +371,12 @@ def render(config: ReportConfig, root: DataRoot) -> str:
             if uri:
                 parts.append(f"<h3>{esc(label)}</h3><img alt='{esc(label)}' src='{uri}'>")
 
+    return parts
+
+
+def _parameter_section(config: ReportConfig, root: DataRoot) -> list[str]:
+    """Every stage's parameters and code version, from its receipt."""
+    parts: list[str] = []
     params = stage_parameters(root)
     if params:
         parts.append("<h2 id='parameters'>Stages: parameters and code version</h2><table>"
@@ -351,10 +385,7 @@ def render(config: ReportConfig, root: DataRoot) -> str:
             parts.append(f"<tr><td>{esc(p['stage'])}</td><td>{esc(p['code_version'])}</td><td>{esc(p['finished'])}"
                          f"</td><td><pre>{esc(json.dumps(p['config'], indent=1, sort_keys=True))}</pre></td></tr>")
         parts.append("</table>")
-    body = "\n".join(parts)
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
-            f"style-src 'unsafe-inline'\"><title>{title}</title><style>{CSS}</style></head><body>{body}</body></html>")
+    return parts
 
 
 @dataclass

@@ -30,6 +30,9 @@ def _expected() -> tuple[type[BaseException], ...]:
     return (UserError, ShardError, ValidationError)
 
 
+_UsageError = typer.BadParameter.__mro__[1]  # typer's (vendored) click.UsageError, whose subclass BadParameter is
+
+
 class BadOption(UserError):
     """An option's value that the command itself refuses."""
 
@@ -39,11 +42,9 @@ class Commands(TyperGroup):
     for bad options and usage, 1 otherwise). Anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: Any) -> Any:
-        import click
-
         try:
             return super().invoke(ctx)
-        except click.UsageError as exc:  # click's own: a missing argument, a value out of range
+        except _UsageError as exc:  # typer's own: a missing argument, a value out of range
             command = f"{exc.ctx.command_path} --help" if exc.ctx is not None else "--help"
             typer.echo(f"error: {one_line(Exception(exc.format_message()))} (see {command})", err=True)
             raise typer.Exit(2) from None
