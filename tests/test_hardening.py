@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -415,3 +417,26 @@ def test_cli_refresh_cache_asks_the_api_again(tmp_path, server):
     assert runner.invoke(app, args).exit_code == 0 and not api_log(server)  # answered by the cache
     r = runner.invoke(app, [*args, "--refresh-cache", "--force"])  # unchanged, the stage would be skipped
     assert r.exit_code == 0 and api_log(server) and "0 from cache" in r.output
+
+
+def test_journals_are_keyed_by_the_code_not_by_unrelated_edits(tmp_path):
+    """The code fingerprint that keys journals changes with a .py file, not with the README."""
+    from .conftest import REPO
+
+    for name in ("wikifaces", "scraping", "faces", "dedup", "shards", "training", "flows", "README.md"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+
+    def fingerprint() -> str:
+        r = subprocess.run([sys.executable, "-c", "from wikifaces.core.version import code_fingerprint as f; "
+                            "print(f())"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                           env={"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path)})
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    first = fingerprint()
+    (tmp_path / "README.md").write_text("edited\n")
+    assert fingerprint() == first
+    stage = tmp_path / "faces" / "stage.py"
+    stage.write_text(stage.read_text() + "\n# a change to the code\n")
+    assert fingerprint() != first

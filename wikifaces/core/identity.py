@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .version import code_version
+from .version import code_fingerprint
 
 _EXECUTION_ONLY = "execution_only"
 
@@ -77,4 +77,4 @@ def portable_path(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
 def stage_key(results: str) -> str:
     """What a per-item journal row is valid for: a results hash and the code that made it. A
     changed parameter or new code never mixes old and new items; a crash under the same ones resumes."""
-    return f"{results}@{code_version()}"
+    return f"{results}@{code_fingerprint()}"

@@ -37,3 +37,21 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+
+
+PACKAGES = ("wikifaces", "scraping", "faces", "dedup", "shards", "training", "flows")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the Python source of our packages: what keys per-item journals, so that results
+    made by other code are never mixed in, while a change to the README or a commit that leaves
+    the code as it was does not void them (as `code_version`'s `.dirty` or commit would)."""
+    import hashlib
+
+    base = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((base / package).rglob("*.py")):
+            h.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
