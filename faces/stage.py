@@ -16,7 +16,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 
@@ -48,11 +48,16 @@ REJECTED_SAMPLES = 256
 CARRIED = ("title", "file", "url", "licence", "licence_url", "artist", "credit", "attribution_required")
 
 
+# A detection's (or an image's) status in faces.jsonl: a closed set.
+FaceStatus = Literal["ok", "unverified", "too_small", "not_single", "no_face", "no_usable_face", "missing_source",
+                     "too_large", "corrupt", "not_image"]
+
+
 @dataclass
 class DetectSummary:
     images: int
     faces: int
-    statuses: dict[str, int]
+    statuses: dict[FaceStatus, int]
     output: Path
     counts: dict[str, Any] = field(default_factory=dict)
 

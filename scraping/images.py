@@ -11,7 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bs4 import BeautifulSoup
 from rich.progress import Progress
@@ -36,8 +36,10 @@ JOURNAL_FILE = "images.journal.jsonl"
 KEY_FILE = "images.key"  # the results hash images.jsonl was made under
 TAKEDOWN_FILE = "takedown.txt"
 RETRYABLE = {"http_error", "corrupt", "not_image"}
-STATUSES = ("ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url", "http_error",
-            "not_image", "unsupported", "too_small", "too_large", "corrupt")
+# Every person ends as one row with one of these (a closed set).
+ImageStatus = Literal["ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url",
+                      "http_error", "not_image", "unsupported", "too_small", "too_large", "corrupt"]
+STATUSES: tuple[str, ...] = get_args(ImageStatus)
 RASTER_MIMES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff"}
 
 
@@ -92,7 +94,7 @@ def html_to_text(value: str | None) -> str | None:
 @dataclass
 class ImagesSummary:
     people: int
-    statuses: dict[str, int]
+    statuses: dict[ImageStatus, int]
     downloaded: int
     api_requests: int
     output: Path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from bs4 import BeautifulSoup
@@ -167,7 +167,7 @@ class Resolved:
     """What the API says about one input title."""
 
     input: str
-    status: str  # ok, missing, invalid, disambiguation, redirect_loop
+    status: Literal["ok", "missing", "invalid", "disambiguation", "redirect_loop"]
     title: str | None = None
     pageid: int | None = None
     qid: str | None = None

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.paths import DataRoot
@@ -28,11 +28,16 @@ REJECTED_FILE = "names-rejected.jsonl"
 CACHE_FILE = "http-cache.sqlite"
 
 
+# Why a title or a person was left out: a closed set (rows of names-rejected.jsonl).
+NameStatus = Literal["invalid", "missing", "disambiguation", "redirect_loop", "not_human", "born_before",
+                     "over_limit"]
+
+
 @dataclass
 class NamesSummary:
     people: int
     candidates: int
-    rejected: dict[str, int]
+    rejected: dict[NameStatus, int]
     api_requests: int
     api_cache_hits: int
     output: Path

@@ -155,3 +155,19 @@ def test_cli_defaults_are_the_configs_defaults():
             assert got == want or str(got) == str(want), (command, param.name, got, want)
             compared += 1
     assert compared >= 40
+
+
+def test_every_status_in_a_build_is_in_its_closed_set(pipeline_root):
+    from typing import get_args
+
+    from faces.stage import FaceStatus
+    from scraping.images import ImageStatus
+    from scraping.names import NameStatus
+    from wikifaces.core.tables import read_jsonl
+
+    root = pipeline_root
+    for table, closed in ((root.raw_wikipedia / "names-rejected.jsonl", NameStatus),
+                          (root.raw_wikipedia / "images.jsonl", ImageStatus), (root.faces / "faces.jsonl", FaceStatus)):
+        statuses = {r["status"] for r in read_jsonl(table)}
+        assert statuses <= set(get_args(closed)), (table.name, statuses - set(get_args(closed)))
+        assert statuses or table.name == "names-rejected.jsonl"  # a category build may reject no title
