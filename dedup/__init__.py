@@ -6,8 +6,7 @@ the flows import for their parameters) never pays for numba or faiss."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from wikifaces.core.lazy import lazy_exports
 
 _FROM = {
     "KEEP_RULE": "clusters", "components": "clusters", "select_keepers": "clusters",
@@ -19,11 +18,5 @@ _FROM = {
     "DedupSummary": "stage", "dedup_candidates": "stage", "find_duplicates": "stage",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM:
-        return getattr(importlib.import_module(f".{_FROM[name]}", __name__), name)
-    raise AttributeError(f"module 'dedup' has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(__name__, _FROM)
 __all__ = sorted(_FROM)

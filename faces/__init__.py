@@ -4,8 +4,7 @@ The names below load on first use, so that `faces.config` stays a cheap import."
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from wikifaces.core.lazy import lazy_exports
 
 _FROM = {
     "DetectConfig": "config",
@@ -13,11 +12,5 @@ _FROM = {
     "DetectSummary": "stage", "detect_faces": "stage", "process_image": "stage",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM:
-        return getattr(importlib.import_module(f".{_FROM[name]}", __name__), name)
-    raise AttributeError(f"module 'faces' has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(__name__, _FROM)
 __all__ = sorted(_FROM)

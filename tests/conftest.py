@@ -78,6 +78,17 @@ def build_images_root(root: Path, images: list[tuple[str, bytes]]) -> list[dict]
     return rows
 
 
+CONTACT = "tests@wikifaces.invalid"
+
+
+def standin_http(server, **kw):
+    """An HttpConfig pointing every endpoint at a stand-in, with fast retries and no cache."""
+    from scraping.config import HttpConfig
+
+    fast = {"backoff_initial": 0.05, "backoff_max": 2.0, "api_requests_per_second": 50.0, "cache": False}
+    return HttpConfig(**server.endpoints(), contact=CONTACT, **(fast | kw))
+
+
 TINY_TRAIN = {"image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, "max_steps": 3, "sample_every": 2,
               "checkpoint_every": 2, "fixed_samples": 16, "desc": "test"}
 

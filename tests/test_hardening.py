@@ -30,9 +30,9 @@ from wikifaces.core.imaging import composite_alpha, decode_rgb
 from wikifaces.core.tables import Journal, read_jsonl
 from wikifaces.fixtures.standin import StandinServer, build_corpus
 
-from .conftest import REPO
+from .conftest import CONTACT, REPO
+from .conftest import standin_http as http
 
-CONTACT = "tests@wikifaces.invalid"
 CATEGORY = "Stand-in everyone"
 
 
@@ -45,11 +45,6 @@ def corpus():
 def server(corpus):
     with StandinServer(corpus) as s:
         yield s
-
-
-def http(server: StandinServer, **kw) -> HttpConfig:
-    fast = {"backoff_initial": 0.05, "backoff_max": 1.0, "api_requests_per_second": 50.0, "cache": False}
-    return HttpConfig(**server.endpoints(), contact=CONTACT, **(fast | kw))
 
 
 def rows(root: Path, table: str) -> list[dict]:

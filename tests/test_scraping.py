@@ -27,9 +27,8 @@ from wikifaces.core.tables import read_jsonl
 from wikifaces.fixtures.standin import TOKEN, StandinServer, build_corpus
 from wikifaces.fixtures.standin.corpus import HOSTILE_ARTIST
 
-from .conftest import REPO
-
-CONTACT = "tests@wikifaces.invalid"
+from .conftest import CONTACT, REPO
+from .conftest import standin_http as http
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +40,6 @@ def corpus():
 def server(corpus):
     with StandinServer(corpus) as s:
         yield s
-
-
-def http(server: StandinServer, **kw) -> HttpConfig:
-    fast = {"backoff_initial": 0.05, "backoff_max": 2.0, "api_requests_per_second": 50.0, "cache": False}
-    return HttpConfig(**server.endpoints(), contact=CONTACT, **(fast | kw))
 
 
 def names_rows(root: Path) -> list[dict]:

@@ -5,8 +5,7 @@ the flows import for their parameters) never pays for torch."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from wikifaces.core.lazy import lazy_exports
 
 _FROM = {
     "TrainConfig": "config",
@@ -17,11 +16,5 @@ _FROM = {
     "TrainSummary": "train", "load_checkpoint": "train", "train_dcgan": "train",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM:
-        return getattr(importlib.import_module(f".{_FROM[name]}", __name__), name)
-    raise AttributeError(f"module 'training' has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(__name__, _FROM)
 __all__ = sorted(_FROM)
