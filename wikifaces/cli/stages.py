@@ -20,12 +20,15 @@ from .common import BadOption, ForceOption, RootOption, app, console, default, e
 
 
 def run(name: str, config: Any, root: Path | None, force: bool = False) -> Any:
-    """Run a stage through the one runner; say when it was skipped. Returns its result."""
-    from wikifaces.pipeline import run_stage
+    """Run a stage through the one runner; say when it was skipped, and where its outputs are."""
+    from wikifaces.core.paths import DataRoot
+    from wikifaces.pipeline import STAGES, run_stage
 
     result = run_stage(name, config, root, force=force)
     if result.skipped:
         console.print(f"{name}: skipped, {result.reason} (--force reruns it)")
+    outputs = STAGES[name].outputs(config, DataRoot.resolve(root))
+    console.print("outputs: " + ", ".join(str(p) for p in outputs.values()))
     return result
 
 
@@ -122,7 +125,6 @@ def images(
         http=http_config(contact, standin, api_url, max_attempts, refresh_cache, beyond_policy))
     r = run("images", config, root, force)
     _counts_table("status", r.counts["statuses"])
-    console.print(f"written: {r.outputs and next(iter(r.outputs))}")
 
 
 # -- faces ------------------------------------------------------------------------------------------------------
@@ -217,8 +219,7 @@ def publish(
     """Publish candidates minus duplicates as processed/<dataset>: shards, manifest, card, attribution."""
     config = PublishConfig(dataset=dataset, source=source, category=category, size=size, use_dedup=not no_dedup)
     r = run("publish", config, root, force)
-    console.print(f"publish: {'skipped, ' + r.reason if r.skipped else 'done'}; {r.counts.get('records')} records "
-                  f"in {r.outputs and next(iter(r.outputs))}")
+    console.print(f"publish: {'skipped, ' + r.reason if r.skipped else 'done'}; {r.counts.get('records')} records")
 
 
 def _init_distributed() -> bool:
