@@ -28,8 +28,11 @@ def export_dataset(
 ) -> int:
     """Write every record of the dataset at `path` under `out`; returns the record count.
 
-    folder: `out/00000000.png` ... plus `out/metadata.jsonl` (one object a line, with "file").
-    webdataset: `out/shard-00000.tar` ... each holding `00000000.png` + `00000000.json` pairs.
+    folder: `out/00000000.<ext>` ... plus `out/metadata.jsonl`, one object a line: the record's
+        metadata and `file_name`, the exported image's name, as Hugging Face's `imagefolder`
+        loader expects it (`file` stays whatever the metadata says, e.g. the Commons file name).
+    webdataset: `out/shard-00000.tar` ... each holding `00000000.<ext>` + `00000000.json` pairs.
+    `<ext>` is the dataset's encoding: `jpg`, `png` or `webp`, the bytes as stored.
     """
     ds = open_dataset(path)
     ext = EXTENSIONS[ds.manifest.image.encoding]
@@ -43,7 +46,7 @@ def export_dataset(
                 name = f"{i:08d}{ext}"
                 with atomic_open(out_dir / name) as fh:
                     fh.write(data)
-                index.write(json.dumps({"file": name, **meta}, ensure_ascii=False) + "\n")
+                index.write(json.dumps({**meta, "file_name": name}, ensure_ascii=False) + "\n")
     elif to == "webdataset":
         for part, start in enumerate(range(0, len(ds), records_per_tar)):
             with atomic_open(out_dir / f"shard-{part:05d}.tar") as fh, tarfile.open(fileobj=fh, mode="w") as tar:

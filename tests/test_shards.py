@@ -313,7 +313,7 @@ def test_cli_inspect_and_export(tmp_path, crops):
     assert len(files) == 40 and files[0].name == "00000000.png"
     np.testing.assert_array_equal(load_rgb(files[7]), crops[7][0])
     index = [json.loads(line) for line in (tmp_path / "folder" / "metadata.jsonl").read_text().splitlines()]
-    assert index[7]["file"] == "00000007.png" and index[7]["key"] == crops[7][1]["key"]
+    assert index[7]["file_name"] == "00000007.png" and index[7]["key"] == crops[7][1]["key"]
 
     r = runner.invoke(app, ["export", str(tmp_path / "ds"), str(tmp_path / "wds"), "--to", "webdataset",
                             "--records-per-tar", "16"])

@@ -1,0 +1,57 @@
+"""Exports read by the ecosystem's own loaders, record by record: the image folder by Hugging Face
+`datasets` (`imagefolder`, which needs `file_name` in metadata.jsonl) and the WebDataset tars by
+the `webdataset` library. The published dataset of a stand-in build (real JPEG faces, real
+metadata) is exported; nothing reaches a hub (offline mode, a temporary cache)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shards import export_dataset, open_dataset
+
+
+@pytest.fixture(scope="module")
+def published(pipeline_root):
+    return pipeline_root.processed("faces-64")
+
+
+def test_the_folder_export_loads_with_hugging_face_datasets(published, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import datasets
+
+    out = tmp_path / "folder"
+    n = export_dataset(published, out, to="folder")
+    ds = open_dataset(published)
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(out), split="train",
+                                   cache_dir=str(tmp_path / "hf-cache")).cast_column("image",
+                                                                                      datasets.Image(decode=False))
+    assert n == len(ds) == len(loaded) > 20
+    by_name = {row["image"]["path"].rsplit("/", 1)[-1]: row for row in loaded}
+    for i in range(len(ds)):
+        row = by_name[f"{i:08d}.jpg"]
+        assert row["image"]["bytes"] is None or row["image"]["bytes"] == ds.read_bytes(i)
+        assert (out / f"{i:08d}.jpg").read_bytes() == ds.read_bytes(i)
+        meta = ds.read_meta(i)
+        assert {k: row[k] for k in meta} == meta, i  # every metadata column, as stored
+    first = datasets.load_dataset("imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "c2"))
+    assert first[0]["image"].size == (64, 64)  # and it decodes as an image
+
+
+def test_the_webdataset_export_loads_with_webdataset(published, tmp_path):
+    import webdataset as wds
+
+    out = tmp_path / "wds"
+    export_dataset(published, out, to="webdataset", records_per_tar=16)
+    ds = open_dataset(published)
+    tars = sorted(str(p) for p in out.glob("*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False, empty_check=False))
+    assert len(samples) == len(ds) and len(tars) == -(-len(ds) // 16)
+    for sample in samples:
+        i = int(sample["__key__"])
+        assert set(sample) >= {"jpg", "json"}  # the dataset's encoding, not png
+        assert sample["jpg"] == ds.read_bytes(i)
+        assert json.loads(sample["json"]) == ds.read_meta(i)
