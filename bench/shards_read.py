@@ -1,10 +1,13 @@
-"""Random-access read throughput: our LMDB shards versus a torchvision ImageFolder of JPEGs.
+"""Random-access read throughput and size on disk: our LMDB shards in every encoding versus a
+torchvision ImageFolder of JPEGs.
 
-The ImageFolder is the input of pytorch/examples' dcgan/main.py. Both sides hold the same
-N real 64x64 images (random crops of photographs shipped in installed packages), both are
-read in the same random order, and both yield an RGB uint8 HxWx3 array per image. Ours is
-measured per item (`ds[i]`) and in batches of 128 random indices (`read_images`, which
-decodes on a thread pool), for PNG and JPEG datasets; the headline `ratio` is JPEG batches.
+The ImageFolder is the input of pytorch/examples' dcgan/main.py. Every side holds the same N
+real 64x64 images (random crops of photographs shipped in installed packages), all are read in
+the same random order, and all yield an RGB uint8 HxWx3 array per image (ours with its metadata
+dict too). Ours is measured per item (`ds[i]`) and in batches of 128 random indices
+(`read_images`), for PNG, JPEG q95 (4:4:4), QOI and raw datasets; sizes are the bytes on disk
+(LMDB stores each value of over ~2 kB in whole 4 kB pages). The headline figures are for the
+default encoding of published datasets (`PublishConfig.encoding`).
 
     .venv/bin/python bench/shards_read.py [--n 20000]
 """
@@ -22,22 +25,32 @@ from torchvision.datasets import ImageFolder
 
 from shards import ShardWriter, open_dataset
 from wikifaces.fixtures.samples import available_photos, random_crops
+from wikifaces.publish import PublishConfig
+
+ENCODINGS = ("png", "jpeg", "qoi", "raw")
 
 
-def build(n: int, tmp: Path) -> tuple[Path, Path, Path]:
+def build(n: int, tmp: Path) -> tuple[dict[str, Path], Path]:
     per_photo = -(-n // len(available_photos()))
-    png, jpeg = tmp / "shards-png", tmp / "shards-jpeg"
+    paths = {enc: tmp / f"shards-{enc}" for enc in ENCODINGS}
     folder = tmp / "imagefolder" / "all"
     folder.mkdir(parents=True)
-    with ShardWriter(png, name="bench", image_size=(64, 64), encoding="png") as wp, \
-         ShardWriter(jpeg, name="bench", image_size=(64, 64), encoding="jpeg", quality=95) as wj:
-        for i, (image, meta) in enumerate(random_crops(64, per_photo, seed=1)):
-            if i == n:
-                break
-            wp.add(image, meta)
-            wj.add(image, meta)
-            Image.fromarray(image).save(folder / f"{i:08d}.jpg", quality=95)
-    return png, jpeg, folder.parent
+    writers = {enc: ShardWriter(p, name="bench", image_size=(64, 64), encoding=enc, quality=95)
+               for enc, p in paths.items()}
+    for i, (image, meta) in enumerate(random_crops(64, per_photo, seed=1)):
+        if i == n:
+            break
+        for w in writers.values():
+            w.add(image, meta)
+        Image.fromarray(image).save(folder / f"{i:08d}.jpg", quality=95)
+    for w in writers.values():
+        w.close()
+    return paths, folder.parent
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes on disk (allocated blocks), not apparent sizes."""
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
 def rate(read, order: np.ndarray) -> float:
@@ -48,45 +61,50 @@ def rate(read, order: np.ndarray) -> float:
     return len(order) / (time.perf_counter() - t0)
 
 
+def batched(ds, order: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    for chunk in np.array_split(order, max(1, len(order) // 128)):
+        ds.read_images(chunk)
+    return len(order) / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        png, jpeg, folder = build(args.n, Path(d))
-        ours_png, ours_jpeg, folder_ds = open_dataset(png), open_dataset(jpeg), ImageFolder(str(folder))
+        paths, folder = build(args.n, Path(d))
+        ours = {enc: open_dataset(p) for enc, p in paths.items()}
+        folder_ds = ImageFolder(str(folder))
+        sizes = {enc: disk_bytes(p) for enc, p in paths.items()} | {"imagefolder": disk_bytes(folder)}
         rng = np.random.default_rng(0)
-        results: dict[str, list[float]] = {k: [] for k in ("imagefolder", "png", "jpeg", "png_batch", "jpeg_batch")}
+        results: dict[str, list[float]] = {"imagefolder": []}
         for _ in range(args.repeats):  # interleaved, best of `repeats`
             order = rng.permutation(args.n)
             results["imagefolder"].append(rate(lambda i: np.asarray(folder_ds[i][0]), order))
-            results["png"].append(rate(lambda i: ours_png[i], order))
-            results["jpeg"].append(rate(lambda i: ours_jpeg[i], order))
-            for key, ds in (("png_batch", ours_png), ("jpeg_batch", ours_jpeg)):
-                t0 = time.perf_counter()
-                for chunk in np.array_split(order, max(1, args.n // 128)):
-                    ds.read_images(chunk)
-                results[key].append(args.n / (time.perf_counter() - t0))
+            for enc, ds in ours.items():
+                results.setdefault(enc, []).append(rate(ds.__getitem__, order))
+                results.setdefault(f"{enc}_batch", []).append(batched(ds, order))
         best = {k: max(v) for k, v in results.items()}
     base = best["imagefolder"]
     print(f"images: {args.n} (64x64, random order, best of {args.repeats})")
-    print(f"{'reader':<40}{'images/s':>12}{'vs ImageFolder':>16}")
-    for label, key in [
-        ("torchvision ImageFolder (JPEG files)", "imagefolder"),
-        ("shards, PNG, ds[i]", "png"),
-        ("shards, JPEG q95, ds[i]", "jpeg"),
-        ("shards, PNG, read_images(128)", "png_batch"),
-        ("shards, JPEG q95, read_images(128)", "jpeg_batch"),
-    ]:
-        print(f"{label:<40}{best[key]:>12,.0f}{best[key] / base:>15.1f}x")
+    print(f"{'reader':<34}{'bytes/image':>12}{'vs JPEG':>9}{'ds[i] /s':>11}{'ratio':>7}{'batch /s':>11}{'ratio':>7}")
+    print(f"{'torchvision ImageFolder (JPEG)':<34}{sizes['imagefolder'] / args.n:>12,.0f}{'':>9}{base:>11,.0f}"
+          f"{1.0:>7.1f}{'':>18}")
+    for enc in ENCODINGS:
+        per, bat = best[enc], best[f"{enc}_batch"]
+        print(f"{'shards, ' + enc:<34}{sizes[enc] / args.n:>12,.0f}{sizes[enc] / sizes['jpeg']:>8.2f}x"
+              f"{per:>11,.0f}{per / base:>7.1f}{bat:>11,.0f}{bat / base:>7.1f}")
+    default = PublishConfig().encoding
     print(f"imagefolder images per second: {base:.0f}")
-    print(f"shards images per second: {best['jpeg_batch']:.0f}")
-    print(f"ratio per item jpeg: {best['jpeg'] / base:.1f}")
-    print(f"ratio per item png: {best['png'] / base:.1f}")
-    print(f"ratio batch png: {best['png_batch'] / base:.1f}")
-    # Headline: JPEG datasets read in batches, the way the trainer and bulk readers read them.
-    print(f"ratio: {best['jpeg_batch'] / base:.1f}")
+    for enc in ENCODINGS:
+        print(f"ratio per item {enc}: {best[enc] / base:.1f}")
+        print(f"ratio batched {enc}: {best[f'{enc}_batch'] / base:.1f}")
+        print(f"size vs jpeg {enc}: {sizes[enc] / sizes['jpeg']:.2f}")
+    print(f"default encoding: {default}")
+    print(f"ratio: {best[default] / base:.1f}")
+    print(f"ratio batched: {best[f'{default}_batch'] / base:.1f}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,8 +31,12 @@ SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.lmdb$")
 COUNT_KEY = b"__count__"
 META_KEY = b"__meta__"
 
-Encoding = Literal["png", "jpeg", "webp"]
-EXTENSIONS: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+Encoding = Literal["png", "jpeg", "webp", "qoi", "raw"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
+EXTENSIONS: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "qoi": ".qoi", "raw": ".raw"}
+# raw: these 4 bytes, height and width (uint16, little-endian), then the pixels, uint8 HWC RGB
+RAW_MAGIC = b"WFR1"
+RAW_HEADER = 8
 
 
 class ShardError(Exception):
@@ -59,6 +64,14 @@ class ImageSpec(BaseModel):
     width: int | None = Field(default=None, ge=1)
     channels: Literal[3] = 3
     encoding: Encoding = "png"
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _known_encoding(cls, v: Any) -> Any:
+        if v not in ENCODINGS:
+            raise ValueError(f"encoding {v!r} is unknown to this reader (it reads {', '.join(ENCODINGS)}): "
+                             "a newer wikifaces wrote this dataset; upgrade to read it")
+        return v
 
 
 class ShardInfo(BaseModel):
@@ -110,7 +123,15 @@ class Manifest(BaseModel):
 
 
 def encode_image(image: np.ndarray, encoding: Encoding, quality: int = 95) -> bytes:
-    """Encode an RGB uint8 HWC array."""
+    """Encode an RGB uint8 HWC array. `raw` and `qoi` are lossless and decode fastest (see the
+    README's table); `jpeg` is the smallest."""
+    if encoding == "raw":
+        h, w = image.shape[:2]
+        return RAW_MAGIC + struct.pack("<HH", h, w) + np.ascontiguousarray(image, np.uint8).tobytes()
+    if encoding == "qoi":
+        import qoi
+
+        return qoi.encode(np.ascontiguousarray(image, np.uint8))
     import cv2  # here, not at the top: `import shards` stays cheap for readers that never encode
 
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -127,8 +148,29 @@ def encode_image(image: np.ndarray, encoding: Encoding, quality: int = 95) -> by
     return buf.tobytes()
 
 
+def raw_view(data: bytes | memoryview) -> np.ndarray:
+    """The pixels of raw bytes as an HxWx3 view of `data` itself (no copy: copy it out before a
+    read transaction ends, as `decode_image` and `Dataset.read_images` do)."""
+    if len(data) < RAW_HEADER:
+        raise ShardError("raw image bytes are shorter than their header")
+    h, w = struct.unpack("<HH", bytes(data[4:RAW_HEADER]))
+    if len(data) != RAW_HEADER + h * w * 3:
+        raise ShardError(f"raw image bytes hold {len(data) - RAW_HEADER} pixel bytes, not {h}x{w}x3")
+    return np.frombuffer(data, np.uint8, h * w * 3, RAW_HEADER).reshape(h, w, 3)
+
+
 def decode_image(data: bytes | memoryview) -> np.ndarray:
-    """Decode PNG/JPEG/WebP bytes to an RGB uint8 HWC array; raises ShardError if corrupt."""
+    """Decode PNG/JPEG/WebP/QOI/raw bytes to an RGB uint8 HWC array; raises ShardError if corrupt."""
+    head = bytes(data[:4])
+    if head == RAW_MAGIC:
+        return raw_view(data).copy()
+    if head == b"qoif":
+        import qoi
+
+        try:
+            return qoi.decode(bytes(data))
+        except (ValueError, RuntimeError) as exc:
+            raise ShardError(f"QOI bytes could not be decoded: {exc}") from None
     import cv2  # loaded on the first decode (then a dict look-up), so that `import shards` stays cheap
     import simplejpeg
 
@@ -152,7 +194,27 @@ def sniff_encoding(data: bytes | memoryview) -> str | None:
         return "jpeg"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    if head[:4] == b"qoif":
+        return "qoi"
+    if head[:4] == RAW_MAGIC:
+        return "raw"
     return None
+
+
+def image_size(data: bytes | memoryview) -> tuple[int, int]:
+    """(height, width) from the header alone."""
+    head = bytes(data[:RAW_HEADER + 6])
+    if head[:4] == RAW_MAGIC:
+        return struct.unpack("<HH", head[4:RAW_HEADER])
+    if head[:4] == b"qoif":
+        w, h = struct.unpack(">II", head[4:12])
+        return h, w
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        return im.size[1], im.size[0]
 
 
 def dumps_meta(meta: dict[str, Any]) -> bytes:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import lmdb
 import numpy as np
+import orjson
 from pydantic import ValidationError
 
 from .format import (
@@ -28,6 +29,7 @@ from .format import (
     decode_image,
     image_key,
     meta_key,
+    raw_view,
 )
 
 # lmdb refuses to open one path twice in a process, so environments are shared per process
@@ -70,7 +72,11 @@ def open_shard_env(path: str | os.PathLike[str]) -> lmdb.Environment:
 
 
 def close_shard_env(path: str | os.PathLike[str]) -> None:
-    cached = _ENVS.pop(os.path.realpath(path), None)
+    """Unmap a shard, unless an open Dataset is reading it (it closes the mapping when it closes)."""
+    real = os.path.realpath(path)
+    if _USERS.get(real, 0) > 0:
+        return
+    cached = _ENVS.pop(real, None)
     if cached is not None:
         cached[1].close()
 
@@ -180,9 +186,9 @@ class Dataset(Sequence[Record]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]  # type: ignore[return-value]
         shard, local = self.locate(index)
-        with self._env(shard).begin(buffers=True) as txn:
+        with self._env(shard).begin(buffers=True) as txn:  # values read in place from the map
             image = decode_image(self._get(txn, image_key(local), shard))
-            meta = json.loads(bytes(self._get(txn, meta_key(local), shard)))
+            meta = orjson.loads(self._get(txn, meta_key(local), shard))
         return Record(image, meta)
 
     def __iter__(self) -> Iterator[Record]:
@@ -234,6 +240,12 @@ class Dataset(Sequence[Record]):
         by_shard: dict[int, list[int]] = {}
         for pos, (shard, _) in enumerate(located):
             by_shard.setdefault(shard, []).append(pos)
+        if spec.encoding == "raw":  # no decoding: one copy from the map into the batch
+            for shard, positions in by_shard.items():
+                with self._env(shard).begin(buffers=True) as txn:
+                    for pos in positions:
+                        out[pos] = raw_view(self._get(txn, image_key(located[pos][1]), shard))
+            return out
         blobs: list[bytes] = [b""] * len(idx)
         for shard, positions in by_shard.items():
             with self._env(shard).begin() as txn:
@@ -263,7 +275,7 @@ class Dataset(Sequence[Record]):
                 _USERS[real] = _USERS.get(real, 1) - 1
                 if _USERS[real] <= 0:
                     _USERS.pop(real, None)
-                    close_shard_env(real)
+                    close_shard_env(real)  # no user left: unmapped
             self._envs = [None] * len(self._envs)
 
     def __repr__(self) -> str:

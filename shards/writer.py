@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import lmdb
 import numpy as np
-from PIL import Image
 
 from .files import atomic_write_text, fsync_dir, sha256_file
 from .format import (
     COUNT_KEY,
+    ENCODINGS,
     FORMAT_NAME,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -37,6 +37,7 @@ from .format import (
     dumps_meta,
     encode_image,
     image_key,
+    image_size,
     meta_key,
     shard_name,
     sniff_encoding,
@@ -158,8 +159,8 @@ class ShardWriter:
             raise ValueError("max_records must be between 1 and 99,999,999 (keys have 8 digits)")
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
-        if encoding not in ("png", "jpeg", "webp"):
-            raise ValueError(f"encoding must be png, jpeg or webp, not {encoding!r}")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
         self.out_dir = Path(out_dir)
         self.name = name
         self.spec = ImageSpec(
@@ -266,11 +267,8 @@ class ShardWriter:
                 f"the dataset is {self.spec.encoding}"
             )
         if self.spec.height is not None:
-            import io
-
             try:
-                with Image.open(io.BytesIO(data)) as im:
-                    w, h = im.size
+                h, w = image_size(data)
             except Exception as exc:
                 raise ValueError(f"record {meta.get('key')!r}: unreadable image header: {exc}") from exc
             if (h, w) != (self.spec.height, self.spec.width):

@@ -64,6 +64,36 @@ def test_round_trip_jpeg_is_close(tmp_path, crops):
     assert err < 4, err
 
 
+@pytest.mark.parametrize("encoding,magic", [("qoi", b"qoif"), ("raw", b"WFR1")])
+def test_the_fast_lossless_encodings_round_trip_exactly(tmp_path, crops, encoding, magic):
+    """qoi and raw: every pixel back, per item and in batches (raw copied straight from the map)."""
+    _write(tmp_path / "ds", crops[:60], encoding=encoding)
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.manifest.image.encoding == encoding and ds.read_bytes(0)[:4] == magic
+    batch = ds.read_images(np.arange(len(ds))[::-1])
+    for i, (image, meta) in enumerate(crops[:60]):
+        np.testing.assert_array_equal(ds[i].image, image)
+        np.testing.assert_array_equal(batch[len(ds) - 1 - i], image)
+        assert ds[i].meta == meta
+    assert verify_dataset(tmp_path / "ds", decode=True).ok
+    with ShardWriter(tmp_path / "copy", name="t", image_size=(32, 32), encoding=encoding) as w:
+        w.add_encoded(ds.read_bytes(3), {"key": "copied"})  # header checked without decoding
+    with pytest.raises(ValueError, match="is 16x16"), \
+            ShardWriter(tmp_path / "bad", name="t", image_size=(32, 32), encoding=encoding) as w:
+        from shards import encode_image
+
+        w.add_encoded(encode_image(crops[0][0][:16, :16], encoding), {"key": "small"})
+
+
+def test_an_unknown_encoding_is_a_clear_error(tmp_path, crops):
+    _write(tmp_path / "ds", crops[:3])
+    manifest = json.loads((tmp_path / "ds" / MANIFEST_NAME).read_text())
+    manifest["image"]["encoding"] = "avif"
+    (tmp_path / "ds" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match="encoding 'avif' is unknown to this reader"):
+        open_dataset(tmp_path / "ds")
+
+
 def test_manifest_records_everything(tmp_path, crops):
     m = _write(tmp_path / "ds", crops, max_records=100, parameters={"size": 32}, summary={"licences": {"CC0": 1}})
     on_disk = json.loads((tmp_path / "ds" / MANIFEST_NAME).read_text())

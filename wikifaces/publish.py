@@ -41,8 +41,9 @@ class PublishConfig(BaseModel):
     source: Literal["faces", "lsun"] = "faces"
     category: str = Field(default="bedroom", pattern=r"^[A-Za-z0-9_.-]+$")  # for source = lsun
     size: Annotated[int | None, Field(ge=8, le=1024)] = 64
-    # JPEG at 95 with 4:4:4 chroma: 2.5x smaller than PNG and 2x faster to read (bench/shards_read.py)
-    encoding: Literal["jpeg", "png"] = "jpeg"
+    # JPEG at 95 with 4:4:4 chroma: the smallest; qoi and raw are lossless and read faster, at 2x and
+    # 4x the size on disk (bench/shards_read.py, the README's table)
+    encoding: Literal["jpeg", "png", "qoi", "raw"] = "jpeg"
     quality: Annotated[int, Field(ge=50, le=100)] = 95
     use_dedup: bool = True
     max_second_face_ratio: Annotated[float | None, Field(ge=0, le=1)] = None

@@ -214,10 +214,13 @@ def publish(
     category: CategoryOption = default(PublishConfig, "category"),
     size: Annotated[int, typer.Option(min=8, max=1024, help="Published image size.")] = default(PublishConfig, "size"),
     no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Publish every candidate.")] = False,
+    encoding: Annotated[str, typer.Option(help="jpeg (smallest), png, qoi (lossless, fast) or raw (fastest)")]
+    = default(PublishConfig, "encoding"),
     force: ForceOption = False,
 ) -> None:
     """Publish candidates minus duplicates as processed/<dataset>: shards, manifest, card, attribution."""
-    config = PublishConfig(dataset=dataset, source=source, category=category, size=size, use_dedup=not no_dedup)
+    config = PublishConfig(dataset=dataset, source=source, category=category, size=size, use_dedup=not no_dedup,
+                           encoding=encoding)
     r = run("publish", config, root, force)
     console.print(f"publish: {'skipped, ' + r.reason if r.skipped else 'done'}; {r.counts.get('records')} records")
 
