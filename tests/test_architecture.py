@@ -46,7 +46,7 @@ def test_each_layer_loads_only_what_is_below_it(statement, allowed, never):
 
 
 def test_import_shards_is_fast_and_alone():
-    runs = [loaded_after("import shards") for _ in range(3)]
+    runs = [loaded_after("import shards") for _ in range(5)]  # the best of 5: the machine may be busy
     assert {m.split(".")[0] for r in runs for m in r["ours"]} == {"shards"}
     assert min(r["seconds"] for r in runs) < 0.3, [round(r["seconds"], 3) for r in runs]
 
