@@ -126,8 +126,10 @@ def _takedown(config: ImagesConfig, root: DataRoot) -> Path:
 
 
 def _publish_inputs(config: PublishConfig, root: DataRoot) -> dict[str, Path]:
-    base = root.candidates(config.source, config.category)
-    return {"candidates": base / "shards", **({"keep": base / "dedup" / "keep.npy"} if config.use_dedup else {})}
+    from wikifaces.publish import candidate_paths
+
+    shards, dedup_dir = candidate_paths(config, root)
+    return {"candidates": shards, **({"keep": dedup_dir / "keep.npy"} if config.use_dedup else {})}
 
 
 def _report_inputs(config: ReportConfig, root: DataRoot) -> dict[str, Path]:
