@@ -55,3 +55,24 @@ def test_the_webdataset_export_loads_with_webdataset(published, tmp_path):
         assert set(sample) >= {"jpg", "json"}  # the dataset's encoding, not png
         assert sample["jpg"] == ds.read_bytes(i)
         assert json.loads(sample["json"]) == ds.read_meta(i)
+
+
+def test_the_parquet_export_loads_with_hugging_face_datasets(published, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import datasets
+
+    out = tmp_path / "parquet"
+    export_dataset(published, out, to="parquet", records_per_tar=16)
+    ds = open_dataset(published)
+    files = sorted((out / "data").glob("*.parquet"))
+    assert len(files) == -(-len(ds) // 16) > 1 and (out / "README.md").read_text().startswith("---\nconfigs:")
+    loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    assert isinstance(loaded.features["image"], datasets.Image) and len(loaded) == len(ds)
+    assert loaded[0]["image"].size == (64, 64)
+    raw = loaded.cast_column("image", datasets.Image(decode=False))
+    for i, row in enumerate(raw):
+        assert row["image"]["bytes"] == ds.read_bytes(i) and row["image"]["path"] == f"{i:08d}.jpg"
+        meta = ds.read_meta(i)
+        assert {k: row[k] for k in meta} == meta, i  # every column, as stored

@@ -71,14 +71,14 @@ def inspect(
 def export(
     path: Annotated[Path, typer.Argument(help="Dataset folder (holding manifest.json).")],
     out: Annotated[Path, typer.Argument(help="Empty or new output folder.")],
-    to: Annotated[str, typer.Option("--to", help="folder or webdataset")] = "folder",
-    records_per_tar: Annotated[int, typer.Option(min=1, help="Records per WebDataset tar.")] = 10_000,
+    to: Annotated[str, typer.Option("--to", help="folder, webdataset or parquet (Hugging Face datasets)")] = "folder",
+    records_per_tar: Annotated[int, typer.Option(min=1, help="Records per WebDataset tar or Parquet file.")] = 10_000,
 ) -> None:
     """Export a dataset to an image folder (+ metadata.jsonl) or WebDataset tar shards."""
     from shards import export_dataset
 
-    if to not in ("folder", "webdataset"):
-        raise BadOption(f"--to must be 'folder' or 'webdataset', not {to!r}")
+    if to not in ("folder", "webdataset", "parquet"):
+        raise BadOption(f"--to must be 'folder', 'webdataset' or 'parquet', not {to!r}")
     n = export_dataset(path, out, to=to, records_per_tar=records_per_tar)  # type: ignore[arg-type]
     console.print(f"exported {n} records to {out} ({to})")
 
