@@ -11,7 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from bs4 import BeautifulSoup
 from rich.progress import Progress
@@ -39,7 +39,6 @@ RETRYABLE = {"http_error", "corrupt", "not_image"}
 # Every person ends as one row with one of these (a closed set).
 ImageStatus = Literal["ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url",
                       "http_error", "not_image", "unsupported", "too_small", "too_large", "corrupt"]
-STATUSES: tuple[str, ...] = get_args(ImageStatus)
 RASTER_MIMES = {"image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff"}
 
 

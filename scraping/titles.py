@@ -31,9 +31,3 @@ def category_title(name: str) -> str:
     """`Living people`, `category:Living_people` -> `Category:Living people`."""
     t = normalise_title(name)
     return t if t.startswith("Category:") else normalise_title(f"Category:{t}")
-
-
-def file_name(name: str) -> str:
-    """A file's name without its namespace, normalised: `File:a_b.jpg` -> `A b.jpg`."""
-    t = normalise_title(name)
-    return t.split(":", 1)[1] if t.startswith("File:") else t

@@ -81,6 +81,15 @@ def build_images_root(root: Path, images: list[tuple[str, bytes]]) -> list[dict]
 CONTACT = "tests@wikifaces.invalid"
 
 
+@pytest.fixture
+def server(corpus):
+    """The offline stand-in serving the test module's own `corpus` fixture, on a free port."""
+    from wikifaces.fixtures.standin import StandinServer
+
+    with StandinServer(corpus) as s:
+        yield s
+
+
 def standin_http(server, **kw):
     """An HttpConfig pointing every endpoint at a stand-in, with fast retries and no cache."""
     from scraping.config import HttpConfig

@@ -41,12 +41,6 @@ def corpus():
     return build_corpus(30, seed=1)
 
 
-@pytest.fixture
-def server(corpus):
-    with StandinServer(corpus) as s:
-        yield s
-
-
 def rows(root: Path, table: str) -> list[dict]:
     return list(read_jsonl(root / "raw" / "wikipedia" / table))
 

@@ -36,12 +36,6 @@ def corpus():
     return build_corpus(60, seed=0)
 
 
-@pytest.fixture
-def server(corpus):
-    with StandinServer(corpus) as s:
-        yield s
-
-
 def names_rows(root: Path) -> list[dict]:
     return list(read_jsonl(root / "raw" / "wikipedia" / "names.jsonl"))
 

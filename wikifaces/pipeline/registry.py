@@ -49,7 +49,6 @@ class Stage:
     run: Callable[[Any, DataRoot, RunContext], Any]  # -> a summary with `.counts`
     inputs: Callable[[Any, DataRoot], dict[str, Path]]
     outputs: Callable[[Any, DataRoot], dict[str, Path]]
-    description: str = ""
     network: bool = False  # talks to the wiki: adapters retry it on network failure, and never fan it out
     fans_out: bool = False  # takes an executor
     picture: Callable[[Any, DataRoot, Any], Path | None] = field(default=lambda c, r, s: None)
@@ -152,34 +151,33 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("names", NamesConfig, _names,
           lambda c, r: {"names_file": Path(c.names_file)} if c.names_file else {},
           lambda c, r: {"names": r.raw_wikipedia / "names.jsonl"},
-          "people from categories, list pages and names files", network=True),
+          network=True),
     Stage("images", ImagesConfig, _images,
           lambda c, r: {"names": r.raw_wikipedia / "names.jsonl", "takedown": _takedown(c, r)},
           lambda c, r: {"images": r.raw_wikipedia / "images.jsonl"},
-          "lead images with licences, downloaded politely and checked", network=True),
+          network=True),
     Stage("detect", DetectConfig, _detect,
           lambda c, r: {"images": r.raw_wikipedia / "images.jsonl"},
           lambda c, r: {"faces": r.faces / "shards", "table": r.faces / "faces.jsonl"},
-          "faces found, checked and cropped", fans_out=True,
+          fans_out=True,
           picture=lambda c, r, s: r.faces / "faces-contact.png"),
     Stage("dedup", DedupStageConfig, _dedup,
           lambda c, r: {"candidates": _candidates(c, r)},
           lambda c, r: {"keep": _candidates(c, r).parent / "dedup" / "keep.npy"},
-          "hashes, exact search, clusters, keep list", fans_out=True,
+          fans_out=True,
           picture=lambda c, r, s: _candidates(c, r).parent / "dedup" / "gallery.png"),
     Stage("lsun-import", LsunImportConfig, _lsun,
           lambda c, r: {},
           lambda c, r: {"shards": r.lsun(c.category) / "shards"},
-          "an LSUN category into shards", fans_out=True),
+          fans_out=True),
     Stage("publish", PublishConfig, _publish, _publish_inputs,
           lambda c, r: {"dataset": r.processed(c.dataset)},
-          "shards, manifest, dataset card and attribution",
           picture=lambda c, r, s: r.processed(c.dataset) / "README.md"),
     Stage("train-dcgan", TrainConfig, _train,
           lambda c, r: {"dataset": Path(c.dataset)},
           lambda c, r: {"checkpoint": _latest_run(c, r)},
-          "DCGAN on a published dataset", picture=_samples),
+          picture=_samples),
     Stage("report", ReportConfig, _report, _report_inputs,
           lambda c, r: {"report": r.processed(c.dataset) / "report.html"},
-          "the build's HTML report", picture=lambda c, r, s: r.processed(c.dataset) / "report.html"),
+          picture=lambda c, r, s: r.processed(c.dataset) / "report.html"),
 )}
