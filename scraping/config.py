@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -41,6 +42,7 @@ class HttpConfig(BaseModel):
     api_url: str = "https://en.wikipedia.org/w/api.php"
     commons_api_url: str = "https://commons.wikimedia.org/w/api.php"
     wikidata_api_url: str = "https://www.wikidata.org/w/api.php"
+    sparql_url: str = "https://query.wikidata.org/sparql"
     allowed_download_hosts: tuple[str, ...] = ("upload.wikimedia.org",)
     lang: str = "en"
     # How we talk to the wiki (who we are, how fast, how patient, what we cache) never changes what
@@ -70,8 +72,17 @@ class HttpConfig(BaseModel):
     cache_expire_days: Annotated[float, Field(ge=0)] = execution_only(30.0)
     refresh_cache: bool = execution_only(False, description="Ask the API again and overwrite the cached answers.")
     max_continuations: Annotated[int, Field(ge=1)] = 10_000  # pages of one query before we stop following
+    # The Wikidata Query Service's limits (2025-26): 60 s a query, 60 s of query time a minute per IP and
+    # User-Agent, 30 errors a minute. We keep under them with a margin.
+    sparql_seconds_per_minute: Annotated[float, Field(gt=0, le=60)] = execution_only(
+        50.0, description="Query time to spend per minute (WDQS allows 60).")
+    sparql_errors_per_minute: Annotated[int, Field(ge=1, le=30)] = execution_only(
+        20, description="Stop when this many WDQS errors (timeouts included) fall within a minute (WDQS allows 30).")
+    sparql_timeout: Annotated[float, Field(gt=0)] = execution_only(65.0)  # WDQS stops a query at 60 s
+    sparql_slice_rows: Annotated[int, Field(ge=1)] = execution_only(
+        20_000, description="Results a SPARQL slice aims at: birth-date windows grow or shrink towards it.")
 
-    @field_validator("api_url", "commons_api_url", "wikidata_api_url")
+    @field_validator("api_url", "commons_api_url", "wikidata_api_url", "sparql_url")
     @classmethod
     def _http_url(cls, v: str) -> str:
         if urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname:
@@ -94,7 +105,8 @@ class HttpConfig(BaseModel):
 
     @property
     def uses_real_sites(self) -> bool:
-        return not all(is_loopback_url(u) for u in (self.api_url, self.commons_api_url, self.wikidata_api_url))
+        return not all(is_loopback_url(u) for u in (self.api_url, self.commons_api_url, self.wikidata_api_url,
+                                                    self.sparql_url))
 
     def user_agent(self) -> str:
         from wikifaces.core.version import __version__
@@ -112,11 +124,18 @@ class HttpConfig(BaseModel):
             )
 
 
+NameSource = Literal["wikipedia", "wikidata-sparql", "wikidata-dump"]
+QID = re.compile(r"^Q[1-9]\d*$")
+
+
 class NamesConfig(BaseModel):
-    """Stage `names`: who to collect."""
+    """Stage `names`: who to collect. Source `wikipedia`: categories, list pages and names files;
+    `wikidata-sparql`: every human on Wikidata with an image, a Commons category or an article, by the
+    Query Service; `wikidata-dump`: the same people read from Wikidata's JSON dump (`dump_file`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    source: NameSource = "wikipedia"
     categories: tuple[str, ...] = ()
     category_depth: Annotated[int, Field(ge=0, le=10)] = 0
     list_pages: tuple[str, ...] = ()
@@ -128,7 +147,36 @@ class NamesConfig(BaseModel):
     )
     lead_images: Literal["free", "any"] = "free"
     limit: Annotated[int | None, Field(ge=1)] = None
+    # the Wikidata sources' filters (a human passes when it has an image, a Commons category or an
+    # article on the chosen Wikipedia, and every filter given)
+    dump_file: Path | None = None
+    has_image: bool = Field(default=False, description="Only people with a Wikidata image (P18).")
+    has_commons_category: bool = Field(default=False, description="Only people with a Commons category (P373).")
+    has_article: str | None = Field(default=None, description="Only people with an article in this language.")
+    occupations: tuple[str, ...] = Field(default=(), description="Only people with one of these occupations (P106).")
+    citizenships: tuple[str, ...] = Field(default=(), description="Only citizens of one of these countries (P27).")
+    resolve_pages: bool = Field(
+        default=True, description="Look up the page id of each article (50 titles a request), and its lead image "
+                                  "where Wikidata has no image.")
+    dump_chunk_bytes: Annotated[int, Field(ge=4096)] = execution_only(1 << 20)
+    dump_checkpoint_seconds: Annotated[float, Field(ge=0)] = execution_only(
+        2.0, description="Journal the dump's progress this often (a killed run redoes at most this much).")
     http: HttpConfig = HttpConfig()
+
+    @field_validator("occupations", "citizenships")
+    @classmethod
+    def _qids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [q for q in v if not QID.match(q.strip())]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a Wikidata item id (Q followed by digits, e.g. Q82594)")
+        return tuple(sorted({q.strip() for q in v}, key=lambda q: int(q[1:])))
+
+    @field_validator("has_article")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z][a-z0-9-]{1,15}", v):
+            raise ValueError(f"{v!r} is not a Wikipedia language code (e.g. en, de, zh-yue)")
+        return v
 
     @field_validator("categories")
     @classmethod
@@ -143,8 +191,24 @@ class NamesConfig(BaseModel):
 
     @model_validator(mode="after")
     def _some_source(self) -> NamesConfig:
-        if not (self.categories or self.list_pages or self.names_file):
-            raise ValueError("give at least one source: categories, list_pages or names_file")
+        wikipedia = self.categories or self.list_pages or self.names_file
+        if self.source == "wikipedia":
+            if not wikipedia:
+                raise ValueError("give at least one source: categories, list_pages or names_file (or choose the "
+                                 "source wikidata-sparql or wikidata-dump)")
+            wikidata_only = [n for n in ("dump_file", "has_image", "has_commons_category", "has_article",
+                                         "occupations", "citizenships") if getattr(self, n)]
+            if wikidata_only:
+                raise ValueError(f"{wikidata_only[0]} belongs to the Wikidata sources: choose source "
+                                 "wikidata-sparql or wikidata-dump")
+            return self
+        if wikipedia:
+            raise ValueError("categories, list pages and names files belong to the source wikipedia, "
+                             f"not {self.source}")
+        if self.source == "wikidata-dump" and self.dump_file is None:
+            raise ValueError("the source wikidata-dump reads a dump: give its file (latest-all.json.gz or .bz2)")
+        if self.source == "wikidata-sparql" and self.dump_file is not None:
+            raise ValueError("a dump file is read by the source wikidata-dump, not wikidata-sparql")
         return self
 
     @property

@@ -12,6 +12,7 @@ from bs4 import BeautifulSoup
 
 from .http import PoliteClient, UnexpectedResponse
 from .titles import category_title, normalise_title
+from .wikidata import birth_years, item_ids
 
 NAMESPACES = {
     "media", "special", "talk", "user", "user talk", "wikipedia", "wikipedia talk", "project", "file", "file talk",
@@ -307,33 +308,10 @@ def wikidata_facts(client: PoliteClient, qids: Sequence[str]) -> dict[str, Wikid
                 out[qid] = WikidataFacts(None, None)
                 continue
             claims = entity.get("claims") if isinstance(entity.get("claims"), dict) else {}
-            kinds = {_value(c).get("id") for c in _claims(claims, "P31") if isinstance(_value(c), dict)}
-            out[qid] = WikidataFacts("Q5" in kinds if kinds else None, _birth_year(claims))
+            kinds = item_ids(claims, "P31")
+            years = birth_years(claims)
+            out[qid] = WikidataFacts("Q5" in kinds if kinds else None, years[0] if years else None)
     return out
-
-
-def _claims(claims: dict[str, Any], prop: str) -> list[dict[str, Any]]:
-    statements = [c for c in items(claims, prop) if c.get("rank") != "deprecated"]
-    preferred = [c for c in statements if c.get("rank") == "preferred"]
-    return preferred or statements
-
-
-def _value(claim: dict[str, Any]) -> Any:
-    snak = claim.get("mainsnak")
-    if not isinstance(snak, dict) or snak.get("snaktype") != "value" or not isinstance(snak.get("datavalue"), dict):
-        return None
-    return snak["datavalue"].get("value")
-
-
-def _birth_year(claims: dict[str, Any]) -> int | None:
-    for c in _claims(claims, "P569"):
-        v = _value(c)
-        if isinstance(v, dict) and isinstance(v.get("time"), str):
-            m = re.match(r"^([+-])(\d+)-", v["time"])
-            if m:
-                year = int(m.group(2))
-                return -year if m.group(1) == "-" else year
-    return None
 
 
 # -- files ---------------------------------------------------------------------------------------------

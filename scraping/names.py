@@ -1,5 +1,6 @@
 """Stage `names`: people from categories, list pages and names files, resolved to canonical
-pages with their Wikidata id, deduplicated, optionally filtered by Wikidata facts."""
+pages with their Wikidata id, deduplicated, optionally filtered by Wikidata facts; or every human
+on Wikidata with an image, a Commons category or an article (the Query Service or the dump)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import write_jsonl
 
 from .config import NamesConfig
+from .dump import forget_dump, read_dump
 from .http import HttpError, PoliteClient
 from .mediawiki import category_members, list_page_links, resolve_titles, wikidata_facts
+from .sparql import forget_sparql, query_people
 from .titles import normalise_title
 
 log = logging.getLogger("wikifaces.scraping")
@@ -30,7 +33,7 @@ CACHE_FILE = "http-cache.sqlite"
 
 # Why a title or a person was left out: a closed set (rows of names-rejected.jsonl).
 NameStatus = Literal["invalid", "missing", "disambiguation", "redirect_loop", "not_human", "born_before",
-                     "over_limit"]
+                     "over_limit", "malformed"]
 
 
 @dataclass
@@ -87,11 +90,12 @@ def _people(candidates: dict[str, list[str]], resolved: dict[str, Any], lang: st
         person = people.get(r.pageid)
         if person is None:
             person = people[r.pageid] = {
-                "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "pageid": r.pageid,
-                "lang": lang, "source": sources[0], "sources": [], "inputs": [], "lead_image": r.lead_image,
+                "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "label": r.title,
+                "wiki_title": r.title, "pageid": r.pageid, "lang": lang, "source": sources[0], "sources": [],
+                "inputs": [], "lead_image": r.lead_image,
                 "lead_image_width": r.lead_image_size[0] if r.lead_image_size else None,
                 "lead_image_height": r.lead_image_size[1] if r.lead_image_size else None,
-                "birth_year": None,
+                "image": None, "commons_category": None, "birth_year": None,
             }
         person["inputs"].append(title)  # several titles (redirects, spellings) can name one page
         person["sources"] += [s for s in sources if s not in person["sources"]]
@@ -143,15 +147,77 @@ def read_names_file(path: str | os.PathLike[str]) -> list[str]:
     return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
 
 
-def collect_names(config: NamesConfig, root: str | os.PathLike[str] | None = None) -> NamesSummary:
-    """Collect, resolve, deduplicate and filter people; write names.jsonl and a receipt."""
+def collect_names(config: NamesConfig, root: str | os.PathLike[str] | None = None, progress: bool = True,
+                  force: bool = False) -> NamesSummary:
+    """Collect, resolve, deduplicate and filter people; write names.jsonl. The Wikidata sources
+    journal their slices or dump position and resume a killed run; `force` starts them afresh."""
     data = DataRoot.resolve(root)
     out_dir = data.raw_wikipedia
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if force:
+        forget_sparql(out_dir)
+        forget_dump(out_dir)
     client = PoliteClient(config.http, cache_path=out_dir / CACHE_FILE)
     try:
-        return _collect(config, client, out_dir)
+        if config.source == "wikipedia":
+            return _collect(config, client, out_dir)
+        return _collect_wikidata(config, client, out_dir, progress)
     finally:
         client.close()
+
+
+def _collect_wikidata(config: NamesConfig, client: PoliteClient, out_dir: Path, progress: bool) -> NamesSummary:
+    """Humans from the Query Service or the dump, then (optionally) their articles' page ids."""
+    counts: dict[str, Any] = {}
+    rejected: list[dict[str, Any]] = []
+    if config.source == "wikidata-sparql":
+        sparql = query_people(config, out_dir, progress)
+        rows = sparql.rows
+        counts.update(slices=sparql.slices, resumed_slices=sparql.resumed_slices, halvings=sparql.halvings,
+                      route_splits=sparql.route_splits, sparql=sparql.stats)
+    else:
+        dump = read_dump(config, out_dir, progress)
+        rows, rejected = dump.rows, dump.rejected
+        counts.update(dump_lines=dump.lines, entities_parsed=dump.entities_parsed,
+                      resumed_from_line=dump.resumed_from_line, decompressor=dump.decompressor)
+    candidates = len(rows)
+    if config.limit is not None:
+        rows = rows[: config.limit]
+    if config.resolve_pages:
+        _resolve_pages(config, client, rows)
+    write_jsonl(out_dir / NAMES_FILE, rows)
+    write_jsonl(out_dir / REJECTED_FILE, rejected)
+    forget_sparql(out_dir)
+    forget_dump(out_dir)
+    statuses = Counter(r["status"] for r in rejected)
+    counts.update({"candidates": candidates, "people": len(rows), "rejected": dict(statuses), "merged": 0,
+                   "with_image": sum(1 for r in rows if r["lead_image"]),
+                   "with_article": sum(1 for r in rows if r["wiki_title"]),
+                   "with_commons_category": sum(1 for r in rows if r["commons_category"]),
+                   "warnings": list(client.warnings), "api_requests": client.stats["api_requests"],
+                   "api_cache_hits": client.stats["api_cache_hits"]})
+    log.info("names: %d people from %s", len(rows), config.source)
+    return NamesSummary(len(rows), candidates, dict(statuses), client.stats["api_requests"],
+                        client.stats["api_cache_hits"], out_dir / NAMES_FILE, counts)
+
+
+def _resolve_pages(config: NamesConfig, client: PoliteClient, rows: list[dict[str, Any]]) -> None:
+    """Page id (and, where Wikidata has no image, the article's lead image) of every row with an
+    article: 50 titles a request (500 with a token), from the HTTP cache on a rerun."""
+    titles = [r["wiki_title"] for r in rows if r["wiki_title"] and not INVALID_TITLE.search(r["wiki_title"])]
+    if not titles:
+        return
+    resolved = resolve_titles(client, titles, config.lead_images)
+    for r in rows:
+        res = resolved.get(r["wiki_title"]) if r["wiki_title"] else None
+        if res is None or res.status != "ok":
+            continue
+        r["pageid"] = res.pageid
+        r["title"] = res.title
+        if not r["lead_image"] and res.lead_image:
+            r["lead_image"] = res.lead_image
+            if res.lead_image_size:
+                r["lead_image_width"], r["lead_image_height"] = res.lead_image_size
 
 
 def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesSummary:

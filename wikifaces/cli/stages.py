@@ -62,7 +62,8 @@ def http_config(contact: str | None, standin: str | None, api_url: str | None, m
     if standin:
         base = standin.rstrip("/")
         kwargs.update(api_url=f"{base}/w/api.php", commons_api_url=f"{base}/commons/w/api.php",
-                      wikidata_api_url=f"{base}/wikidata/w/api.php", allowed_download_hosts=(urlsplit(base).netloc,))
+                      wikidata_api_url=f"{base}/wikidata/w/api.php", sparql_url=f"{base}/sparql",
+                      allowed_download_hosts=(urlsplit(base).netloc,))
     if api_url:
         kwargs["api_url"] = api_url
     return HttpConfig(**kwargs)
@@ -70,6 +71,11 @@ def http_config(contact: str | None, standin: str | None, api_url: str | None, m
 
 @app.command()
 def names(
+    dump: Annotated[Path | None, typer.Argument(
+        help="The Wikidata JSON dump (latest-all.json.gz or .bz2), for --source wikidata-dump.")] = None,
+    source: Annotated[str, typer.Option(
+        help="wikipedia (categories, list pages, names files), wikidata-sparql (the Query Service) or "
+             "wikidata-dump (a dump file).")] = default(NamesConfig, "source"),
     category: Annotated[list[str] | None, typer.Option("--category", "-c", help="A category (repeatable).")] = None,
     depth: Annotated[int, typer.Option(min=0, max=10, help="Recurse into subcategories this deep.")]
     = default(NamesConfig, "category_depth"),
@@ -79,6 +85,19 @@ def names(
     = default(NamesConfig, "born_after"),
     humans_only: Annotated[bool | None, typer.Option(help="Only Wikidata humans (default: with list pages).")]
     = default(NamesConfig, "humans_only"),
+    has_image: Annotated[bool, typer.Option("--has-image", help="Wikidata sources: only people with an image (P18).")]
+    = False,
+    has_commons_category: Annotated[bool, typer.Option(
+        "--has-commons-category", help="Wikidata sources: only people with a Commons category (P373).")] = False,
+    has_article: Annotated[str | None, typer.Option(
+        help="Wikidata sources: only people with an article in this language (e.g. en).")] = None,
+    occupation: Annotated[list[str] | None, typer.Option(
+        "--occupation", help="Wikidata sources: an occupation (P106) QID, e.g. Q82594 (repeatable: any of).")] = None,
+    citizenship: Annotated[list[str] | None, typer.Option(
+        "--citizenship", help="Wikidata sources: a country of citizenship (P27) QID (repeatable: any of).")] = None,
+    resolve_pages: Annotated[bool, typer.Option(
+        help="Wikidata sources: look up each article's page id (and lead image where Wikidata has none).")]
+    = default(NamesConfig, "resolve_pages"),
     lead_images: Annotated[str, typer.Option(help="Lead images to record: free or any.")]
     = default(NamesConfig, "lead_images"),
     limit: Annotated[int | None, typer.Option(min=1, help="Keep at most this many people.")]
@@ -87,10 +106,13 @@ def names(
     max_attempts: AttemptsOption = default(HttpConfig, "max_attempts"), refresh_cache: RefreshOption = False,
     force: ForceOption = False, root: RootOption = None,
 ) -> None:
-    """Stage `names`: collect people from categories, list pages and names files."""
+    """Stage `names`: people from categories, list pages and names files, or every human on Wikidata
+    with an image, a Commons category or an article (the Query Service, or a dump)."""
     config = NamesConfig(
-        categories=tuple(category or ()), category_depth=depth, list_pages=tuple(list_page or ()),
+        source=source, categories=tuple(category or ()), category_depth=depth, list_pages=tuple(list_page or ()),
         names_file=names_file, born_after=born_after, humans_only=humans_only, lead_images=lead_images,
+        dump_file=dump, has_image=has_image, has_commons_category=has_commons_category, has_article=has_article,
+        occupations=tuple(occupation or ()), citizenships=tuple(citizenship or ()), resolve_pages=resolve_pages,
         limit=limit, http=http_config(contact, standin, api_url, max_attempts, refresh_cache))
     r = run("names", config, root, force)
     c = r.counts

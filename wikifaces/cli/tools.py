@@ -170,6 +170,8 @@ def memorisation(run: RunArgument, dataset: Annotated[Path, typer.Argument(help=
 def standin(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,
     people: Annotated[int, typer.Option(min=12, help="People in the stand-in's world.")] = 60,
+    dump: Annotated[Path | None, typer.Option(
+        help="Also write the stand-in's Wikidata as a JSON dump here (.json.gz or .json.bz2).")] = None,
 ) -> None:
     """Run the offline Wikipedia stand-in until interrupted (for trying the stages by hand)."""
     import time
@@ -179,6 +181,11 @@ def standin(
     with StandinServer(build_corpus(people), port=port) as server:
         console.print(f"stand-in Wikipedia at {server.url} (Ctrl-C to stop); try:")
         console.print(f"  wikifaces names --standin {server.url} --category 'Stand-in people' --depth 2")
+        console.print(f"  wikifaces names --standin {server.url} --source wikidata-sparql --born-after 1900 "
+                      "--has-image")
+        if dump is not None:
+            server.write_dump(dump)
+            console.print(f"  wikifaces names --standin {server.url} --source wikidata-dump {dump}")
         console.print(f"  wikifaces images --standin {server.url}")
         try:
             while True:

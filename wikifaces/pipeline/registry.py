@@ -62,7 +62,7 @@ class Stage:
 def _names(config: NamesConfig, root: DataRoot, ctx: RunContext) -> Any:
     from scraping.names import collect_names
 
-    return collect_names(config, root.root)
+    return collect_names(config, root.root, progress=ctx.progress, force=ctx.force)
 
 
 def _images(config: ImagesConfig, root: DataRoot, ctx: RunContext) -> Any:
@@ -149,7 +149,8 @@ def _samples(config: TrainConfig, root: DataRoot, summary: Any) -> Path | None:
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("names", NamesConfig, _names,
-          lambda c, r: {"names_file": Path(c.names_file)} if c.names_file else {},
+          lambda c, r: ({"names_file": Path(c.names_file)} if c.names_file else {})
+          | ({"dump": Path(c.dump_file)} if c.dump_file else {}),
           lambda c, r: {"names": r.raw_wikipedia / "names.jsonl"},
           network=True),
     Stage("images", ImagesConfig, _images,
