@@ -8,6 +8,15 @@ Side by side in one run:
     straightforward scraper would do it.
 Requests are counted from the stand-in's own request log.
 
+And the Wikidata Query Service's cost of `names --source wikidata-sparql` on the stand-in's timing
+model (wikifaces.fixtures.standin.sparql.SparqlModel: 0.4 s a query plus 0.2 ms a result row, a
+query stopped at 60 s), scaled to 100,000 people: the slice target is scaled with the population
+(--people/5 rows, as 20,000 is for 100,000), so the run has the slices a 100,000-people run has,
+and the row cost is scaled by 100,000/people. The floor: WDQS must produce every result row (one
+per person, more for people with several images or categories: 0.2 ms each, 20 s per 100,000) plus
+one base cost per slice (>= 5 slices of 20,000); time-outs add 60 s each, and WDQS grants 60 s of
+query time a minute, so beyond 50 s (our pace) the wall time is the query time x 60/50.
+
     .venv/bin/python bench/scraping.py [--people 1000]
 """
 
@@ -63,6 +72,25 @@ def naive(server: StandinServer) -> int:
     return api_requests(server)
 
 
+def sparql_cost(people: int) -> tuple[float, float, dict]:
+    """(modelled WDQS seconds per 100,000 people, paced wall seconds per 100,000, counts)."""
+    corpus = build_corpus(people)
+    with StandinServer(corpus) as server, tempfile.TemporaryDirectory() as d:
+        http = HttpConfig(**server.endpoints(), contact=CONTACT, api_requests_per_second=50,
+                          sparql_slice_rows=max(1, people // 5))
+        summary = collect_names(NamesConfig(source="wikidata-sparql", resolve_pages=False, http=http), Path(d),
+                                progress=False)
+        model = server.sparql
+        queries = int(summary.counts["sparql"]["queries"])
+        rows = summary.counts["sparql"].get("rows", 0)
+        timeouts = summary.counts["halvings"]
+    scale = 100_000 / len(corpus.humans)
+    seconds = queries * model.base_seconds + rows * model.seconds_per_row * scale + timeouts * model.limit_seconds
+    budget = HttpConfig().sparql_seconds_per_minute
+    paced = seconds if seconds <= budget else seconds * 60 / budget
+    return seconds, paced, {"queries": queries, "rows": rows, "timeouts": timeouts, "humans": len(corpus.humans)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--people", type=int, default=1000)
@@ -91,6 +119,10 @@ def main() -> None:
     print(f"requests per 1000 names naive: {req_naive * per:.0f}")
     print(f"downloads per second: {downloads / dl_seconds:.1f}")
     print(f"download megabytes per second: {mb / dl_seconds:.2f}")
+    seconds, paced, c = sparql_cost(n)
+    print(f"WDQS (stand-in model): {c['queries']} queries, {c['rows']} rows, {c['timeouts']} timeouts for "
+          f"{c['humans']} humans; paced wall time per 100000 people {paced:.0f} s")
+    print(f"sparql seconds per 100000 people: {seconds:.0f}")
 
 
 if __name__ == "__main__":
