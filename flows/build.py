@@ -103,8 +103,10 @@ def build_faces(
             if stage == "names":
                 results.append(names_flow(names, base, force))
                 if (results[-1].get("counts") or {}).get("people") == 0:
-                    raise ValueError(f"names found nobody in {list(names.categories) or 'the given sources'}: "
-                                     "check the categories (with --standin: its own, 'Stand-in people')")
+                    where = list(names.categories) or ("the given sources" if names.source == "wikipedia"
+                                                       else f"{names.source} with these filters")
+                    raise ValueError(f"names found nobody in {where}: check the categories or filters (with "
+                                     "--standin: its own categories, 'Stand-in people')")
             elif stage == "images":
                 results.append(images_flow(images, base, force))
             elif stage == "detect":

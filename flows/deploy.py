@@ -13,6 +13,7 @@ from typing import Any
 from prefect import serve
 
 from dedup.config import LsunImportConfig
+from scraping.config import NamesConfig
 
 from . import ALL_FLOWS
 from .build import STANDIN_NAMES
@@ -25,6 +26,11 @@ DEMO_PARAMETERS: dict[str, Any] = {
     # faces appear in ~1 minute of CPU (the paper's settings are the `default` deployment's)
     "train": {"image_size": 32, "g_width": 64, "d_width": 64, "batch_size": 16, "max_steps": 1500,
               "sample_every": 150, "checkpoint_every": 250, "desc": "demo"},
+}
+# Every human on Wikidata born since 1900 with a picture, from the Query Service (give a contact:
+# --params '{"names": {..., "http": {"contact": "you@example.org"}}}'); the paper's "modern era".
+WIKIDATA_PARAMETERS: dict[str, Any] = {
+    "names": NamesConfig(source="wikidata-sparql", born_after=1900, has_image=True).model_dump(mode="json"),
 }
 LSUN_PARAMETERS: dict[str, Any] = {
     "lsun": LsunImportConfig(source="data/lsun/bedroom_train_lmdb").model_dump(mode="json"),
@@ -40,6 +46,7 @@ def deployments(only: list[str] | None = None) -> list[Any]:
         out.append(fl.to_deployment(name="default", parameters=params, tags=["wikifaces"]))
         if name == "build-faces":
             out.append(fl.to_deployment(name="demo", parameters=DEMO_PARAMETERS, tags=["wikifaces", "offline"]))
+            out.append(fl.to_deployment(name="wikidata", parameters=WIKIDATA_PARAMETERS, tags=["wikifaces"]))
     return out
 
 

@@ -152,7 +152,8 @@ def _scrape(name: str, config: Any, root: str | None, force: bool, standin: bool
 @flow(name="names", log_prints=True)
 def names_flow(config: NamesConfig = DEFAULT_NAMES, root: str | None = None, force: bool = False,
                standin: bool = False) -> dict[str, Any]:
-    """Stage `names`: people from categories, list pages and names files."""
+    """Stage `names`: people from categories, list pages and names files, or every human on Wikidata
+    with a picture (source wikidata-sparql or wikidata-dump)."""
     return _scrape("names", config, root, force, standin)
 
 

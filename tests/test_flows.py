@@ -163,6 +163,21 @@ def test_single_stage_flows(built, tmp_path):
     assert r["skipped"] is False and Path(r["counts"]["report"]).exists()
 
 
+def test_wikidata_names_flow_feeds_the_images_flow(prefect_harness, tmp_path):
+    """The Wikidata source through Prefect: the stand-in's SPARQL endpoint, then images of the P18 files."""
+    from flows import images_flow, names_flow
+    from flows.deploy import WIKIDATA_PARAMETERS
+    from scraping.config import ImagesConfig, NamesConfig
+
+    config = NamesConfig.model_validate(WIKIDATA_PARAMETERS["names"])
+    assert config.source == "wikidata-sparql" and config.has_image
+    r = names_flow(config, str(tmp_path), standin=True)
+    people = [json.loads(x) for x in (tmp_path / "raw/wikipedia/names.jsonl").read_text().splitlines()]
+    assert r["counts"]["people"] == len(people) > 10 and all(p["lead_image"] for p in people)
+    r = images_flow(ImagesConfig(), str(tmp_path), standin=True)
+    assert r["counts"]["statuses"]["ok"] >= len(people) - 3
+
+
 def test_bad_parameters_are_rejected_before_any_work(prefect_harness, tmp_path):
     from flows import build_faces, detect_flow
     from flows.testing import ParameterTypeError
