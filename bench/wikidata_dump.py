@@ -9,7 +9,7 @@ articles, taxa and places, as in the real dump):
   * the same for the .bz2 dump (indexed_bzip2, parallel) against `bz2` alone, with --bz2.
 Every figure is the best of --repeats runs (the machine is shared; the best is the least disturbed).
 
-    .venv/bin/python bench/wikidata_dump.py [--entities 60000] [--repeats 3] [--bz2]
+    .venv/bin/python bench/wikidata_dump.py [--entities 60000] [--repeats 5] [--bz2]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def drain(opener: Callable[[], object]) -> Callable[[], int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entities", type=int, default=60_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--bz2", action="store_true", help="also measure the .bz2 dump")
     args = ap.parse_args()
 

@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from wikifaces.core.errors import MissingInput, UserError
@@ -167,6 +169,14 @@ def open_dump(path: Path, block_bytes: int = 1 << 20) -> tuple[_Prefetch, _Count
     return _Prefetch(stream, block_bytes), raw, decompressor
 
 
+def _lines(data: bytes, start: int, end: int) -> int:
+    """Newlines in data[start:end]: numpy (which lets go of the GIL, so the decompressing thread
+    runs meanwhile, and counts 1.7x faster than bytes.count here) for long spans."""
+    if end - start < 4096:
+        return data.count(b"\n", start, end)
+    return int(np.count_nonzero(np.frombuffer(data, np.uint8, end - start, start) == 10))
+
+
 def scan_lines(stream: Any, skip: int, chunk_bytes: int) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
     """(lines complete so far, [(line number, line) with the needle]) per chunk, after skipping
     `skip` lines unscanned. Line numbers are 1-based ("[" is line 1). Chunks are searched in place
@@ -192,7 +202,7 @@ def scan_lines(stream: Any, skip: int, chunk_bytes: int) -> Iterator[tuple[int, 
         cut = data.rfind(b"\n") + 1
         start = first + 1
         if done < skip:  # resuming: count lines, scan nothing
-            n = data.count(b"\n", start, cut)
+            n = _lines(data, start, cut)
             if done + n <= skip:
                 done += n
                 carry = data[cut:]
@@ -205,11 +215,11 @@ def scan_lines(stream: Any, skip: int, chunk_bytes: int) -> Iterator[tuple[int, 
         while (i := data.find(NEEDLE, pos, cut)) != -1:
             s = data.rfind(b"\n", 0, i) + 1
             e = data.index(b"\n", i)
-            done += data.count(b"\n", counted, s)
+            done += _lines(data, counted, s)
             counted = s
             hits.append((done + 1, data[s:e]))
             pos = e + 1
-        done += data.count(b"\n", counted, cut)
+        done += _lines(data, counted, cut)
         carry = data[cut:]
         yield done, hits
 
@@ -242,6 +252,11 @@ def read_dump(config: NamesConfig, out_dir: Path, progress: bool = True) -> Dump
     pending: list[dict[str, Any]] = []
     pending_rejected: list[dict[str, Any]] = []
     lines = journalled = start
+    # The decompressing thread needs the GIL for a moment after each block; by default it waits up
+    # to 5 ms for the scanning thread to let go, which serialised the two (measured: 0.49 s against
+    # 0.42 s at 0.1 ms for decompression beside the needle search on 520 MB).
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, 0.0001))
     try:
         with stream, Progress(*columns, disable=not progress, transient=True) as bar:
             task = bar.add_task(f"reading {path.name}", total=size, people=len(rows))
@@ -275,6 +290,7 @@ def read_dump(config: NamesConfig, out_dir: Path, progress: bool = True) -> Dump
         raise DumpError(f"{path} could not be read to the end after line {lines:,}: {exc}. The lines before are "
                         "journalled; a damaged download must be fetched again.") from exc
     finally:
+        sys.setswitchinterval(interval)
         journal.close()
         raw.close()
     return DumpResult(rows, rejected, lines, parsed, start, decompressor)
