@@ -267,3 +267,26 @@ def test_cli_lsun_sample_import_and_dedup(tmp_path):
     assert r.exit_code == 0 and "80 records" in r.output, r.output
     r = runner.invoke(app, ["dedup", str(tmp_path / "nothing"), "--root", str(tmp_path / "root")])
     assert r.exit_code == 1 and "no dataset" in r.output
+
+
+def test_verification_tells_an_edited_copy_from_another_shot_of_the_scene():
+    """dedup.verify (not yet wired into the stage): a rotated, shifted, captioned or re-toned copy of a
+    real photograph is the same picture; another photograph is not. (The other view of a stereo pair still
+    passes at 64 px: the open part of issue 17.)"""
+    from dedup.verify import prepare, verify
+    from wikifaces.fixtures.samples import available_photos, load_rgb
+
+    photos = {p.id: load_rgb(path) for p, path in available_photos(demo_only=False)}
+    img = cv2.resize(photos["astronaut"], (256, 256), interpolation=cv2.INTER_AREA)
+    a = prepare(img)
+    m = cv2.getRotationMatrix2D((128, 128), 3, 1.0)
+    captioned = np.concatenate([img, np.full((32, 256, 3), 20, np.uint8)])
+    copies = {"rotate3": cv2.warpAffine(img, m, (256, 256), borderMode=cv2.BORDER_REFLECT),
+              "shift3": img[8:, 8:], "gamma": (255 * (img / 255.0) ** 1.6).astype(np.uint8),
+              "caption": captioned[16:272]}  # a caption bar, centre-cropped back to a square as import does
+    for name, copy in copies.items():
+        v = verify(a, prepare(np.ascontiguousarray(copy)))
+        assert v.same, (name, v.reason)
+    assert abs(verify(a, prepare(copies["rotate3"])).rotation) == pytest.approx(3, abs=1)
+    for other in ("camera", "coffee", "chelsea"):
+        assert not verify(a, prepare(photos[other])).same, other
