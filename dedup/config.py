@@ -35,8 +35,20 @@ class DedupConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: HashMethod = "phash"
-    # Chosen with bench/dedup_quality.py: the highest recall at precision >= 0.99 for phash.
+    # Hash alone (verify off): chosen with bench/dedup_quality.py, the highest recall at precision >= 0.99.
     threshold: Annotated[int, Field(ge=0, le=64)] = 5
+    # Hash candidates, then every pair checked on its pixels (dedup/verify.py): chosen with
+    # bench/dedup_verify.py, the highest recall at precision >= 0.99 with no trap pair merged.
+    verify: bool = Field(default=True, description="Check every candidate pair on its pixels (alignment, then "
+                                                       "tile-wise correlation) instead of trusting the hash.")
+    candidate_threshold: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=12, description="With verify: hash distance of the candidate pairs checked.")
+    min_agreement: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.85, description="With verify: share of tiles that must agree after alignment.")
+    # about 5 ms a pair on one core: 2M pairs is ~3 h. More is refused with a way out, not started.
+    max_verified_pairs: Annotated[int, Field(ge=1)] = execution_only(
+        2_000_000, description="Refuse to verify more candidate pairs than this (lower candidate_threshold, or "
+                               "verify=False, as build-lsun does for LSUN's millions).")
     exact: bool = True  # also group records with identical bytes or pixels
     ae_bits: Annotated[int, Field(ge=64, le=256, multiple_of=64)] = 128
     ae_epochs: Annotated[int, Field(ge=1, le=500)] = 30

@@ -1,9 +1,12 @@
 """Stage `dedup`: exact and near-duplicate groups in a shard dataset, and the keep list.
 
 Order of work: hashes (computed once per method and saved), exact duplicates (identical bytes
-or pixels), identical hash codes, then every pair of distinct codes within the threshold
-through the multi-index search. Groups are the components of the union of all these links;
-in each, one record is kept by an explicit rule (largest resolution, then lowest key).
+or pixels), then candidate pairs from the multi-index search (every pair of codes within the
+threshold, identical codes included). With `verify` (the default) each candidate pair is checked
+on its pixels (dedup.verify: a near-similarity alignment, then tile-wise correlation) and only
+the pairs that pass are links; without it the hash distance alone decides. Groups are the
+components of the links; in each, one record is kept by an explicit rule (largest resolution,
+then lowest key). A new threshold or verification setting never rehashes.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+from rich.progress import Progress
 
 from shards import dataset_fingerprint, is_complete, open_dataset
 from shards.sheet import write_png
-from wikifaces.core.errors import MissingInput
+from wikifaces.core.errors import BadConfig, MissingInput
 from wikifaces.core.executor import Executor
 from wikifaces.core.files import atomic_open, atomic_write_json
 from wikifaces.core.paths import DataRoot
@@ -31,6 +35,7 @@ from .clusters import KEEP_RULE, components, hamming, select_keepers
 from .config import DedupConfig, DedupStageConfig
 from .hashing import CORRUPT, Hashes, hash_images
 from .search import find_pairs
+from .verify import prepare, verify
 
 log = logging.getLogger("wikifaces.dedup")
 
@@ -134,9 +139,19 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     n = len(hashes)
     valid = hashes.status != CORRUPT
     exact, same_code, near, near_rec = _links(config, hashes, valid)
-    labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
     ds = open_dataset(dataset)
-    clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact)
+    agreement: dict[tuple[int, int], float] = {}
+    candidates = len(same_code) + len(near_rec)
+    if config.verify:
+        if candidates > config.max_verified_pairs:
+            ds.close()
+            raise BadConfig(
+                f"{candidates:,} candidate pairs within hash distance {config.candidate_threshold} to verify, more "
+                f"than max_verified_pairs ({config.max_verified_pairs:,}; about 5 ms each): lower "
+                "--candidate-threshold, or pass --no-verify to trust the hash alone (--threshold)")
+        same_code, near_rec, agreement = _verified(config, ds, same_code, near_rec, progress)
+    labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
+    clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement)
     removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
     keep_mask = valid.copy()
     keep_mask[removed] = False
@@ -158,10 +173,13 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     counts = {
         "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
         "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
+        "candidate_pairs": candidates, "verified_pairs": len(agreement),
+        "verified_links": sum(1 for a in agreement.values() if a >= config.min_agreement),
         "largest_cluster": max((c["size"] for c in clusters), default=0),
         "cluster_sizes": dict(sorted(Counter(c["size"] for c in clusters).items())),
     }
-    summary = {"method": config.method, "threshold": config.threshold, "keep_rule": KEEP_RULE,
+    summary = {"method": config.method, "threshold": _radius(config), "verify": config.verify,
+               "min_agreement": config.min_agreement if config.verify else None, "keep_rule": KEEP_RULE,
                "dataset": str(dataset), **counts}
     atomic_write_json(out / "summary.json", summary)
     return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
@@ -177,13 +195,52 @@ def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray
     inverse = inverse.ravel()
     same_code = np.stack([idx[first[inverse]], idx], axis=1)
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
-    near = find_pairs(uniq, config.threshold)
+    near = find_pairs(uniq, _radius(config))
     near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
     return exact, same_code, near, near_rec
 
 
+def _radius(config: DedupConfig) -> int:
+    return config.candidate_threshold if config.verify else config.threshold
+
+
+def _verified(config: DedupConfig, ds: Any, same_code: np.ndarray, near_rec: np.ndarray, progress: bool
+              ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
+    """The candidate pairs that pass verification, and every checked pair's agreement. Pictures
+    are prepared once each (64 px grey, 4 kB) while their pairs are checked, in index order."""
+    pairs = np.concatenate([np.column_stack([same_code, np.zeros(len(same_code), np.int64)]), near_rec]
+                           ).astype(np.int64) if len(same_code) + len(near_rec) else np.zeros((0, 3), np.int64)
+    pairs = np.sort(pairs[:, :2], axis=1)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    cache: dict[int, np.ndarray] = {}
+    agreement: dict[tuple[int, int], float] = {}
+    with Progress(disable=not progress or len(pairs) < 1000, transient=True) as bar:
+        task = bar.add_task("verifying candidate pairs", total=len(pairs))
+        for i, j in pairs[order].tolist():
+            for k in (i, j):
+                if k not in cache:
+                    cache[k] = prepare(ds[k].image).astype(np.uint8)
+            agreement[(i, j)] = verify(cache[i].astype(np.float32), cache[j].astype(np.float32),
+                                       min_agreement=0.0).agreement
+            if len(cache) > 200_000:  # pairs come in index order: the low indices are done with
+                for k in sorted(cache)[:100_000]:
+                    if k < i:
+                        del cache[k]
+            bar.advance(task)
+
+    def passing(rows: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return rows
+        keep = [agreement[(min(a, b), max(a, b))] >= config.min_agreement for a, b in rows[:, :2].tolist()]
+        return rows[np.array(keep, bool)]
+
+    return passing(same_code), passing(near_rec), agreement
+
+
 def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, labels: np.ndarray,
-              exact: np.ndarray) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+              exact: np.ndarray, same_code: np.ndarray | None = None, near_rec: np.ndarray | None = None,
+              agreement: dict[tuple[int, int], float] | None = None
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(clusters with their members, one row per removed record): in each group one record is
     kept by the explicit rule (largest, then lowest key), the others removed with the reason."""
     n = len(hashes)
@@ -193,6 +250,7 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
     key_of = dict(zip(in_cluster.tolist(), keys, strict=True))
     keepers = select_keepers(labels, in_cluster, hashes.pixels, keys)
     exact_set = set(map(tuple, np.sort(exact, axis=1).tolist())) if len(exact) else set()
+    link = _strongest_links(same_code, near_rec, agreement or {})
 
     clusters: list[dict[str, Any]] = []
     removed_rows: list[dict[str, Any]] = []
@@ -207,18 +265,44 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
                     "kept": True}]
         for m, d in sorted(zip(others.tolist(), dist.tolist(), strict=True), key=lambda x: (x[1], key_of[x[0]])):
             is_exact = (min(m, keep), max(m, keep)) in exact_set
+            other, link_d, agree = link.get(m, (None, None, None))
             entries.append({"index": m, "key": key_of[m], "pixels": int(hashes.pixels[m]), "distance": d,
-                            "kept": False})
+                            "agreement": agree, "kept": False})
+            why = (f"identical to {key_of[keep]}" if is_exact else f"{config.method} distance {d} to {key_of[keep]}")
+            if agree is not None and not is_exact:
+                why += f"; verified against {ds.read_meta(other)['key']} ({agree:.0%} of tiles agree)"
             removed_rows.append({
                 "index": m, "key": key_of[m], "status": "duplicate", "cluster": cid,
-                "reason": (f"identical to {key_of[keep]}" if is_exact else
-                           f"{config.method} distance {d} to {key_of[keep]}") + f" (cluster {cid}, kept by rule)",
+                "reason": why + f" (cluster {cid}, kept by rule)",
                 "keep_index": keep, "keep_key": key_of[keep], "distance": d, "exact": is_exact,
+                "link": None if other is None else {"index": other, "distance": link_d, "agreement": agree},
             })
+        agrees = [e["agreement"] for e in entries if e.get("agreement") is not None]
         clusters.append({"cluster": cid, "size": len(members), "keep": keep, "keep_key": key_of[keep],
-                         "max_distance": int(dist.max()) if len(dist) else 0, "members": entries})
+                         "max_distance": int(dist.max()) if len(dist) else 0,
+                         "min_agreement": min(agrees) if agrees else None, "members": entries})
 
     return clusters, removed_rows
+
+
+def _strongest_links(same_code: np.ndarray | None, near_rec: np.ndarray | None,
+                     agreement: dict[tuple[int, int], float]) -> dict[int, tuple[int, int, float]]:
+    """Per record, the verified link that put it in its group with the best agreement:
+    (the other record, hash distance, agreement). Empty without verification."""
+    if not agreement:
+        return {}
+    parts = []
+    if same_code is not None and len(same_code):
+        parts.append(np.column_stack([same_code[:, :2], np.zeros(len(same_code), np.int64)]))
+    if near_rec is not None and len(near_rec):
+        parts.append(near_rec[:, :3])
+    best: dict[int, tuple[int, int, float]] = {}
+    for a, b, d in (np.concatenate(parts).tolist() if parts else []):
+        score = agreement[(min(a, b), max(a, b))]
+        for x, y in ((a, b), (b, a)):
+            if x not in best or score > best[x][2]:
+                best[x] = (y, d, score)
+    return best
 
 
 def cluster_gallery(ds: Any, clusters: list[dict[str, Any]], limit: int, seed: int = 0, tile: int = 96,
@@ -247,7 +331,8 @@ def cluster_gallery(ds: Any, clusters: list[dict[str, Any]], limit: int, seed: i
             row[2 : 2 + img.shape[0], x0 : x0 + img.shape[1]] = img
             colour = (0, 160, 0) if m["kept"] else (200, 0, 0)
             cv2.rectangle(row, (x0 - 2, 0), (x0 + tile + 1, tile + 3), colour, 2)
-            label = "kept" if m["kept"] else f"d={m['distance']}"
+            label = "kept" if m["kept"] else f"d={m['distance']}" + (
+                f" v={m['agreement']:.2f}" if m.get("agreement") is not None else "")
             cv2.putText(row, label, (x0 + 2, tile + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
         rows.append(row)
     # several columns of cluster rows when clusters are small, so the picture is not a long strip

@@ -41,7 +41,8 @@ def prepare(img: np.ndarray, size: int = SIZE) -> np.ndarray:
 
 
 def verify(a: np.ndarray, b: np.ndarray, *, min_agreement: float = 0.75, tile_ncc: float = 0.6,
-           max_rotation: float = 10.0, max_scale: float = 1.25, max_anisotropy: float = 1.08) -> Verdict:
+           max_rotation: float = 10.0, max_scale: float = 1.25, max_anisotropy: float = 1.08,
+           min_textured: int = 6) -> Verdict:
     """Whether prepared pictures `a` and `b` are one picture (see the module docstring)."""
     size = a.shape[0]
     warp = np.eye(2, 3, dtype=np.float32)
@@ -63,7 +64,7 @@ def verify(a: np.ndarray, b: np.ndarray, *, min_agreement: float = 0.75, tile_nc
     aligned = cv2.warpAffine(b, warp, (size, size), flags=flags)
     inside = cv2.warpAffine(np.ones_like(b), warp, (size, size), flags=flags, borderValue=0) > 0.99
     t = size // GRID
-    agree = total = 0
+    agree = total = textured = 0
     for y in range(0, size - t + 1, t):
         for x in range(0, size - t + 1, t):
             m = inside[y : y + t, x : x + t]
@@ -77,10 +78,13 @@ def verify(a: np.ndarray, b: np.ndarray, *, min_agreement: float = 0.75, tile_nc
                 continue
             if sa < 4 or sb < 4:
                 continue
+            textured += 1
             ncc = float(((pa - pa.mean()) * (pb - pb.mean())).mean() / (sa * sb))
             agree += ncc >= tile_ncc
     if total < GRID * GRID // 2:
         return Verdict(False, 0.0, angle, scale, "too little overlap after alignment")
+    if textured < min_textured:  # flat pictures (shapes, logos) agree everywhere: the test says nothing
+        return Verdict(False, 0.0, angle, scale, f"only {textured} textured tiles: too little to tell")
     share = agree / total
     same = share >= min_agreement
     return Verdict(same, share, angle, scale,

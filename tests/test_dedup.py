@@ -183,21 +183,28 @@ def test_find_duplicates_recovers_planted_pairs(lsun_set):
         assert len(kept) == 1 and kept[0]["key"] == min(c["members"], key=lambda m: (-m["pixels"], m["key"]))["key"]
     assert all(r["status"] == "duplicate" and r["reason"] for r in removed)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["threshold"] == 5 and summary["keep_rule"].startswith("largest resolution")
+    assert summary["keep_rule"].startswith("largest resolution") and summary["verify"]
+    assert summary["threshold"] == DedupConfig().candidate_threshold
+    assert s.counts["verified_pairs"] == s.counts["candidate_pairs"] > s.counts["verified_links"] > 0
     gallery = cv2.imread(str(out / "gallery.png"))
     assert gallery is not None and gallery.shape[0] >= 96 and gallery.std() > 10
     pairs = np.load(out / "pairs.npy")
-    assert pairs.shape[1] == 3 and (pairs[:, 2] <= 5).all()
+    assert pairs.shape[1] == 3 and (pairs[:, 2] <= DedupConfig().candidate_threshold).all()
+    # why each near-duplicate was linked: its hash distance and the verification's agreement
+    near = [r for r in removed if not r["exact"]]
+    assert near and all(r["link"]["agreement"] >= DedupConfig().min_agreement and "tiles agree" in r["reason"]
+                        for r in near)
 
 
 def test_new_threshold_does_not_rehash(lsun_set):
     dataset, _ = lsun_set
-    first = find_duplicates(DedupConfig(threshold=2), dataset, progress=False)
+    first = find_duplicates(DedupConfig(threshold=2, verify=False), dataset, progress=False)
     hashes = first.out_dir / "hashes-phash.npz"
     stamp = hashes.stat().st_mtime_ns
-    wider = find_duplicates(DedupConfig(threshold=10), dataset, progress=False)
+    wider = find_duplicates(DedupConfig(threshold=10, verify=False), dataset, progress=False)
+    stricter = find_duplicates(DedupConfig(min_agreement=0.95, candidate_threshold=12), dataset, progress=False)
     assert hashes.stat().st_mtime_ns == stamp  # the saved hashes were read, not recomputed
-    assert wider.removed >= first.removed
+    assert wider.removed >= first.removed and stricter.counts["verified_pairs"] > 0
 
 
 def test_exact_duplicates_and_corrupt_records(tmp_path):
@@ -207,7 +214,7 @@ def test_exact_duplicates_and_corrupt_records(tmp_path):
             w.add(img, {"key": f"r{k}"})
         w.add(imgs[3], {"key": "r3-copy"})
         w.add_encoded(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, {"key": "broken"})
-    s = find_duplicates(DedupConfig(threshold=0), tmp_path / "ds", progress=False)
+    s = find_duplicates(DedupConfig(threshold=0, verify=False), tmp_path / "ds", progress=False)
     assert s.corrupt == 1 and s.removed == 1
     (row,) = read_jsonl(s.out_dir / "removed.jsonl")
     assert row["key"] == "r3-copy" and row["keep_key"] == "r3" and row["exact"] and "identical" in row["reason"]
@@ -245,7 +252,7 @@ def test_hashing_resumes_after_sigkill(tmp_path, lsun_set):
 
 def test_autoencoder_hash_method(lsun_set):
     dataset, _ = lsun_set
-    s = find_duplicates(DedupConfig(method="ae", ae_epochs=3, threshold=4), dataset, progress=False)
+    s = find_duplicates(DedupConfig(method="ae", ae_epochs=3, threshold=4, verify=False), dataset, progress=False)
     h = Hashes.load(s.out_dir / "hashes-ae.npz")
     assert h.codes.shape == (300, 2) and h.method == "ae"
     bits = np.unpackbits(h.codes.view(np.uint8), axis=1)

@@ -339,7 +339,8 @@ def _image_sections(config: ReportConfig, root: DataRoot) -> list[str]:
             parts.append("<div class='cluster'>")
             for m in c["members"][:8]:
                 cls = "kept" if m["kept"] else "dropped"
-                label = "kept" if m["kept"] else f"d = {m['distance']}"
+                label = "kept" if m["kept"] else f"d = {m['distance']}" + (
+                    f", {m['agreement']:.0%} agree" if m.get("agreement") is not None else "")
                 parts.append(f"<figure class='{cls}'><img width='96' alt='{esc(m['key'])}' src='{png_uri(m['image'])}'>"
                              f"<figcaption>{esc(label)}</figcaption></figure>")
             parts.append("</div>")

@@ -209,17 +209,26 @@ def lsun_import(
 def dedup(
     dataset: Annotated[Path | None, typer.Argument(help="A shard dataset (default: the face candidates).")] = None,
     method: Annotated[str, typer.Option(help="phash, dhash, whash, ahash or ae")] = default(DedupConfig, "method"),
-    threshold: Annotated[int, typer.Option(min=0, max=64, help="Hamming distance.")]
+    threshold: Annotated[int, typer.Option(min=0, max=64, help="Hamming distance, with --no-verify.")]
     = default(DedupConfig, "threshold"),
+    verify: Annotated[bool, typer.Option(help="Check every candidate pair on its pixels.")]
+    = default(DedupConfig, "verify"),
+    candidate_threshold: Annotated[int, typer.Option(min=0, max=64, help="Hamming distance of the pairs checked.")]
+    = default(DedupConfig, "candidate_threshold"),
+    min_agreement: Annotated[float, typer.Option(min=0, max=1, help="Share of tiles that must agree.")]
+    = default(DedupConfig, "min_agreement"),
     workers: Annotated[int | None, typer.Option(min=1, help="Processes for hashing.")] = None,
     force: ForceOption = False, root: RootOption = None,
 ) -> None:
     """Stage `dedup`: exact and near-duplicate groups, one record kept from each."""
-    d = DedupConfig(method=method, threshold=threshold, workers=workers)
+    d = DedupConfig(method=method, threshold=threshold, verify=verify, candidate_threshold=candidate_threshold,
+                    min_agreement=min_agreement, workers=workers)
     config = DedupStageConfig(dataset=dataset, dedup=d)
     c = run("dedup", config, root, force).counts
+    how = (f"candidates within {d.candidate_threshold}, {c['verified_links']} of {c['verified_pairs']} verified"
+           if d.verify else f"threshold {d.threshold}")
     console.print(f"{c['records']} records: {c['removed']} duplicates removed in {c['clusters']} groups, "
-                  f"{c['kept']} kept, {c['corrupt']} unreadable ({d.method}, threshold {d.threshold})")
+                  f"{c['kept']} kept, {c['corrupt']} unreadable ({d.method}, {how})")
 
 
 # -- publish, train, report -----------------------------------------------------------------------------------------
