@@ -121,15 +121,18 @@ class WdqsClient:
         self.errors: collections.deque[float] = collections.deque()
         self.stats: collections.Counter[str] = collections.Counter()
 
-    def _window(self, q: collections.deque, now: float) -> None:
-        while q and (q[0][0] if isinstance(q[0], tuple) else q[0]) < now - 60:
-            q.popleft()
+    def _forget_before(self, now: float) -> None:
+        """Keep only the last minute of query times and errors (WDQS's budgets are per minute)."""
+        while self.spent and self.spent[0][0] < now - 60:
+            self.spent.popleft()
+        while self.errors and self.errors[0] < now - 60:
+            self.errors.popleft()
 
     def _pace(self) -> None:
         """Wait until the query time of the last minute leaves room (WDQS: 60 s a minute)."""
         while True:
             now = time.monotonic()
-            self._window(self.spent, now)
+            self._forget_before(now)
             used = sum(s for _, s in self.spent)
             if used < self.http.sparql_seconds_per_minute or not self.spent:
                 return
@@ -140,7 +143,7 @@ class WdqsClient:
     def _error(self, what: str) -> None:
         now = time.monotonic()
         self.errors.append(now)
-        self._window(self.errors, now)
+        self._forget_before(now)
         self.stats["errors"] += 1
         if len(self.errors) >= self.http.sparql_errors_per_minute:
             raise HttpError(f"stopping: {len(self.errors)} errors from the Wikidata Query Service within a minute "
