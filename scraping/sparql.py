@@ -251,8 +251,13 @@ def rows_of(bindings: list[dict[str, Any]], config: NamesConfig, source: str) ->
                        image=min(p["images"]) if p["images"] else None,
                        category=min(p["categories"]) if p["categories"] else None,
                        lang=config.http.lang, source=source) for qid, p in people.items()]
-    rows.sort(key=lambda r: (r["birth_year"] if r["birth_year"] is not None else 10**6, int(r["person_id"][1:])))
+    rows.sort(key=_birth_order)
     return rows
+
+
+def _birth_order(row: dict[str, Any]) -> tuple[int, int]:
+    """Rows by birth year (unknown last), then QID: the order a slice's rows are kept in."""
+    return (row["birth_year"] if row["birth_year"] is not None else 10**6, int(row["person_id"][1:]))
 
 
 @dataclass
@@ -315,7 +320,7 @@ def query_people(config: NamesConfig, out_dir: Path, progress: bool = True) -> S
                                 "the filters (--has-image, --occupation, --citizenship) or read the dump "
                                 "(--source wikidata-dump)")
             out += rows
-        out.sort(key=lambda r: (r["birth_year"] if r["birth_year"] is not None else 10**6, int(r["person_id"][1:])))
+        out.sort(key=_birth_order)
         return out
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[year]}"),
