@@ -214,11 +214,17 @@ def test_representation_pipeline_on_a_subset(tmp_path):
         from .conftest import require_photos
 
         require_photos([], 1, "Fashion-MNIST (Debian's dataset-fashion-mnist)")
-    r = representation_test(tmp_path, labels=600, test=600, train_images=1200, epochs=1, width=32, kmeans_k=50,
-                            progress=False, batch_size=64)
-    assert r.labels == 600 and r.test_images == 600
+    r = representation_test(tmp_path, per_class=(20, None), draws=2, test=600, train_images=1200, epochs=1,
+                            width=32, kmeans_k=50, progress=False, batch_size=64)
+    few, every = r.regimes
+    assert (few.name, few.labels, every.name, every.labels) == ("20 per class", 200, "all labels", 1200)
+    assert all(len(v) == 2 for v in few.accuracy.values()) and all(len(v) == 1 for v in every.accuracy.values())
+    assert r.test_images == 600
     assert r.dcgan_features == 4 * 4 * (8 + 16 + 32)  # every block max-pooled to 4x4
-    assert r.dcgan_accuracy > 0.5 and r.kmeans_accuracy > 0.5 and r.pixels_accuracy > 0.5  # chance is 0.1
+    for features in ("dcgan", "kmeans", "pixels"):  # chance is 0.1
+        assert few.mean(features) > 0.35 and every.mean(features) > 0.5
+        assert every.mean(features) > few.mean(features) - 0.05  # more labels do not hurt
+        assert set(few.c[features]) <= {1e-3, 1e-2, 1e-1}
 
 
 def test_cli_train_and_tools(tiny_set, tmp_path):

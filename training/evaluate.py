@@ -129,6 +129,20 @@ def svm_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     return float((svm.predict(scaler.transform(test_x)) == test_y).mean())
 
 
+def choose_c(x: np.ndarray, y: np.ndarray, grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1), folds: int = 3,
+             limit: int = 10_000, seed: int = 0) -> float:
+    """The SVM's C by stratified k-fold cross-validation on the labelled training images alone
+    (at most `limit` of them: C is chosen on a subset when every label is used)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if len(x) > limit:
+        pick = np.random.default_rng(seed).choice(len(x), limit, replace=False)
+        x, y = x[pick], y[pick]
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    scores = [np.mean([svm_accuracy(x[a], y[a], x[b], y[b], c) for a, b in splits]) for c in grid]
+    return grid[int(np.argmax(scores))]
+
+
 def fid(real_dir: str | os.PathLike[str], fake_dir: str | os.PathLike[str]) -> float:
     """FID between two folders of images, with torch-fidelity and Inception-v3 weights that must
     already be on disk: they are never downloaded at run time."""
@@ -170,22 +184,49 @@ def write_fashion_shards(out: str | os.PathLike[str], split: str = "train", limi
 
 
 @dataclass
+class Regime:
+    """One label budget: test accuracy per feature set over `draws` random draws of labelled images."""
+
+    name: str
+    labels: int  # labelled training images per draw
+    accuracy: dict[str, list[float]]  # feature set -> one accuracy per draw
+    c: dict[str, list[float]]  # the C cross-validation chose, per draw
+
+    def mean(self, features: str) -> float:
+        return float(np.mean(self.accuracy[features]))
+
+    def std(self, features: str) -> float:
+        return float(np.std(self.accuracy[features]))
+
+
+@dataclass
 class RepresentationResult:
-    labels: int
     test_images: int
-    dcgan_accuracy: float
-    kmeans_accuracy: float
-    pixels_accuracy: float
     dcgan_features: int
     kmeans_features: int
     run_dir: str
+    regimes: list[Regime]
+
+    def regime(self, name: str) -> Regime:
+        return next(r for r in self.regimes if r.name == name)
 
 
-def representation_test(work: str | os.PathLike[str], labels: int = 10_000, test: int | None = None,
-                        train_images: int | None = None, epochs: int = 3, width: int = 256, kmeans_k: int = 400,
-                        seed: int = 0, progress: bool = True, batch_size: int = 128) -> RepresentationResult:
-    """Train DCGAN on Fashion-MNIST (unlabelled), then fit L2-SVMs with `labels` labelled training
-    images on D's features, on k-means features, and on raw pixels; report test accuracy."""
+def draw_per_class(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of `per_class` random images of every class (sorted)."""
+    picks = [rng.choice(np.flatnonzero(y == k), per_class, replace=False) for k in np.unique(y)]
+    return np.sort(np.concatenate(picks))
+
+
+def representation_test(work: str | os.PathLike[str], per_class: tuple[int | None, ...] = (400, None),
+                        draws: int = 10, test: int | None = None, train_images: int | None = None, epochs: int = 3,
+                        width: int = 256, kmeans_k: int = 400, seed: int = 0, progress: bool = True,
+                        batch_size: int = 128, c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+                        ) -> RepresentationResult:
+    """The paper's Table 1 protocol on Fashion-MNIST: train DCGAN on the (unlabelled) training
+    images, then, for each label budget (`per_class` images of every class, `draws` random draws;
+    None: every training label, one draw), fit a linear L2-SVM, C chosen by cross-validation on
+    the labelled images only, on D's features, single-layer k-means features and raw pixels;
+    report test accuracy per draw. D and k-means see the same unlabelled images."""
     from .config import TrainConfig
     from .train import load_checkpoint, train_dcgan
 
@@ -202,21 +243,33 @@ def representation_test(work: str | os.PathLike[str], labels: int = 10_000, test
 
     tr_x, tr_y = load_fashion_mnist("train")
     te_x, te_y = load_fashion_mnist("test")
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(tr_x), labels, replace=False))
-    tr_x, tr_y = tr_x[pick], tr_y[pick]
+    if train_images is not None:
+        tr_x, tr_y = tr_x[:train_images], tr_y[:train_images]
     if test is not None:
         te_x, te_y = te_x[:test], te_y[:test]
 
     def as_input(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.pad(x, ((0, 0), (2, 2), (2, 2)))).float().div(127.5).sub(1)[:, None]
 
-    f_tr, f_te = dcgan_features(d, as_input(tr_x)), dcgan_features(d, as_input(te_x))
-    dcgan_acc = svm_accuracy(f_tr, tr_y, f_te, te_y)
     km = KMeansFeatures.fit(tr_x.astype(np.float32), k=kmeans_k, seed=seed)
-    k_tr, k_te = km.transform(tr_x.astype(np.float32)), km.transform(te_x.astype(np.float32))
-    kmeans_acc = svm_accuracy(k_tr, tr_y, k_te, te_y)
-    pix_acc = svm_accuracy(tr_x.reshape(len(tr_x), -1).astype(np.float32), tr_y,
-                           te_x.reshape(len(te_x), -1).astype(np.float32), te_y)
-    return RepresentationResult(labels, len(te_x), dcgan_acc, kmeans_acc, pix_acc, f_tr.shape[1], k_tr.shape[1],
-                                str(summary.run_dir))
+    features = {
+        "dcgan": (dcgan_features(d, as_input(tr_x)), dcgan_features(d, as_input(te_x))),
+        "kmeans": (km.transform(tr_x.astype(np.float32)), km.transform(te_x.astype(np.float32))),
+        "pixels": (tr_x.reshape(len(tr_x), -1).astype(np.float32), te_x.reshape(len(te_x), -1).astype(np.float32)),
+    }
+    rng = np.random.default_rng(seed)
+    regimes = []
+    for k in per_class:
+        runs = draws if k is not None else 1
+        name = f"{k} per class" if k is not None else "all labels"
+        regime = Regime(name, 0, {f: [] for f in features}, {f: [] for f in features})
+        for draw in range(runs):
+            pick = draw_per_class(tr_y, k, rng) if k is not None else np.arange(len(tr_y))
+            regime.labels = len(pick)
+            for f, (f_tr, f_te) in features.items():
+                c = choose_c(f_tr[pick], tr_y[pick], c_grid, seed=seed + draw)
+                regime.c[f].append(c)
+                regime.accuracy[f].append(svm_accuracy(f_tr[pick], tr_y[pick], f_te, te_y, c))
+        regimes.append(regime)
+    return RepresentationResult(len(te_x), features["dcgan"][0].shape[1], features["kmeans"][0].shape[1],
+                                str(summary.run_dir), regimes)
