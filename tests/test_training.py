@@ -111,10 +111,13 @@ def _state(run) -> dict:
             **{f"og.{k}": v for k, v in ckpt["opt_g"]["state"][0].items()}}
 
 
-def test_exact_resume(tiny_set, tmp_path):
-    straight = train_dcgan(tiny(tiny_set, tmp_path / "a", max_steps=14), progress=False)
-    first = train_dcgan(tiny(tiny_set, tmp_path / "b", max_steps=8), progress=False)
-    resumed = train_dcgan(tiny(tiny_set, tmp_path / "b", max_steps=14), resume=first.run_dir, progress=False)
+@pytest.mark.parametrize("augment", ["none", "diffaug"])
+def test_exact_resume(tiny_set, tmp_path, augment):
+    straight = train_dcgan(tiny(tiny_set, tmp_path / "a", max_steps=14, augment=augment), progress=False)
+    first = train_dcgan(tiny(tiny_set, tmp_path / "b", max_steps=8, augment=augment), progress=False)
+    resumed = train_dcgan(tiny(tiny_set, tmp_path / "b", max_steps=14, augment=augment), resume=first.run_dir,
+                          progress=False)
+    assert json.loads((resumed.run_dir / "summary.json").read_text())["augment"].startswith(augment)
     assert resumed.run_dir == first.run_dir and resumed.steps == 14
     a, b = _state(straight.run_dir), _state(resumed.run_dir)
     assert a.keys() == b.keys()

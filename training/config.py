@@ -5,9 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from wikifaces.core.identity import execution_only
+
+POLICIES = ("color", "translation", "cutout")  # DiffAugment's, in the order they are applied
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """'color,translation,cutout' -> its parts, checked."""
+    parts = tuple(p.strip() for p in policy.split(",") if p.strip())
+    unknown = [p for p in parts if p not in POLICIES]
+    if unknown or not parts:
+        raise ValueError(f"augmentation policy {policy!r}: use a comma-separated subset of {', '.join(POLICIES)}")
+    return parts
 
 
 class TrainConfig(BaseModel):
@@ -33,6 +44,12 @@ class TrainConfig(BaseModel):
     epochs: Annotated[int, Field(ge=1)] = 5
     max_steps: Annotated[int | None, Field(ge=1)] = None
     flip: bool = True
+    # DiffAugment (Zhao et al. 2020) on every image D sees, real or generated, in both updates.
+    # auto: on for datasets under `augment_below` images, where D otherwise memorises the few
+    # real images and wins (bench/train_quality.py); none: the paper's recipe, bit for bit.
+    augment: Literal["auto", "none", "diffaug"] = "auto"
+    augment_policy: str = "color,translation,cutout"
+    augment_below: Annotated[int, Field(ge=0)] = 20_000
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a GPU, fp32 on the CPU
@@ -45,11 +62,21 @@ class TrainConfig(BaseModel):
     sample_every: Annotated[int, Field(ge=1)] = 500
     checkpoint_every: Annotated[int, Field(ge=1)] = 1000
     fixed_samples: Annotated[int, Field(ge=1, le=1024)] = 64
+    # sample quality (face rate, Fréchet distance, precision/recall in an offline descriptor space)
+    # every `quality_every` steps and at the end, on `quality_samples` samples; needs a judge
+    # (the build gives face datasets one); None: only at the end
+    quality_every: Annotated[int | None, Field(ge=1)] = None
+    quality_samples: Annotated[int, Field(ge=8, le=10_000)] = 256
     runs_dir: Path | None = execution_only(None)  # default: <data root>/runs
     # continue this run directory exactly (default: the run a crash interrupted, if any): an exact
     # resume ends with the weights of an uninterrupted run, so it is not part of the results hash
     resume: Path | None = execution_only(None)
     desc: str = Field(default="dcgan", pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @field_validator("augment_policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        return ",".join(parse_policy(v))
 
     @model_validator(mode="after")
     def _sizes(self) -> TrainConfig:

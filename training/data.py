@@ -145,3 +145,14 @@ def to_model_input(batch: torch.Tensor, flip: bool, generator: torch.Generator, 
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def reference_images(path: str, size: int, channels: int, n: int, seed: int = 0) -> np.ndarray:
+    """`n` random records (all when fewer) as the model sees them: uint8 NHWC, three channels."""
+    ds = open_dataset(path)
+    try:
+        pick = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+        images = np.stack([_fit(ds[int(i)].image, size, channels) for i in pick])
+    finally:
+        ds.close()
+    return np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images

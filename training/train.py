@@ -28,9 +28,19 @@ from wikifaces.core.files import atomic_open, atomic_write_json
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.version import code_version
 
-from .config import TrainConfig
-from .data import InMemoryBatches, StreamedBatches, decoded_bytes, load_tensor, step_generator, to_model_input
+from .augment import diff_augment
+from .config import TrainConfig, parse_policy
+from .data import (
+    InMemoryBatches,
+    StreamedBatches,
+    decoded_bytes,
+    load_tensor,
+    reference_images,
+    step_generator,
+    to_model_input,
+)
 from .models import Generator, build_models, sample_z
+from .quality import Judge, sample_quality
 
 log = logging.getLogger("wikifaces.training")
 
@@ -50,13 +60,16 @@ class TrainSummary:
     generator: nn.Module | None = field(default=None, repr=False)
     discriminator: nn.Module | None = field(default=None, repr=False)
     resumed: bool = False  # continued a run a crash interrupted
+    augment: str = "none"  # what the run used, and why
+    quality: dict[str, Any] = field(default_factory=dict)  # the last sample-quality measurement
 
     @property
     def counts(self) -> dict[str, Any]:
         """What the stage's receipt records."""
         return {"run_dir": str(self.run_dir), "steps": self.steps,
                 "images_per_second": round(self.images_per_second, 2), "final": self.final,
-                "warnings": self.warnings, "resumed": self.resumed}
+                "warnings": self.warnings, "resumed": self.resumed, "augment": self.augment,
+                "quality": self.quality}
 
 
 # -- run directories -------------------------------------------------------------------------------------
@@ -198,6 +211,9 @@ class TrainRun:
     criterion: nn.Module
     ones: torch.Tensor
     zeros: torch.Tensor
+    augment: tuple[str, ...] = ()  # the DiffAugment policy; () for none
+    augment_reason: str = "none"
+    records: int = 0
 
     @property
     def main(self) -> bool:
@@ -218,25 +234,47 @@ class StepLosses:
     out_g: torch.Tensor
 
 
-def train_step(run: TrainRun, real: torch.Tensor, z: torch.Tensor) -> StepLosses:
-    """One DCGAN update, as the paper and pytorch/examples write it: D, then G, one step each."""
+def resolve_augment(config: TrainConfig, records: int) -> tuple[tuple[str, ...], str]:
+    """(DiffAugment policy or (), what was chosen and why), for a dataset of `records` images."""
+    policy = parse_policy(config.augment_policy)
+    if config.augment == "none":
+        return (), "none"
+    if config.augment == "diffaug":
+        return policy, f"diffaug ({config.augment_policy})"
+    if records < config.augment_below:
+        return policy, f"diffaug ({config.augment_policy}; auto: {records} images < {config.augment_below})"
+    return (), f"none (auto: {records} images >= {config.augment_below})"
+
+
+def train_step(run: TrainRun, real: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None
+               ) -> StepLosses:
+    """One DCGAN update, as the paper and pytorch/examples write it: D, then G, one step each.
+    With DiffAugment, D sees T(x) and T(G(z)) in both updates (`generator` draws T's parameters)."""
     d_train, g_train, criterion = run.d_train, run.g_train, run.criterion
+    if run.augment:
+        gen = generator if generator is not None else torch.Generator().manual_seed(run.step)
+
+        def aug(x: torch.Tensor) -> torch.Tensor:
+            return diff_augment(x, run.augment, gen)
+    else:
+        def aug(x: torch.Tensor) -> torch.Tensor:
+            return x
     # (1) Update D: maximise log D(x) + log(1 - D(G(z)))
     d_train.zero_grad(set_to_none=True)
     with run.autocast:
-        out_real = d_train(real)
+        out_real = d_train(aug(real))
         loss_real = criterion(out_real.float(), run.ones)
     loss_real.backward()
     with run.autocast:
         fake = g_train(z)
-        out_fake = d_train(fake.detach())
+        out_fake = d_train(aug(fake.detach()))
         loss_fake = criterion(out_fake.float(), run.zeros)
     loss_fake.backward()
     run.opt_d.step()
     # (2) Update G: maximise log D(G(z)) (the non-saturating loss)
     g_train.zero_grad(set_to_none=True)
     with run.autocast:
-        out_g = d_train(fake)
+        out_g = d_train(aug(fake))
         loss_g = criterion(out_g.float(), run.ones)
     loss_g.backward()
     run.opt_g.step()
@@ -246,13 +284,15 @@ def train_step(run: TrainRun, real: torch.Tensor, z: torch.Tensor) -> StepLosses
 def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
                 resume: str | os.PathLike[str] | None = None, progress: bool = True,
                 run_dir: str | os.PathLike[str] | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> TrainSummary:
+                on_progress: Callable[[int, int], None] | None = None, judge: Judge | None = None) -> TrainSummary:
     """Train DCGAN on a shard dataset; with `resume`, continue the run in that directory exactly.
     `run_dir` starts the run in that (new) directory instead of the next numbered one, so that a
     caller knows where to resume it after a crash. `on_progress(step, total)` is called as
-    metrics are logged (the Prefect flow turns it into a progress artifact)."""
+    metrics are logged (the Prefect flow turns it into a progress artifact). A `judge` (for face
+    datasets, `faces.judge.FaceJudge`) measures sample quality every `quality_every` steps and at
+    the end."""
     run = setup_run(config, root, resume, run_dir, progress)
-    monitor = Monitor(run, on_progress)
+    monitor = Monitor(run, on_progress, judge)
     columns = [TextColumn("[bold]train-dcgan"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
     with Progress(*columns, disable=not (progress and run.main)) as bar:
@@ -268,10 +308,9 @@ def train_dcgan(config: TrainConfig, root: str | os.PathLike[str] | None = None,
                 gen = step_generator(config.seed, run.step, 0, run.rank)
                 real = to_model_input(real_u8, config.flip, gen, config.channels_last)
                 z = sample_z(real.shape[0], config.z_dim, gen, run.device)
-                if run.device.type == "cuda":
-                    torch.cuda.synchronize(run.device)
+                # host time only: no synchronisation with the GPU in the step (it would idle it)
                 monitor.data_seconds += time.perf_counter() - t0
-                losses = train_step(run, real, z)
+                losses = train_step(run, real, z, step_generator(config.seed, run.step, 1, run.rank))
                 run.step += 1
                 monitor.after_step(real_u8, real.shape[0], losses)
                 checkpoint_if_due(run)
@@ -291,6 +330,8 @@ def setup_run(config: TrainConfig, root: str | os.PathLike[str] | None, resume: 
     path, checkpoint = _open_run_dir(config, root, resume, run_dir, rank == 0, distributed)
     data, n, batch, mode, manifest = _open_data(config, device, rank, world, progress and rank == 0)
     run = _build(config, device, distributed, rank, world, path, data, batch, checkpoint)
+    run.augment, run.augment_reason = resolve_augment(config, n)
+    run.records = n
     if run.main and checkpoint is None:
         _write_run_config(run, n, mode, manifest)
     return run
@@ -385,8 +426,9 @@ def _build(config: TrainConfig, device: torch.device, distributed: bool, rank: i
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     g.to(device, memory_format=fmt)
     d.to(device, memory_format=fmt)
-    opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
-    opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    fused = device.type == "cuda"  # one kernel for the whole update; the CPU keeps the reference path
+    opt_g = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+    opt_d = torch.optim.Adam(d.parameters(), lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
     if checkpoint is not None:
         opt_g.load_state_dict(checkpoint["opt_g"])
         opt_d.load_state_dict(checkpoint["opt_d"])
@@ -421,6 +463,7 @@ def _write_run_config(run: TrainRun, n: int, mode: str, manifest: dict[str, Any]
         else platform.processor() or platform.machine(), "world_size": run.world, "data_mode": mode,
         "records": n, "batch_size": run.batch, "steps_per_epoch": run.steps_per_epoch,
         "total_steps": run.total_steps, "bf16": _bf16(run.config, device), "dataset_manifest": manifest,
+        "augment": run.augment_reason,
         "parameters": {"generator": sum(p.numel() for p in run.g.parameters()),
                        "discriminator": sum(p.numel() for p in run.d.parameters())},
     })
@@ -441,17 +484,29 @@ def checkpoint_if_due(run: TrainRun) -> None:
 # -- monitoring: metrics, samples, warnings ---------------------------------------------------------------------------
 class Monitor:
     """What a run says about itself: metrics every 10 steps (metrics.jsonl, the progress bar,
-    `on_progress`), fixed-noise samples, and a warning (once each) when D wins or samples collapse."""
+    `on_progress`), fixed-noise samples, sample quality when there is a judge, and a warning (once
+    each) when D wins or samples collapse.
 
-    def __init__(self, run: TrainRun, on_progress: Callable[[int, int], None] | None) -> None:
+    The step never waits for the GPU: each step's losses and D outputs are stacked on the device
+    and read (one synchronisation) only when metrics are logged; the "D wins" streak is counted
+    on the device too."""
+
+    def __init__(self, run: TrainRun, on_progress: Callable[[int, int], None] | None,
+                 judge: Judge | None = None) -> None:
         self.run = run
         self.on_progress = on_progress
+        self.judge = judge
         self.bar: tuple[Any, Any] | None = None
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self.real_diversity: float | None = None
-        self.low_d_steps = 0
+        self.low_run = torch.zeros((), device=run.device)  # steps in a row with D loss < 0.05
+        self.low_peak = torch.zeros((), device=run.device)
         self.last: dict[str, float] = {}
+        self.quality: dict[str, Any] = {}
+        self._quality_step = -1
+        self._real: np.ndarray | None = None
+        self._real_cache: dict[str, object] = {}
         self.data_seconds = 0.0
         self.t_start = self.t_last = time.perf_counter()
         self.images_total = self.img_since = 0
@@ -470,34 +525,61 @@ class Monitor:
         run = self.run
         self.images_total += n_real * run.world
         self.img_since += n_real * run.world
-        loss_d = (losses.loss_real + losses.loss_fake).item()
-        self.low_d_steps = self.low_d_steps + 1 if loss_d < 0.05 else 0
-        if self.low_d_steps == max(50, run.steps_per_epoch // 2):
-            self.warn("d_wins", f"the discriminator has won: its loss stayed under 0.05 for {self.low_d_steps} "
-                      "steps, so the generator gets almost no gradient (try fewer D updates, a lower D learning "
-                      "rate or label smoothing)")
-        if run.main and (run.step % 10 == 0 or run.step == run.total_steps or run.step == 1):
-            self.log_metrics(loss_d, losses)
+        with torch.no_grad():
+            stats = torch.stack([(losses.loss_real + losses.loss_fake).float(), losses.loss_g.float(),
+                                 *(torch.sigmoid(o.float()).mean() for o in
+                                   (losses.out_real, losses.out_fake, losses.out_g))])
+            self.low_run = torch.where(stats[0] < 0.05, self.low_run + 1, torch.zeros_like(self.low_run))
+            self.low_peak = torch.maximum(self.low_peak, self.low_run)
+        if run.step % 10 == 0 or run.step == run.total_steps or run.step == 1:
+            values = stats.tolist()  # the one synchronisation, every 10 steps
+            need = max(50, run.steps_per_epoch // 2)
+            if int(self.low_peak) >= need:
+                self.warn("d_wins", f"the discriminator has won: its loss stayed under 0.05 for {need} steps, so "
+                          "the generator gets almost no gradient (try --augment diffaug, fewer D updates, a lower D "
+                          "learning rate or label smoothing)")
+            if run.main:
+                self.log_metrics(values)
         if run.main and (run.step % run.config.sample_every == 0 or run.step == run.total_steps):
             self.real_diversity = self.sample_and_check(real_u8, self.real_diversity)
+        every = run.config.quality_every
+        if run.main and every and run.step % every == 0:
+            self.measure_quality()
 
-    def log_metrics(self, loss_d: float, losses: StepLosses) -> None:
+    def log_metrics(self, values: list[float]) -> None:
         run, now = self.run, time.perf_counter()
+        loss_d, loss_g, d_x, d_g_z, d_g_z_after = values
         self.last = {"step": run.step, "epoch": round(run.step / run.steps_per_epoch, 3), "loss_d": round(loss_d, 5),
-                     "loss_g": round(losses.loss_g.item(), 5),
-                     "d_x": round(torch.sigmoid(losses.out_real.detach().float()).mean().item(), 5),
-                     "d_g_z": round(torch.sigmoid(losses.out_fake.detach().float()).mean().item(), 5),
-                     "d_g_z_after": round(torch.sigmoid(losses.out_g.detach().float()).mean().item(), 5),
+                     "loss_g": round(loss_g, 5), "d_x": round(d_x, 5), "d_g_z": round(d_g_z, 5),
+                     "d_g_z_after": round(d_g_z_after, 5),
                      "images_per_second": round(self.img_since / max(1e-9, now - self.t_last), 2)}
         self.t_last, self.img_since = now, 0
         with open(run.metrics_path, "a") as fh:
             fh.write(json.dumps(self.last) + "\n")
         if self.bar is not None:
             bar, task = self.bar
-            bar.update(task, completed=run.step, status=f"D {loss_d:.3f} G {self.last['loss_g']:.3f} "
+            bar.update(task, completed=run.step, status=f"D {loss_d:.3f} G {loss_g:.3f} "
                                                         f"{self.last['images_per_second']:.0f} img/s")
         if self.on_progress is not None:
             self.on_progress(run.step, run.total_steps)
+
+    def measure_quality(self) -> None:
+        """Sample quality of `quality_samples` samples of a fixed noise against as many training
+        images (metrics.jsonl row `{"step", "quality"}`). Touches no training state or RNG."""
+        run, config = self.run, self.run.config
+        if self.judge is None or self._quality_step == run.step:
+            return
+        t0 = time.perf_counter()
+        if self._real is None:
+            self._real = reference_images(str(config.dataset), config.image_size, config.channels,
+                                          config.quality_samples, config.seed)
+        z = sample_z(config.quality_samples, config.z_dim, torch.Generator().manual_seed(config.seed + 54321))
+        samples = generate(run.g, z.to(run.device))
+        self.quality = {"step": run.step, **sample_quality(self.judge, samples, self._real, self._real_cache)}
+        self.quality["seconds"] = round(time.perf_counter() - t0, 2)
+        self._quality_step = run.step
+        with open(run.metrics_path, "a") as fh:
+            fh.write(json.dumps({"step": run.step, "quality": self.quality}) + "\n")
 
     def sample_and_check(self, real_u8: torch.Tensor, real_div: float | None) -> float:
         """Write the fixed-noise grid; warn when the samples are far less varied than real images."""
@@ -516,16 +598,18 @@ class Monitor:
         return real_div
 
     def finish(self) -> TrainSummary:
-        """The loss plot and summary.json (rank 0), and the summary."""
+        """The last quality measurement, the loss plot and summary.json (rank 0), and the summary."""
         run = self.run
         elapsed = time.perf_counter() - self.t_start
         rate = self.images_total / elapsed if elapsed > 0 else 0.0
         data_fraction = self.data_seconds / elapsed if elapsed > 0 else 0.0
         if run.main:
+            self.measure_quality()
             plot_losses(run.metrics_path, run.run_dir / "loss.png")
             atomic_write_json(run.run_dir / "summary.json", {
                 "steps": run.step, "epochs": round(run.step / run.steps_per_epoch, 3),
                 "images_per_second": round(rate, 2), "final": self.last,
-                "data_fraction": round(data_fraction, 4), "warnings": self.warnings})
+                "data_fraction": round(data_fraction, 4), "warnings": self.warnings,
+                "augment": run.augment_reason, "quality": self.quality})
         return TrainSummary(run.run_dir, run.step, run.step / run.steps_per_epoch, rate, self.last, self.warnings,
-                            data_fraction, run.g, run.d)
+                            data_fraction, run.g, run.d, augment=run.augment_reason, quality=self.quality)
