@@ -1,16 +1,21 @@
 """Training throughput: our trainer versus pytorch/examples' dcgan/main.py, in one run.
 
-The example's model and loop are rebuilt here as that file writes them (netG/netD with ngf =
-ndf = 64, Sigmoid + BCELoss, an ImageFolder of JPEG files through a DataLoader with its default
-2 workers and its Resize/CenterCrop/ToTensor/Normalize transforms). Ours reads the same images
-from our shards, decoded once into memory. Same batch (128), same width (64 at the first layer,
-512 at 4x4: g_width = d_width = 512), same 64x64 images, same device.
+The example's model and loop are rebuilt here as that file writes them (netG/netD, Sigmoid +
+BCELoss, an ImageFolder of JPEG files through a DataLoader with its default 2 workers and its
+Resize/CenterCrop/ToTensor/Normalize transforms), at the same width as ours (ngf = width / 8).
+Ours reads the same images from our shards, decoded once into memory. Same batch (128), same
+64x64 images, same device; both with `--augment none` semantics (the paper's step).
+
+FLOPs per step are counted with torch.utils.flop_counter on one of our steps (D on real, G, D on
+fake, D on fake again for G; forward and backward), not estimated by hand; achieved FLOP/s is
+that times steps per second. On a GPU the fraction of the GPU's dense bf16 peak is printed.
 
 On this CPU the convolutions dominate, so the target is that we are never slower (ratio >= 1)
 and that our data path costs under 5 % of the step time. On a GPU, where the example is bound by
-JPEG decoding in 2 workers, the target is >= 5x.
+JPEG decoding in 2 workers and synchronises every step, the target at the paper's width (1024 at
+4x4) and batch 128 is >= 5x the example and >= 25 % of bf16 peak.
 
-    .venv/bin/python bench/train_speed.py [--steps 6] [--images 1536]
+    .venv/bin/python bench/train_speed.py [--steps 6] [--images 1536] [--width 512] [--compile]
 """
 
 from __future__ import annotations
@@ -30,12 +35,16 @@ from shards import write_shards
 from training import TrainConfig, train_dcgan
 from wikifaces.fixtures.samples import random_crops
 
-NZ, NGF, NDF, NC = 100, 64, 64, 3
+NZ, NC = 100, 3
+# dense bf16 tensor-core peak, FLOP/s, from the vendors' data sheets (SXM parts; no sparsity)
+BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+             "RTX 4090": 165e12, "B200": 2250e12}
 
 
 class ExampleG(nn.Module):  # pytorch/examples dcgan/main.py, as written there
-    def __init__(self) -> None:
+    def __init__(self, ngf: int = 64) -> None:
         super().__init__()
+        NGF = ngf
         self.main = nn.Sequential(
             nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),
             nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),
@@ -48,8 +57,9 @@ class ExampleG(nn.Module):  # pytorch/examples dcgan/main.py, as written there
 
 
 class ExampleD(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, ndf: int = 64) -> None:
         super().__init__()
+        NDF = ndf
         self.main = nn.Sequential(
             nn.Conv2d(NC, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, inplace=True),
@@ -70,13 +80,13 @@ def weights_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def example(folder: Path, steps: int, device: torch.device) -> tuple[float, float]:
+def example(folder: Path, steps: int, device: torch.device, ngf: int) -> tuple[float, float]:
     """Images per second of the example's loop, and the share of time waiting for data."""
     dataset = dset.ImageFolder(root=str(folder), transform=transforms.Compose([
         transforms.Resize(64), transforms.CenterCrop(64), transforms.ToTensor(),
         transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
     loader = torch.utils.data.DataLoader(dataset, batch_size=128, shuffle=True, num_workers=2)
-    g, d = ExampleG().to(device), ExampleD().to(device)
+    g, d = ExampleG(ngf).to(device), ExampleD(ngf).to(device)
     g.apply(weights_init)
     d.apply(weights_init)
     criterion = nn.BCELoss()
@@ -115,10 +125,30 @@ def example(folder: Path, steps: int, device: torch.device) -> tuple[float, floa
     return images / elapsed, waited / elapsed
 
 
+def step_flops(config: TrainConfig, device: torch.device) -> int:
+    """FLOPs of one of our training steps, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from training.train import setup_run, train_step
+
+    run = setup_run(config.model_copy(update={"max_steps": 1}), None, None, None, False)
+    real = torch.rand(config.batch_size, 3, 64, 64, device=device) * 2 - 1
+    z = torch.rand(config.batch_size, config.z_dim, device=device) * 2 - 1
+    with FlopCounterMode(display=False) as counter:
+        train_step(run, real, z)
+    return counter.get_total_flops()
+
+
+def peak_bf16(name: str) -> float | None:
+    return next((v for k, v in BF16_PEAK.items() if k in name), None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--images", type=int, default=1536)
+    ap.add_argument("--width", type=int, default=512, help="channels at 4x4 (the paper: 1024; the example: 512)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile our models")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
@@ -132,22 +162,33 @@ def main() -> None:
             Image.fromarray(img).save(folder / f"{i:06d}.jpg", quality=95)
             records.append((img, meta))
         write_shards(records, Path(d) / "shards", name="bench", image_size=(64, 64), encoding="jpeg")
-        theirs, theirs_wait = example(folder.parent, args.steps, device)
-        config = TrainConfig(dataset=Path(d) / "shards", g_width=512, d_width=512, batch_size=128,
+        theirs, theirs_wait = example(folder.parent, args.steps, device, args.width // 8)
+        config = TrainConfig(dataset=Path(d) / "shards", g_width=args.width, d_width=args.width, batch_size=128,
                              max_steps=args.steps + 1, sample_every=10_000, checkpoint_every=10_000,
-                             runs_dir=Path(d) / "runs", flip=True)
+                             runs_dir=Path(d) / "runs", flip=True, augment="none", compile=args.compile)
+        flops = step_flops(config, device)
         # one warm-up step outside the clock, as for the example
         train_dcgan(config.model_copy(update={"max_steps": 1}), progress=False)
         s = train_dcgan(config.model_copy(update={"max_steps": args.steps}), progress=False)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (this machine, 2 cores)"
-    print(f"device: {name}; 64x64 images, batch 128, width 64 (512 at 4x4), {args.steps} timed steps each")
+    print(f"device: {name}; 64x64 images, batch 128, width {args.width // 8} ({args.width} at 4x4), "
+          f"{args.steps} timed steps each")
     print(f"{'trainer':<58}{'images/s':>10}{'data share':>12}")
     print(f"{'pytorch/examples dcgan (ImageFolder JPEG, 2 workers)':<58}{theirs:>10.1f}{theirs_wait:>11.1%}")
     print(f"{'wikifaces (shards decoded once into memory)':<58}{s.images_per_second:>10.1f}{s.data_fraction:>11.1%}")
+    achieved = flops * s.images_per_second / 128
+    print(f"FLOPs per step (torch.utils.flop_counter): {flops / 1e9:.1f} GFLOP; achieved {achieved / 1e12:.3f} "
+          "TFLOP/s")
     if device.type == "cpu":
         print("GPU figure: not measured on this machine (no GPU)")
+    else:
+        peak = peak_bf16(name)
+        print(f"fraction of bf16 peak: {achieved / peak:.3f}" if peak else
+              f"fraction of bf16 peak: unknown peak for {name}")
     print(f"example images per second: {theirs:.1f}")
     print(f"images per second: {s.images_per_second:.1f}")
+    print(f"img/s: {s.images_per_second:.1f}")
+    print(f"gflop per step: {flops / 1e9:.1f}")
     print(f"data share of step time: {s.data_fraction:.3f}")
     print(f"ratio: {s.images_per_second / theirs:.2f}")
 

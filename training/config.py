@@ -66,6 +66,9 @@ class TrainConfig(BaseModel):
     # every `quality_every` steps and at the end, on `quality_samples` samples; needs a judge
     # (the build gives face datasets one); None: only at the end
     quality_every: Annotated[int | None, Field(ge=1)] = None
+    # auto: the face judge for datasets the faces build published, none otherwise (no registry
+    # package ships a general image model); faces: always; none: never
+    quality: Literal["auto", "faces", "none"] = "auto"
     quality_samples: Annotated[int, Field(ge=8, le=10_000)] = 256
     runs_dir: Path | None = execution_only(None)  # default: <data root>/runs
     # continue this run directory exactly (default: the run a crash interrupted, if any): an exact

@@ -16,15 +16,18 @@ from wikifaces.core.identity import results_hash
 from wikifaces.core.paths import DataRoot
 
 from .config import TrainConfig
+from .quality import Judge
 from .train import CHECKPOINT, TrainSummary, new_run_dir, train_dcgan
 
 log = logging.getLogger("wikifaces.training")
 
 
 def train_stage(config: TrainConfig, root: str | os.PathLike[str] | DataRoot | None = None, progress: bool = True,
-                force: bool = False, on_progress: Callable[[int, int], None] | None = None) -> TrainSummary:
+                force: bool = False, on_progress: Callable[[int, int], None] | None = None,
+                judge: Judge | None = None) -> TrainSummary:
     """Train; a run that a crash interrupted (same config, same dataset) is resumed from its last
-    checkpoint rather than started again, unless `force`. The run is then `runs/latest-<dataset>.txt`."""
+    checkpoint rather than started again, unless `force`. The run is then `runs/latest-<dataset>.txt`.
+    `judge` measures sample quality (see `training.quality`)."""
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     if config.dataset is None:
         raise UserError("train-dcgan needs a dataset: the folder of a published shard dataset")
@@ -42,7 +45,8 @@ def train_stage(config: TrainConfig, root: str | os.PathLike[str] | DataRoot | N
     if resume is None:
         run = new_run_dir(Path(config.runs_dir) if config.runs_dir else data.runs, config.desc).resolve()
         atomic_write_text(pending, json.dumps({"key": key, "run_dir": str(run)}))
-    summary = train_dcgan(config, data.root, resume=resume, progress=progress, run_dir=run, on_progress=on_progress)
+    summary = train_dcgan(config, data.root, resume=resume, progress=progress, run_dir=run, on_progress=on_progress,
+                          judge=judge)
     write_pictures(summary.run_dir, config.dataset)
     # absolute: the same root may be named relatively from another folder next time
     atomic_write_text(data.runs / f"latest-{name}.txt", str(Path(summary.run_dir).resolve()) + "\n")

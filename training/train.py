@@ -503,7 +503,10 @@ class Monitor:
         self.low_run = torch.zeros((), device=run.device)  # steps in a row with D loss < 0.05
         self.low_peak = torch.zeros((), device=run.device)
         self.last: dict[str, float] = {}
-        self.quality: dict[str, Any] = {}
+        # without a judge, say why nothing was measured rather than leave a blank
+        self.quality: dict[str, Any] = {} if judge is not None else {
+            "not_measured": "no judge: sample quality is measured on face datasets (dlib's face descriptor and our "
+                            "detector); no registry package ships the weights of a general image model"}
         self._quality_step = -1
         self._real: np.ndarray | None = None
         self._real_cache: dict[str, object] = {}

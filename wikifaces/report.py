@@ -216,7 +216,8 @@ def training_run(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
     rows = [r for r in read_jsonl(run / "metrics.jsonl") if "loss_d" in r]
     warnings = [r["warning"] for r in read_jsonl(run / "metrics.jsonl") if "warning" in r]
     samples = sorted((run / "samples").glob("step-*.png"))
-    return {"run": run, "metrics": rows, "warnings": warnings, "samples": samples,
+    quality = [r["quality"] for r in read_jsonl(run / "metrics.jsonl") if "quality" in r]
+    return {"run": run, "metrics": rows, "warnings": warnings, "samples": samples, "quality": quality,
             "summary": json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}}
 
 
@@ -355,8 +356,9 @@ def _training_section(config: ReportConfig, root: DataRoot) -> list[str]:
     if run is not None:
         parts.append(f"<h2 id='training'>Training</h2><p>Run <code>{esc(run['run'].name)}</code>: "
                      f"{esc(run['summary'].get('steps'))} steps, {esc(run['summary'].get('images_per_second'))} "
-                     "images/s.</p>")
+                     f"images/s; augmentation: {esc(run['summary'].get('augment', 'none'))}.</p>")
         parts.extend(f"<p class='warn'>warning: {esc(w)}</p>" for w in run["warnings"])
+        parts.extend(_quality_table(run["quality"], run["summary"].get("quality") or {}))
         loss = file_uri(run["run"] / "loss.png")
         if loss:
             parts.append(f"<img alt='losses and discriminator outputs' src='{loss}'>")
@@ -373,6 +375,26 @@ def _training_section(config: ReportConfig, root: DataRoot) -> list[str]:
                 parts.append(f"<h3>{esc(label)}</h3><img alt='{esc(label)}' src='{uri}'>")
 
     return parts
+
+
+QUALITY_COLUMNS = (("face_rate", "face rate"), ("face_rate_real", "face rate of real images"),
+                   ("fd_dlib128", "Fréchet distance (dlib descriptors)"), ("precision_dlib128", "precision"),
+                   ("recall_dlib128", "recall"))
+
+
+def _quality_table(measured: list[dict[str, Any]], last: dict[str, Any]) -> list[str]:
+    """Sample quality over the run (training.quality): one row per measurement."""
+    if not measured:
+        note = last.get("not_measured")
+        return [f"<p>Sample quality not measured: {esc(note)}</p>"] if note else []
+    cols = [(k, label) for k, label in QUALITY_COLUMNS if k in measured[-1]]
+    rows = "".join("<tr><td>" + esc(q.get("step")) + "</td>" + "".join(f"<td>{esc(q.get(k))}</td>" for k, _ in cols)
+                   + "</tr>" for q in measured)
+    return [f"<h3>Sample quality</h3><p>{esc(measured[-1].get('samples'))} samples against as many training "
+            f"images, in the space of {esc(measured[-1].get('space'))}. These are not FIDs: the Fréchet distance is "
+            "taken between face descriptors, not Inception features, and is not comparable with published "
+            "figures.</p><table><tr><th>step</th>" + "".join(f"<th>{esc(label)}</th>" for _, label in cols)
+            + f"</tr>{rows}</table>"]
 
 
 def _parameter_section(config: ReportConfig, root: DataRoot) -> list[str]:

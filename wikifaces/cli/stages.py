@@ -289,6 +289,16 @@ def train(
     compile: Annotated[bool, typer.Option(help="torch.compile the models.")] = default(TrainConfig, "compile"),
     sample_every: Annotated[int, typer.Option(min=1)] = default(TrainConfig, "sample_every"),
     checkpoint_every: Annotated[int, typer.Option(min=1)] = default(TrainConfig, "checkpoint_every"),
+    augment: Annotated[str, typer.Option(help="auto (DiffAugment below --augment-below images), none (the paper's "
+                                         "recipe) or diffaug.")] = default(TrainConfig, "augment"),
+    augment_policy: Annotated[str, typer.Option(help="DiffAugment's parts: color,translation,cutout.")]
+    = default(TrainConfig, "augment_policy"),
+    augment_below: Annotated[int, typer.Option(min=0)] = default(TrainConfig, "augment_below"),
+    quality: Annotated[str, typer.Option(help="Sample quality: auto (face datasets), faces or none.")]
+    = default(TrainConfig, "quality"),
+    quality_every: Annotated[int | None, typer.Option(min=1, help="Measure sample quality every N steps "
+                                                      "(always at the end).")] = default(TrainConfig, "quality_every"),
+    quality_samples: Annotated[int, typer.Option(min=8)] = default(TrainConfig, "quality_samples"),
     resume: Annotated[Path | None, typer.Option(help="A run directory to continue exactly.")] = None,
     force: ForceOption = False, root: RootOption = None,
 ) -> None:
@@ -296,7 +306,9 @@ def train(
     config = TrainConfig(
         dataset=dataset, image_size=image_size, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         g_width=g_width, d_width=d_width, kernel=kernel, lr=lr, seed=seed, device=device, compile=compile,
-        sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume)
+        sample_every=sample_every, checkpoint_every=checkpoint_every, augment=augment, augment_policy=augment_policy,
+        augment_below=augment_below, quality=quality, quality_every=quality_every, quality_samples=quality_samples,
+        resume=resume)
     distributed = _init_distributed()
     try:
         summary = _train(config, root, force, distributed)
@@ -307,7 +319,11 @@ def train(
             dist.destroy_process_group()
     if summary is not None:
         console.print(f"{summary.steps} steps ({summary.epochs_done:.2f} epochs), "
-                      f"{summary.images_per_second:.0f} images/s; run: {summary.run_dir}")
+                      f"{summary.images_per_second:.0f} images/s, augmentation {summary.augment}; "
+                      f"run: {summary.run_dir}")
+        shown = {k: v for k, v in summary.quality.items() if k not in ("space", "step")}
+        if shown:
+            console.print("sample quality: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
         for w in summary.warnings:
             console.print(f"[yellow]warning:[/] {w}")
 

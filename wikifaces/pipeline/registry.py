@@ -11,6 +11,7 @@ of torch and numba.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,26 @@ def _publish(config: PublishConfig, root: DataRoot, ctx: RunContext) -> Any:
 def _train(config: TrainConfig, root: DataRoot, ctx: RunContext) -> Any:
     from training import train_stage
 
-    return train_stage(config, root, progress=ctx.progress, force=ctx.force, on_progress=ctx.on_progress)
+    return train_stage(config, root, progress=ctx.progress, force=ctx.force, on_progress=ctx.on_progress,
+                       judge=sample_judge(config))
+
+
+def sample_judge(config: TrainConfig) -> Any:
+    """The judge of a run's samples: dlib's face descriptor and our detector for a faces dataset
+    (or when asked), none otherwise."""
+    if config.quality == "none" or config.channels != 3 or config.dataset is None:
+        return None
+    if config.quality == "auto":
+        manifest = Path(config.dataset) / "manifest.json"
+        try:
+            source = json.loads(manifest.read_text())["provenance"]["parameters"].get("source")
+        except (OSError, ValueError, KeyError, AttributeError):
+            return None
+        if source != "faces":
+            return None
+    from faces.judge import FaceJudge
+
+    return FaceJudge()
 
 
 def _report(config: ReportConfig, root: DataRoot, ctx: RunContext) -> Any:
