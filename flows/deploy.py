@@ -26,7 +26,7 @@ DEMO_PARAMETERS: dict[str, Any] = {
     # discriminator wins within a few dozen steps; at 32 px with 64 channels
     # faces appear in ~1 minute of CPU (the paper's settings are the `default` deployment's)
     "train": {"image_size": 32, "g_width": 64, "d_width": 64, "batch_size": 16, "max_steps": 1500,
-              "sample_every": 150, "checkpoint_every": 250, "desc": "demo"},
+              "sample_every": 150, "checkpoint_every": 250, "quality_samples": 128, "desc": "demo"},
 }
 # Every human on Wikidata born since 1900 with a picture, from the Query Service (give a contact:
 # --params '{"names": {..., "http": {"contact": "you@example.org"}}}'); the paper's "modern era".

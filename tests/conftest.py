@@ -99,7 +99,7 @@ def standin_http(server, **kw):
 
 
 TINY_TRAIN = {"image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, "max_steps": 3, "sample_every": 2,
-              "checkpoint_every": 2, "fixed_samples": 16, "desc": "test"}
+              "checkpoint_every": 2, "fixed_samples": 16, "quality_samples": 16, "desc": "test"}
 
 
 @pytest.fixture(scope="session")

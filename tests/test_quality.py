@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from training.augment import POLICIES, cutout, diff_augment, translation
 from training.data import InMemoryBatches, load_tensor, step_generator, to_model_input
 from training.quality import frechet_distance, precision_recall, sample_quality
 from wikifaces.fixtures.samples import random_crops
+
+from .conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +160,6 @@ def face_crops():
 
     from wikifaces.fixtures.samples import available_photos, load_rgb
 
-    from .conftest import REPO
 
     boxes = json.loads((REPO / "tests" / "fixtures" / "face_boxes.json").read_text())["boxes"]
     out = []
@@ -201,3 +203,33 @@ def test_a_run_with_a_judge_writes_quality_everywhere(tiny_set, tmp_path, judge)
     assert measured[-1]["face_rate"] == 0.0  # 4 steps of training give no faces
     ds = open_dataset(tiny_set)
     assert measured[-1]["real_images"] == 16 and len(ds) == 96
+
+
+# -- the step never waits for the device -----------------------------------------------------------------
+def test_the_loop_reads_device_values_only_when_it_logs(tiny_set, tmp_path, monkeypatch):
+    """Every read of a tensor's value by our training code (item, tolist, bool, int, float: on a GPU
+    each one a synchronisation) is counted per step: only the logging steps (1, 10, 20) may read."""
+    from training import train as train_module
+
+    reads: dict[int, int] = {}
+    current = {"step": 0}
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **kw):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(str(REPO / "training")):  # our loop's reads (torch's CPU-side Adam step
+                reads[current["step"]] = reads.get(current["step"], 0) + 1  # counter is no device read)
+            return _original(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    real_step = train_module.train_step
+
+    def tracking(run, real, z, generator=None):
+        current["step"] = run.step + 1  # the step this call makes
+        return real_step(run, real, z, generator)
+
+    monkeypatch.setattr(train_module, "train_step", tracking)
+    train_dcgan(tiny(tiny_set, tmp_path, max_steps=20, sample_every=1000, augment="diffaug"), progress=False)
+    assert set(reads) <= {0, 1, 10, 20}, sorted(reads)
+    assert {1, 10, 20} <= set(reads)

@@ -105,6 +105,13 @@ def test_training_and_parameters_sections(pipeline_root):
     assert run is not None and [r["step"] for r in run["metrics"]][-1] == 3
     assert run["samples"] and all(p.exists() for p in run["samples"])
     assert (run["run"] / "interpolate-seed0.png").exists() and (run["run"] / "memorisation.png").exists()
+    # a faces dataset gets the face judge in a build: quality measured at the end, shown in the report
+    assert [q["step"] for q in run["quality"]] == [3] and run["summary"]["augment"].startswith("diffaug")
+    assert {"face_rate", "face_rate_real", "fd_dlib128"} <= set(run["quality"][0])
+    page = render(CONFIG, pipeline_root)
+    assert "Sample quality" in page and "not comparable with published" in page and "face rate of real" in page
+    receipt = {p["stage"]: p for p in stage_parameters(pipeline_root)}["train-dcgan"]
+    assert receipt["counts"]["quality"]["face_rate_real"] == run["quality"][0]["face_rate_real"]
     stages = {p["stage"]: p for p in stage_parameters(pipeline_root)}
     assert set(stages) == {"names", "images", "detect", "dedup", "publish", "train-dcgan", "report"}
     assert all(p["code_version"] and p["config"] for p in stages.values())

@@ -487,9 +487,9 @@ class Monitor:
     `on_progress`), fixed-noise samples, sample quality when there is a judge, and a warning (once
     each) when D wins or samples collapse.
 
-    The step never waits for the GPU: each step's losses and D outputs are stacked on the device
-    and read (one synchronisation) only when metrics are logged; the "D wins" streak is counted
-    on the device too."""
+    The step never waits for the GPU: each step's losses and D outputs are summed on the device
+    and read (one synchronisation) only when metrics are logged, as means over the steps since the
+    last row; the "D wins" streak is counted on the device too."""
 
     def __init__(self, run: TrainRun, on_progress: Callable[[int, int], None] | None,
                  judge: Judge | None = None) -> None:
@@ -502,6 +502,8 @@ class Monitor:
         self.real_diversity: float | None = None
         self.low_run = torch.zeros((), device=run.device)  # steps in a row with D loss < 0.05
         self.low_peak = torch.zeros((), device=run.device)
+        self.sums = torch.zeros(5, device=run.device)  # losses and D outputs summed since the last log
+        self.summed = 0
         self.last: dict[str, float] = {}
         # without a judge, say why nothing was measured rather than leave a blank
         self.quality: dict[str, Any] = {} if judge is not None else {
@@ -534,8 +536,12 @@ class Monitor:
                                    (losses.out_real, losses.out_fake, losses.out_g))])
             self.low_run = torch.where(stats[0] < 0.05, self.low_run + 1, torch.zeros_like(self.low_run))
             self.low_peak = torch.maximum(self.low_peak, self.low_run)
+            self.sums += stats
+        self.summed += 1
         if run.step % 10 == 0 or run.step == run.total_steps or run.step == 1:
-            values = stats.tolist()  # the one synchronisation, every 10 steps
+            values = (self.sums / self.summed).tolist()  # the one synchronisation, every 10 steps
+            self.sums.zero_()
+            self.summed = 0
             need = max(50, run.steps_per_epoch // 2)
             if int(self.low_peak) >= need:
                 self.warn("d_wins", f"the discriminator has won: its loss stayed under 0.05 for {need} steps, so "
