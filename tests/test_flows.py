@@ -63,8 +63,19 @@ def test_build_faces_runs_every_stage_on_the_standin(built):
     assert f"{len(ds)} images" in card and "## Licences" in card and "open_dataset" in card
     run = Path((root / "runs" / "latest-faces-64.txt").read_text().strip())
     assert (run / "checkpoints" / "latest.pt").exists()
-    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3
     assert (published / "report.html").stat().st_size > 10_000
+    # the training stage's Prefect artifact carries the sample quality and the augmentation used
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        key = ArtifactFilterKey(any_=["train-dcgan-counts"])
+        data = client.read_artifacts(artifact_filter=ArtifactFilter(key=key))[0].data
+    rows = {r["what"]: r["count"] for r in (json.loads(data) if isinstance(data, str) else data)}
+    assert rows["quality.face_rate_real"] == summary["quality"]["face_rate_real"]
+    assert rows["augment"] == summary["augment"] and "quality.fd_dlib128" in rows
 
 
 def test_rerun_skips_every_stage(built):
