@@ -9,7 +9,7 @@ faces. Then two runs, same seed, width, batch and number of steps, `--augment no
 Fréchet distance / precision / recall in dlib's 128-d face-descriptor space, NOT FID) every
 `--quality-every` steps on 256 samples. Both sample grids and the curves are saved in `--out`.
 
-    .venv/bin/python bench/train_quality.py [--people 400] [--steps 3000] [--width 128]
+    .venv/bin/python bench/train_quality.py [--people 400] [--steps 2000] [--width 128]
 """
 
 from __future__ import annotations
@@ -46,17 +46,47 @@ def build_faces(work: Path, people: int) -> Path:
     return root.processed("faces-64-all")
 
 
+def plot_curves(out: Path) -> Path:
+    """Face rate and Fréchet distance over steps, both runs, from the saved quality-*.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for augment in ("none", "diffaug"):
+        curve = json.loads((out / f"quality-{augment}.json").read_text())
+        steps = [q["step"] for q in curve]
+        a.plot(steps, [q["face_rate"] for q in curve], marker="o", label=f"--augment {augment}")
+        b.plot(steps, [q["fd_dlib128"] for q in curve], marker="o", label=f"--augment {augment}")
+        ceiling = curve[-1]["face_rate_real"]
+    a.axhline(ceiling, color="grey", ls="--", lw=1, label="real crops")
+    a.set(xlabel="step", ylabel="face rate", ylim=(0, 1.05), title="face rate of 256 samples")
+    b.set(xlabel="step", ylabel="Fréchet distance", title="Fréchet distance, dlib descriptors (not FID)")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    path = out / "quality-curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--people", type=int, default=400)
-    ap.add_argument("--steps", type=int, default=3000, help="training steps of each run")
+    ap.add_argument("--steps", type=int, default=2000, help="training steps of each run")
     ap.add_argument("--width", type=int, default=128, help="G and D channels at 4x4")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--quality-every", type=int, default=500)
     ap.add_argument("--work", type=Path, default=Path("/tmp/wikifaces-train-quality"))
     ap.add_argument("--out", type=Path, default=Path("bench/out/train_quality"))
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the curves of the last run from --out")
     args = ap.parse_args()
+    if args.plot_only:
+        print(f"curves: {plot_curves(args.out)}")
+        return
     from faces.judge import FaceJudge
     from shards import open_dataset
     from training import TrainConfig, train_dcgan
@@ -94,7 +124,7 @@ def main() -> None:
             print(f"{augment:<9}{q['step']:>6}{q['face_rate']:>11.3f}{q['face_rate_real']:>7.3f}{q['fd_dlib128']:>9.3f}"
                   f"{q['precision_dlib128']:>11.3f}{q['recall_dlib128']:>8.3f}")
         print(f"{augment:<9} {r['minutes']:.1f} min, {r['rate']:.0f} img/s; warnings: {len(r['warnings'])}")
-    print(f"sample grids: {args.out}/samples-none.png, {args.out}/samples-diffaug.png")
+    print(f"sample grids: {args.out}/samples-none.png, {args.out}/samples-diffaug.png; curves: {plot_curves(args.out)}")
     for augment in ("diffaug", "none"):
         last = results[augment]["curve"][-1]
         print(f"face rate ({augment}): {last['face_rate']:.3f}")

@@ -6,9 +6,11 @@ Image bytes are copied as stored: nothing is re-encoded.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,9 @@ from .files import atomic_open
 from .format import EXTENSIONS, ShardError
 from .reader import Dataset, open_dataset
 
-ExportFormat = Literal["folder", "webdataset", "parquet"]
+ExportFormat = Literal["folder", "webdataset", "parquet", "identity-folders"]
+# a folder name taken from metadata only when it is this plain (a Wikidata QID is); otherwise a hash
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def export_dataset(
@@ -26,6 +30,7 @@ def export_dataset(
     out: str | os.PathLike[str],
     to: ExportFormat = "folder",
     records_per_tar: int = 10_000,
+    group_key: str = "person_id",
 ) -> int:
     """Write every record of the dataset at `path` under `out`; returns the record count.
 
@@ -36,6 +41,11 @@ def export_dataset(
     parquet: `out/data/train-00000-of-0000N.parquet` (an `image` column of {bytes, path} and one
         column per metadata key) and `out/README.md` with the YAML header Hugging Face's loader
         reads: `datasets.load_dataset(out)` gives an image dataset.
+    identity-folders: `out/<person_id>/<n>.<ext>` (n counts that person's records from 0), the
+        layout face-recognition tools read (one folder per identity), and `out/metadata.jsonl`
+        with `file_name` (Hugging Face's `imagefolder` then labels records by folder). The folder
+        is the record's `group_key` value (`person_id`, a Wikidata QID) when it is a plain name,
+        else `id-<sha256 of it, 16 hex>`: scraped text never becomes a path.
     `<ext>` is the dataset's encoding: `jpg`, `png` or `webp`, the bytes as stored.
     """
     ds = open_dataset(path)
@@ -63,9 +73,35 @@ def export_dataset(
                         tar.addfile(info, io.BytesIO(payload))
     elif to == "parquet":
         _export_parquet(ds, out_dir, ext, records_per_tar)
+    elif to == "identity-folders":
+        _export_identity_folders(ds, out_dir, ext, group_key)
     else:
-        raise ValueError(f"export format must be 'folder', 'webdataset' or 'parquet', not {to!r}")
+        raise ValueError(f"export format must be 'folder', 'webdataset', 'parquet' or 'identity-folders', not {to!r}")
     return len(ds)
+
+
+def identity_folder(value: Any) -> str:
+    """The folder name of an identity: the value itself when plain, else a hash of it."""
+    text = str(value)
+    return text if _SAFE_NAME.match(text) else "id-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _export_identity_folders(ds: Dataset, out_dir: Path, ext: str, group_key: str) -> None:
+    seen: dict[str, int] = {}
+    with atomic_open(out_dir / "metadata.jsonl", "w") as index:
+        for i, data, meta in ds.iter_encoded():
+            value = meta.get(group_key)
+            if value in (None, ""):
+                raise ShardError(f"record {i} has no {group_key!r}: identity folders need it in every record "
+                                 "(published face datasets carry it)")
+            folder = identity_folder(value)
+            n = seen.get(folder, 0)
+            seen[folder] = n + 1
+            (out_dir / folder).mkdir(exist_ok=True)
+            name = f"{folder}/{n}{ext}"
+            with atomic_open(out_dir / name) as fh:
+                fh.write(data)
+            index.write(json.dumps({**meta, "file_name": name}, ensure_ascii=False) + "\n")
 
 
 def _export_parquet(ds: Dataset, out_dir: Path, ext: str, per_file: int) -> None:

@@ -76,3 +76,38 @@ def test_the_parquet_export_loads_with_hugging_face_datasets(published, tmp_path
         assert row["image"]["bytes"] == ds.read_bytes(i) and row["image"]["path"] == f"{i:08d}.jpg"
         meta = ds.read_meta(i)
         assert {k: row[k] for k in meta} == meta, i  # every column, as stored
+
+
+def test_identity_folders_hold_each_persons_faces(published, tmp_path):
+    """One folder per person (torchvision's ImageFolder reads them as classes); scraped ids that are
+    not plain names become hashes, never paths; a record without a person is a clear error."""
+    from torchvision.datasets import ImageFolder
+
+    from shards import ShardError, write_shards
+    from shards.export import identity_folder
+
+    out = tmp_path / "ids"
+    n = export_dataset(published, out, to="identity-folders")
+    ds = open_dataset(published)
+    people = sorted({ds.read_meta(i)["person_id"] for i in range(len(ds))})
+    folders = ImageFolder(str(out))
+    assert n == len(ds) == len(folders) and folders.classes == people
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    for i, row in enumerate(rows):
+        assert (out / row["file_name"]).read_bytes() == ds.read_bytes(i)
+        assert row["file_name"].split("/")[0] == row["person_id"] == ds.read_meta(i)["person_id"]
+    per_person = {p: sorted(q.name for q in (out / p).iterdir()) for p in people}
+    assert all(names == [f"{k}.jpg" for k in range(len(names))] for names in per_person.values())
+
+    img = ds[0].image
+    hostile = tmp_path / "hostile"
+    write_shards([(img, {"key": "a", "person_id": "../../etc"}), (img, {"key": "b", "person_id": "Q42"})],
+                 hostile, name="h", image_size=(64, 64), encoding="png")
+    export_dataset(hostile, tmp_path / "h-out", to="identity-folders")
+    assert sorted(p.name for p in (tmp_path / "h-out").iterdir()) == sorted(
+        ["Q42", identity_folder("../../etc"), "metadata.jsonl"])
+    assert identity_folder("../../etc").startswith("id-") and not (tmp_path / "etc").exists()
+    nobody = tmp_path / "nobody"
+    write_shards([(img, {"key": "a"})], nobody, name="n", image_size=(64, 64), encoding="png")
+    with pytest.raises(ShardError, match="record 0 has no 'person_id'"):
+        export_dataset(nobody, tmp_path / "n-out", to="identity-folders")

@@ -71,14 +71,16 @@ def inspect(
 def export(
     path: Annotated[Path, typer.Argument(help="Dataset folder (holding manifest.json).")],
     out: Annotated[Path, typer.Argument(help="Empty or new output folder.")],
-    to: Annotated[str, typer.Option("--to", help="folder, webdataset or parquet (Hugging Face datasets)")] = "folder",
+    to: Annotated[str, typer.Option("--to", help="folder, webdataset, parquet (Hugging Face datasets) or "
+                                    "identity-folders (<person_id>/<n>.<ext>)")] = "folder",
     records_per_tar: Annotated[int, typer.Option(min=1, help="Records per WebDataset tar or Parquet file.")] = 10_000,
 ) -> None:
-    """Export a dataset to an image folder (+ metadata.jsonl) or WebDataset tar shards."""
+    """Export a dataset to an image folder (+ metadata.jsonl), WebDataset tar shards, Parquet, or
+    one folder per person."""
     from shards import export_dataset
 
-    if to not in ("folder", "webdataset", "parquet"):
-        raise BadOption(f"--to must be 'folder', 'webdataset' or 'parquet', not {to!r}")
+    if to not in ("folder", "webdataset", "parquet", "identity-folders"):
+        raise BadOption(f"--to must be 'folder', 'webdataset', 'parquet' or 'identity-folders', not {to!r}")
     n = export_dataset(path, out, to=to, records_per_tar=records_per_tar)  # type: ignore[arg-type]
     console.print(f"exported {n} records to {out} ({to})")
 
