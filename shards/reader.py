@@ -226,6 +226,11 @@ class Dataset(Sequence[Record]):
                 for local in range(self.manifest.shards[shard].count):
                     yield json.loads(self._get(txn, meta_key(local), shard))
 
+    def where(self, key: str, value: Any) -> np.ndarray:
+        """Indices of the records whose metadata has `key` equal to `value` (e.g. `where("split",
+        "train")` on a dataset published with --split-by-person); reads metadata only."""
+        return np.asarray([i for i, m in enumerate(self.iter_meta()) if m.get(key) == value], dtype=np.int64)
+
     def read_images(self, indices: Sequence[int] | np.ndarray, threads: int | None = None) -> np.ndarray:
         """Decode many records of a fixed-size dataset into one (N, H, W, 3) uint8 array.
 

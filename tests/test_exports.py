@@ -111,3 +111,46 @@ def test_identity_folders_hold_each_persons_faces(published, tmp_path):
     write_shards([(img, {"key": "a"})], nobody, name="n", image_size=(64, 64), encoding="png")
     with pytest.raises(ShardError, match="record 0 has no 'person_id'"):
         export_dataset(nobody, tmp_path / "n-out", to="identity-folders")
+
+
+def test_split_by_person_never_puts_a_person_on_two_sides(pipeline_root, tmp_path):
+    """Published twice with --split-by-person (CLI, seeds 0 and 1) beside the build's own dataset,
+    in a copy of the build (its receipts stay the shared build's)."""
+    import shutil
+    from collections import defaultdict
+
+    from typer.testing import CliRunner
+
+    from wikifaces.cli import app
+    from wikifaces.core.paths import DataRoot
+    from wikifaces.publish import PublishConfig
+
+    pipeline_root = DataRoot(shutil.copytree(pipeline_root.root, tmp_path / "root", ignore=shutil.ignore_patterns(
+        "*.lock")))
+
+    runner = CliRunner()
+    splits = {}
+    for seed in (0, 1):
+        name = f"faces-split-{seed}"
+        r = runner.invoke(app, ["publish", "--root", str(pipeline_root.root), "--dataset", name, "--split-by-person",
+                                "--split-seed", str(seed)])
+        assert r.exit_code == 0, r.output
+        ds = open_dataset(pipeline_root.processed(name))
+        sides: dict[str, set[str]] = defaultdict(set)
+        for meta in ds.iter_meta():
+            sides[meta["person_id"]].add(meta["split"])
+        assert all(len(s) == 1 for s in sides.values())  # no leakage
+        people = {p: next(iter(s)) for p, s in sides.items()}
+        summary = ds.manifest.summary["split"]
+        assert summary["seed"] == seed and summary["by"] == "person_id"
+        assert sum(summary["records"].values()) == len(ds) == len(open_dataset(pipeline_root.processed("faces-64")))
+        for side in ("train", "val", "test"):
+            assert summary["people"][side] == sum(v == side for v in people.values()) >= 1
+            assert summary["records"][side] == len(ds.where("split", side))
+        assert summary["people"]["train"] == pytest.approx(0.8 * len(people), abs=1.5)
+        card = (pipeline_root.processed(name) / "README.md").read_text()
+        assert "Split by person" in card and f"seed {seed}" in card
+        splits[seed] = people
+    assert splits[0].keys() == splits[1].keys() and splits[0] != splits[1]  # the seed decides, and is recorded
+    with pytest.raises(ValueError, match="add up to 1"):
+        PublishConfig(split_fractions=(0.5, 0.5, 0.5))

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shards import ShardWriter, dataset_fingerprint, is_complete, open_dataset
 from shards.format import decode_image
@@ -48,6 +48,20 @@ class PublishConfig(BaseModel):
     use_dedup: bool = True
     max_second_face_ratio: Annotated[float | None, Field(ge=0, le=1)] = None
     exclude_licences: tuple[str, ...] = ()
+    # train/val/test by person: a person's faces are all on one side (no identity leaks from training
+    # into evaluation); people are shuffled with `split_seed` and cut by these fractions
+    split_by_person: bool = False
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _split(self) -> PublishConfig:
+        if any(f < 0 for f in self.split_fractions) or abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ValueError(f"split_fractions {self.split_fractions} must be three shares (train, val, test) "
+                             "that add up to 1")
+        if self.split_by_person and self.source != "faces":
+            raise ValueError("split_by_person needs a faces dataset (LSUN records have no person)")
+        return self
 
 
 def candidate_paths(config: PublishConfig, root: DataRoot) -> tuple[Path, Path]:
@@ -112,6 +126,8 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
     skipped: Counter[str] = Counter()
     params = {**config.model_dump(mode="json"), "candidates": str(candidates), "candidates_fingerprint":
               dataset_fingerprint(candidates)}
+    sides = person_splits(config, (ds.read_meta(int(i)) for i in keep.tolist())) if config.split_by_person else {}
+    records: Counter[str] = Counter()
     with ShardWriter(out, name=config.dataset, image_size=size, encoding=config.encoding, quality=config.quality,
                      parameters=params, mode="overwrite", code_version=code_version()) as w:
         for i in keep.tolist():
@@ -126,13 +142,39 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
             image = decode_image(ds.read_bytes(int(i)))
             if size is not None and image.shape[:2] != size:
                 image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
-            w.add(image, {k: meta[k] for k in CARRIED if k in meta})
+            carried = {k: meta[k] for k in CARRIED if k in meta}
+            if sides:
+                carried["split"] = sides[str(meta.get("person_id"))]
+                records[carried["split"]] += 1
+            w.add(image, carried)
             licences[meta.get("licence") or "unknown"] += 1
             attribution.append({"index": w.count - 1, **{k: meta.get(k) for k in ATTRIBUTED}})
         w.summary.update({"licences": dict(licences), "source": config.source, "duplicates_removed": removed,
                           "skipped": dict(skipped)})
+        if sides:
+            w.summary["split"] = {"by": "person_id", "seed": config.split_seed,
+                                  "fractions": dict(zip(SPLITS, config.split_fractions, strict=True)),
+                                  "people": dict(Counter(sides.values())), "records": dict(records)}
     ds.close()
     return licences, skipped, attribution, removed
+
+
+SPLITS = ("train", "val", "test")
+
+
+def person_splits(config: PublishConfig, metas: Any) -> dict[str, str]:
+    """person_id -> train/val/test: the distinct people, sorted, shuffled with the seed, cut by
+    the fractions (rounded; every share that is not zero gets at least one person when there are enough)."""
+    people = sorted({str(m.get("person_id")) for m in metas})
+    order = np.random.default_rng(config.split_seed).permutation(len(people))
+    n = len(people)
+    counts = [round(f * n) for f in config.split_fractions]
+    for k, f in enumerate(config.split_fractions):
+        if f > 0 and counts[k] == 0 and n >= len(SPLITS):
+            counts[k] = 1
+    counts[0] = n - counts[1] - counts[2]
+    cuts = np.cumsum(counts)
+    return {people[j]: SPLITS[int(np.searchsorted(cuts, pos, side="right"))] for pos, j in enumerate(order)}
 
 
 def attribution_markdown(config: PublishConfig, rows: list[dict[str, Any]]) -> str:
@@ -146,6 +188,15 @@ def attribution_markdown(config: PublishConfig, rows: list[dict[str, Any]]) -> s
         source = f"[{md(r.get('file') or 'file')}](<{md(r['url'])}>)" if r.get("url") else md(r.get("file"))
         lines.append(f"| {r['index']} | {md(r.get('title'))} | {md(r.get('artist'))} | {licence} | {source} |")
     return "\n".join(lines) + "\n"
+
+
+def _split_line(split: dict[str, Any] | None) -> str:
+    if not split:
+        return ""
+    parts = ", ".join(f"{name} {split['records'].get(name, 0)} images of {split['people'].get(name, 0)} people"
+                      for name in SPLITS)
+    return (f"\n- **Split by person** (seed {split['seed']}; no person on two sides): {parts}; each record's "
+            "`split` says which (`ds.where('split', 'train')` gives the indices).")
 
 
 def dataset_card(config: PublishConfig, manifest: Any, licences: Counter[str], removed: int,
@@ -162,7 +213,7 @@ def dataset_card(config: PublishConfig, manifest: Any, licences: Counter[str], r
 
 - **Source**: {source}.
 - **Near-duplicates removed**: {removed} (perceptual hashes; see the dedup stage's gallery).
-- **Skipped by publication filters**: {skipped_text}.
+- **Skipped by publication filters**: {skipped_text}.{_split_line(manifest.summary.get("split"))}
 - **Built by**: wikifaces {md(manifest.provenance.code_version)} on {md(manifest.provenance.created)}.
 
 ## Licences

@@ -247,11 +247,14 @@ def publish(
     no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Publish every candidate.")] = False,
     encoding: Annotated[str, typer.Option(help="jpeg (smallest), png, qoi (lossless, fast) or raw (fastest)")]
     = default(PublishConfig, "encoding"),
+    split_by_person: Annotated[bool, typer.Option("--split-by-person", help="train/val/test by person (80/10/10): "
+                                                  "a person is never on two sides; each record's `split`.")] = False,
+    split_seed: Annotated[int, typer.Option()] = default(PublishConfig, "split_seed"),
     force: ForceOption = False,
 ) -> None:
     """Publish candidates minus duplicates as processed/<dataset>: shards, manifest, card, attribution."""
     config = PublishConfig(dataset=dataset, source=source, category=category, size=size, use_dedup=not no_dedup,
-                           encoding=encoding)
+                           encoding=encoding, split_by_person=split_by_person, split_seed=split_seed)
     r = run("publish", config, root, force)
     console.print(f"publish: {'skipped, ' + r.reason if r.skipped else 'done'}; {r.counts.get('records')} records")
 
