@@ -235,7 +235,7 @@ def representation_test(work: str | os.PathLike[str], per_class: tuple[int | Non
     write_fashion_shards(shards_dir, "train", train_images)
     config = TrainConfig(dataset=shards_dir, image_size=32, channels=1, g_width=width, d_width=width,
                          epochs=epochs, batch_size=batch_size, seed=seed, runs_dir=work / "runs",
-                         desc="fashion-dcgan", sample_every=1000, checkpoint_every=2000)
+                         desc="fashion-dcgan", sample_every=1000, checkpoint_every=2000, augment="none")
     summary = train_dcgan(config, progress=progress)
     ckpt = load_checkpoint(summary.run_dir / "checkpoints" / "latest.pt")
     d = Discriminator(32, width, 1, config.kernel)
