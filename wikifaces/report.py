@@ -390,9 +390,10 @@ def _quality_table(measured: list[dict[str, Any]], last: dict[str, Any]) -> list
     cols = [(k, label) for k, label in QUALITY_COLUMNS if k in measured[-1]]
     rows = "".join("<tr><td>" + esc(q.get("step")) + "</td>" + "".join(f"<td>{esc(q.get(k))}</td>" for k, _ in cols)
                    + "</tr>" for q in measured)
-    return [f"<h3>Sample quality</h3><p>{esc(measured[-1].get('samples'))} samples against "
-            f"{esc(measured[-1].get('real_images'))} training images, in the space of {esc(measured[-1].get('space'))}. These are not FIDs: the Fréchet distance is "
-            "taken between face descriptors, not Inception features, and is not comparable with published "
+    last = measured[-1]
+    return [f"<h3>Sample quality</h3><p>{esc(last.get('samples'))} samples against {esc(last.get('real_images'))} "
+            f"training images, in the space of {esc(last.get('space'))}. These are not FIDs: the Fréchet distance "
+            "is taken between face descriptors, not Inception features, and is not comparable with published "
             "figures.</p><table><tr><th>step</th>" + "".join(f"<th>{esc(label)}</th>" for _, label in cols)
             + f"</tr>{rows}</table>"]
 
