@@ -503,6 +503,7 @@ class Monitor:
         self.low_run = torch.zeros((), device=run.device)  # steps in a row with D loss < 0.05
         self.low_peak = torch.zeros((), device=run.device)
         self.sums = torch.zeros(5, device=run.device)  # losses and D outputs summed since the last log
+        self._event: Any = None  # the CUDA event of the last log
         self.summed = 0
         self.last: dict[str, float] = {}
         # without a judge, say why nothing was measured rather than leave a blank
@@ -555,13 +556,24 @@ class Monitor:
         if run.main and every and run.step % every == 0:
             self.measure_quality()
 
+    def _interval(self, now: float) -> float:
+        """Seconds since the last log: on a GPU by CUDA events (the device's own clock, at a point
+        where the loop synchronises anyway), else by the host's clock."""
+        if self.run.device.type != "cuda":
+            return now - self.t_last
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        event.synchronize()
+        last, self._event = self._event, event
+        return last.elapsed_time(event) / 1000 if last is not None else now - self.t_last
+
     def log_metrics(self, values: list[float]) -> None:
         run, now = self.run, time.perf_counter()
         loss_d, loss_g, d_x, d_g_z, d_g_z_after = values
         self.last = {"step": run.step, "epoch": round(run.step / run.steps_per_epoch, 3), "loss_d": round(loss_d, 5),
                      "loss_g": round(loss_g, 5), "d_x": round(d_x, 5), "d_g_z": round(d_g_z, 5),
                      "d_g_z_after": round(d_g_z_after, 5),
-                     "images_per_second": round(self.img_since / max(1e-9, now - self.t_last), 2)}
+                     "images_per_second": round(self.img_since / max(1e-9, self._interval(now)), 2)}
         self.t_last, self.img_since = now, 0
         with open(run.metrics_path, "a") as fh:
             fh.write(json.dumps(self.last) + "\n")
