@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.version import code_version
@@ -120,13 +119,37 @@ class KMeansFeatures:
         return np.concatenate(out)
 
 
+def fit_l2svm(x: np.ndarray, y: np.ndarray, c: float, iterations: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear L2-SVM, one-vs-rest: minimises 0.5 |W|^2 + C sum max(0, 1 - y (xW + b))^2 (the squared
+    hinge, LinearSVC's primal) for all classes at once with L-BFGS. liblinear took 65-370 s a fit on
+    4,000 x 3,584 features here (bench notes); this takes a few seconds, at the same accuracy."""
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    k = int(y.max()) + 1
+    target = -torch.ones(len(y), k)
+    target[torch.arange(len(y)), torch.from_numpy(y.astype(np.int64))] = 1
+    w = torch.zeros(x.shape[1], k, requires_grad=True)
+    b = torch.zeros(k, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-5, tolerance_change=1e-9)
+
+    def objective() -> torch.Tensor:
+        opt.zero_grad()
+        margin = torch.clamp(1 - target * (xt @ w + b), min=0)
+        loss = 0.5 * (w * w).sum() + c * (margin * margin).sum()
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    return w.detach(), b.detach()
+
+
 def svm_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                  c: float = 0.01) -> float:
-    """A regularised linear L2-SVM (squared hinge loss) on standardised features."""
+    """A regularised linear L2-SVM (squared hinge loss) on standardised features: test accuracy."""
     scaler = StandardScaler().fit(train_x)
-    svm = LinearSVC(C=c, loss="squared_hinge", dual="auto", max_iter=5000)
-    svm.fit(scaler.transform(train_x), train_y)
-    return float((svm.predict(scaler.transform(test_x)) == test_y).mean())
+    w, b = fit_l2svm(scaler.transform(train_x), train_y, c)
+    scores = torch.from_numpy(scaler.transform(test_x).astype(np.float32)) @ w + b
+    return float((scores.argmax(1).numpy() == test_y).mean())
 
 
 def choose_c(x: np.ndarray, y: np.ndarray, grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1), folds: int = 3,
@@ -225,8 +248,8 @@ def representation_test(work: str | os.PathLike[str], per_class: tuple[int | Non
     """The paper's Table 1 protocol on Fashion-MNIST: train DCGAN on the (unlabelled) training
     images, then, for each label budget (`per_class` images of every class, `draws` random draws;
     None: every training label, one draw), fit a linear L2-SVM, C chosen by cross-validation on
-    the labelled images only, on D's features, single-layer k-means features and raw pixels;
-    report test accuracy per draw. D and k-means see the same unlabelled images."""
+    the labelled images only (of the regime's first draw), on D's features, single-layer k-means
+    features and raw pixels; report test accuracy per draw. D and k-means see the same unlabelled images."""
     from .config import TrainConfig
     from .train import load_checkpoint, train_dcgan
 
@@ -263,11 +286,14 @@ def representation_test(work: str | os.PathLike[str], per_class: tuple[int | Non
         runs = draws if k is not None else 1
         name = f"{k} per class" if k is not None else "all labels"
         regime = Regime(name, 0, {f: [] for f in features}, {f: [] for f in features})
+        chosen: dict[str, float] = {}
         for draw in range(runs):
             pick = draw_per_class(tr_y, k, rng) if k is not None else np.arange(len(tr_y))
             regime.labels = len(pick)
             for f, (f_tr, f_te) in features.items():
-                c = choose_c(f_tr[pick], tr_y[pick], c_grid, seed=seed + draw)
+                if f not in chosen:  # cross-validated on the first draw's labels, kept for the regime's draws
+                    chosen[f] = choose_c(f_tr[pick], tr_y[pick], c_grid, seed=seed + draw)
+                c = chosen[f]
                 regime.c[f].append(c)
                 regime.accuracy[f].append(svm_accuracy(f_tr[pick], tr_y[pick], f_te, te_y, c))
         regimes.append(regime)
