@@ -2,8 +2,9 @@
 k-means features, at 400 labels per class and at every label.
 
 A DCGAN is trained on Fashion-MNIST's 60,000 training images (no labels; padded to 32x32, one
-channel). Then, for each label budget, a linear L2-SVM (C chosen by 3-fold cross-validation on
-the labelled training images only) is fitted on: D's convolutional features (every block
+channel). Then, for each label budget, a linear L2-SVM (squared hinge, one-vs-rest, solved with
+L-BFGS; C chosen by 3-fold cross-validation on the labelled training images of the budget's
+first draw only) is fitted on: D's convolutional features (every block
 max-pooled to 4x4, concatenated), single-layer k-means features (Coates and Ng: whitened 6x6
 patches, triangle activation, quadrant pooling; fitted on the same unlabelled images D saw), and
 raw pixels. Accuracy is on the 10,000 test images; 400 per class is 10 random draws (mean and
