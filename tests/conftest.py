@@ -35,6 +35,26 @@ def prefect_harness():
         yield api_url
 
 
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """96 real 32x32 crops as a shard dataset (the training tests' data)."""
+    from shards import write_shards
+
+    path = tmp_path_factory.mktemp("data") / "tiny"
+    records = [(img, meta) for img, meta in random_crops(32, 9, seed=11)][:96]
+    write_shards(records, path, name="tiny", image_size=(32, 32), encoding="png")
+    return path
+
+
+def tiny_train(dataset, tmp_path, **kw):
+    """A training config small enough for a test: 32 px, width 32, batch 16, 8 steps, deterministic."""
+    from training import TrainConfig
+
+    opts = {"dataset": dataset, "image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, "max_steps": 8,
+            "sample_every": 4, "checkpoint_every": 4, "runs_dir": tmp_path / "runs", "deterministic": True}
+    return TrainConfig(**(opts | kw))
+
+
 @pytest.fixture(scope="session")
 def crops() -> list[tuple[np.ndarray, dict]]:
     """240+ real 32x32 crops of packaged photographs, each with a unique key."""

@@ -10,29 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-from shards import open_dataset, write_shards
+from shards import open_dataset
 from training import TrainConfig, build_models, load_checkpoint, sample_z, train_dcgan
 from training.augment import POLICIES, cutout, diff_augment, translation
 from training.data import InMemoryBatches, load_tensor, step_generator, to_model_input
 from training.quality import frechet_distance, precision_recall, sample_quality
-from wikifaces.fixtures.samples import random_crops
 
-from .conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny"
-    records = [(img, meta) for img, meta in random_crops(32, 9, seed=11)][:96]
-    write_shards(records, path, name="tiny", image_size=(32, 32), encoding="png")
-    return path
+from .conftest import REPO, tiny_train
 
 
 def tiny(dataset, tmp_path, **kw) -> TrainConfig:
-    opts = {"dataset": dataset, "image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, "max_steps": 6,
-            "sample_every": 100, "checkpoint_every": 100, "runs_dir": tmp_path / "runs", "deterministic": True,
-            "channels_last": False}
-    return TrainConfig(**(opts | kw))
+    """The training tests' config, 6 steps, no samples or checkpoints between, contiguous tensors."""
+    return tiny_train(dataset, tmp_path, **({"max_steps": 6, "sample_every": 100, "checkpoint_every": 100,
+                                             "channels_last": False} | kw))
 
 
 # -- DiffAugment -----------------------------------------------------------------------------------------

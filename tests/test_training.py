@@ -14,28 +14,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from shards import write_shards
-from training import Discriminator, Generator, TrainConfig, build_models, load_checkpoint, sample_z, train_dcgan
+from training import Discriminator, Generator, build_models, load_checkpoint, sample_z, train_dcgan
 from training.tools import arithmetic, generate_grid, interpolate, memorisation
 from wikifaces.cli import app
-from wikifaces.fixtures.samples import random_crops
 
-from .conftest import REPO
+from .conftest import REPO, tiny_train
 
-
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory):
-    """96 real 32x32 crops as a shard dataset."""
-    path = tmp_path_factory.mktemp("data") / "tiny"
-    records = [(img, meta) for img, meta in random_crops(32, 9, seed=11)][:96]
-    write_shards(records, path, name="tiny", image_size=(32, 32), encoding="png")
-    return path
-
-
-def tiny(dataset, tmp_path, **kw) -> TrainConfig:
-    opts = {"dataset": dataset, "image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, "max_steps": 8,
-            "sample_every": 4, "checkpoint_every": 4, "runs_dir": tmp_path / "runs", "deterministic": True}
-    return TrainConfig(**(opts | kw))
+tiny = tiny_train
 
 
 def test_architecture_is_the_papers():

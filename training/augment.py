@@ -24,6 +24,7 @@ from .config import POLICIES, parse_policy
 
 __all__ = ["POLICIES", "diff_augment", "parse_policy"]
 
+
 def _uniform(n: int, generator: torch.Generator, like: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     u = torch.rand(n, 1, 1, 1, generator=generator)
     return (lo + (hi - lo) * u).to(device=like.device, dtype=like.dtype)

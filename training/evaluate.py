@@ -230,9 +230,6 @@ class RepresentationResult:
     run_dir: str
     regimes: list[Regime]
 
-    def regime(self, name: str) -> Regime:
-        return next(r for r in self.regimes if r.name == name)
-
 
 def draw_per_class(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of `per_class` random images of every class (sorted)."""

@@ -11,7 +11,6 @@ of torch and numba.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,10 +108,11 @@ def sample_judge(config: TrainConfig) -> Any:
     if config.quality == "none" or config.channels != 3 or config.dataset is None:
         return None
     if config.quality == "auto":
-        manifest = Path(config.dataset) / "manifest.json"
+        from shards import ShardError, read_manifest
+
         try:
-            source = json.loads(manifest.read_text())["provenance"]["parameters"].get("source")
-        except (OSError, ValueError, KeyError, AttributeError):
+            source = read_manifest(config.dataset).provenance.parameters.get("source")
+        except ShardError:  # no dataset there: training itself says so
             return None
         if source != "faces":
             return None
