@@ -220,11 +220,21 @@ class NamesConfig(BaseModel):
         return self.humans_only if self.humans_only is not None else bool(self.list_pages)
 
 
+Route = Literal["lead", "p18", "category", "depicts"]
+ROUTES: tuple[Route, ...] = ("lead", "p18", "category", "depicts")
+
+
 class ImagesConfig(BaseModel):
-    """Stage `images`: which portraits to fetch and how to check them."""
+    """Stage `images`: which portraits to fetch and how to check them. A person's candidates come,
+    in this order, from their article's lead image, their Wikidata image (P18), the files of their
+    Commons category (P373) and the Commons files that depict them (P180), up to
+    `max_images_per_person`; a file reached by several routes is one candidate."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    max_images_per_person: Annotated[int, Field(ge=1, le=500)] = 20
+    routes: tuple[Route, ...] = ROUTES
+    category_depth: Annotated[int, Field(ge=0, le=5)] = 0
     thumb_width: ThumbWidth = 960
     allow_nonfree: bool = False
     min_side: Annotated[int, Field(ge=1)] = 64
@@ -233,3 +243,10 @@ class ImagesConfig(BaseModel):
     retry_failed: bool = False
     limit: Annotated[int | None, Field(ge=1)] = None
     http: HttpConfig = HttpConfig()
+
+    @field_validator("routes")
+    @classmethod
+    def _route_order(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("give at least one route: lead, p18, category, depicts")
+        return tuple(r for r in ROUTES if r in v)  # one spelling per choice, in the fixed order

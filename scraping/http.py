@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,8 +275,10 @@ class PoliteClient:
             raise ApiError(code, info)
         return data
 
-    def query(self, params: dict[str, Any], url: str | None = None) -> list[dict[str, Any]]:
+    def query(self, params: dict[str, Any], url: str | None = None,
+              enough: Callable[[list[dict[str, Any]]], bool] | None = None) -> list[dict[str, Any]]:
         """`action=query` with continuation followed; returns every response's `query` block.
+        `enough(blocks)` true stops following (a capped list needs no more pages).
 
         Continuation always ends: one that only pages older revisions of a file (`iistart`) is not
         followed (we ask for the current one), and one that repeats a token or passes
@@ -292,7 +295,7 @@ class PoliteClient:
                 raise UnexpectedResponse(f"`query` is {type(block).__name__}, not an object, in the answer to "
                                          f"{_describe(params)} at {url or self.config.api_url}")
             nxt = data.get("continue")
-            if not nxt:
+            if not nxt or (enough is not None and enough(blocks)):
                 return blocks
             if not isinstance(nxt, dict):
                 self._warn(f"a `continue` that is not an object for {_describe(params)}: not followed")
@@ -311,6 +314,10 @@ class PoliteClient:
                 return blocks
             seen.add(token)
             cont = nxt
+
+    def warn(self, message: str) -> None:
+        """Log a warning and keep it for the stage's counts (the receipt and the artifact show it)."""
+        self._warn(message)
 
     def _warn(self, message: str) -> None:
         log.warning(message)

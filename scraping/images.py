@@ -1,5 +1,7 @@
-"""Stage `images`: each person's lead image with its licence and author, downloaded politely,
-checked, stored by content hash. Every person ends as exactly one row with a status."""
+"""Stage `images`: each person's candidate portraits (the lead image, the Wikidata image, the
+Commons category's files, the files that depict them) with licence and author, downloaded
+politely, checked, stored by content hash. Every candidate file ends as one row with a status; a
+person without any candidate as one file-less row (`no_image`)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
 
 from .config import ImagesConfig
 from .http import BadUrl, DisallowedHost, HttpError, PoliteClient, TooLarge
-from .mediawiki import image_infos
+from .mediawiki import category_files, depicted_files, image_infos, wikidata_media
 from .names import CACHE_FILE, NAMES_FILE
 from .store import ImageStore
 
@@ -114,10 +116,18 @@ def reset_images(root: str | os.PathLike[str] | None = None) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
+def row_key(row: dict[str, Any]) -> str:
+    """A row's identity: one person and one file (or the person's listing, in the journal)."""
+    if "candidates" in row:
+        return f"{row['person_id']}\t*"
+    return f"{row['person_id']}\t{row.get('file') or ''}"
+
+
 def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = None,
                  progress: bool = True, force: bool = False) -> ImagesSummary:
-    """Fetch, check and store every person's lead image; resumable per person. Earlier rows are
-    reused only when made with the same parameters; `force` fetches everyone again."""
+    """List every person's candidate files, then fetch, check and store each; resumable per person
+    (their listing) and per file. Earlier rows are reused only when made with the same parameters;
+    `force` fetches everyone again."""
     data = DataRoot.resolve(root)
     if force:
         reset_images(data.root)
@@ -132,18 +142,22 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     store = ImageStore(data.image_store)
     client = PoliteClient(config.http, cache_path=out_dir / CACHE_FILE)
     chash = item_hash(config, data)
-    journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["person_id"], version=stage_key(chash))
+    journal = Journal(out_dir / JOURNAL_FILE, key=row_key, version=stage_key(chash))
     key = out_dir / KEY_FILE
     try:
-        done = {}
+        done: dict[str, dict[str, Any]] = {}
         if key.exists() and key.read_text() == chash:
-            done = {r["person_id"]: r for r in read_jsonl(out_dir / IMAGES_FILE)}
+            for r in read_jsonl(out_dir / IMAGES_FILE):
+                done[row_key(r)] = r
         done.update(journal.latest())
-        todo = [p for p in people if p["person_id"] not in done
-                or (config.retry_failed and done[p["person_id"]]["status"] in RETRYABLE)]
-        new_rows = _fetch(config, client, store, takedowns, todo, journal, progress)
-        done.update(new_rows)
-        rows = [done[p["person_id"]] for p in people if p["person_id"] in done]
+        run = _Fetch(config, client, store, takedowns, journal, done)
+        listings = _listings(run, people, progress)
+        todo = [(p, c) for p in people for c in listings.get(p["person_id"], [])
+                if (k := row_key({"person_id": p["person_id"], "file": c["file"]})) not in done
+                or (config.retry_failed and done[k]["status"] in RETRYABLE)]
+        _fetch(run, todo, progress)
+        rows = [done[row_key({"person_id": p["person_id"], "file": c["file"]})] for p in people
+                for c in listings.get(p["person_id"], [])]
         rows = _apply_takedowns(rows, takedowns, store)
         write_jsonl(out_dir / IMAGES_FILE, rows)
         atomic_write_text(key, chash)
@@ -152,19 +166,23 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
         journal.close()
         client.close()
     statuses = Counter(r["status"] for r in rows)
-    counts = {"people": len(rows), "statuses": dict(statuses), "fetched_now": len(todo),
+    per_person = Counter(r["person_id"] for r in rows if r["status"] == "ok")
+    routes = Counter(route for r in rows for route in r.get("routes") or [])
+    counts = {"people": len(people), "files": len(rows), "statuses": dict(statuses), "fetched_now": len(todo),
+              "routes": dict(routes), "people_with_images": len(per_person),
+              "images_per_person": dict(sorted(Counter(per_person.values()).items())),
               "api_requests": client.stats["api_requests"], "downloads": client.stats["downloads"],
               "download_bytes": client.stats["download_bytes"], "retries": client.stats["retries"],
               "warnings": list(client.warnings)}
 
-    return ImagesSummary(len(rows), dict(statuses), statuses.get("ok", 0), client.stats["api_requests"],
+    return ImagesSummary(len(people), dict(statuses), statuses.get("ok", 0), client.stats["api_requests"],
                          out_dir / IMAGES_FILE, counts)
 
 
-def _base_row(person: dict[str, Any]) -> dict[str, Any]:
+def _base_row(person: dict[str, Any], file: str | None = None, routes: list[str] | None = None) -> dict[str, Any]:
     return {
         "person_id": person["person_id"], "title": person["title"], "pageid": person["pageid"],
-        "file": person.get("lead_image"), "file_url": None, "url": None, "licence": None, "licence_url": None,
+        "file": file, "routes": routes or [], "file_url": None, "url": None, "licence": None, "licence_url": None,
         "artist": None, "credit": None, "attribution_required": None, "nonfree": None, "sha256": None,
         "width": None, "height": None, "format": None, "orientation": None, "bytes": None,
         "status": None, "reason": "",
@@ -180,45 +198,145 @@ class _Fetch:
     store: ImageStore
     takedowns: Takedowns
     journal: Journal
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # row key -> row, earlier runs' included
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def width(self) -> int | None:
+        return None if self.config.thumb_width == "original" else int(self.config.thumb_width)
 
     def finish(self, row: dict[str, Any], status: str | None = None, reason: str = "") -> None:
         if status is not None:
             row.update(status=status, reason=reason)
         with self.lock:
-            self.rows[row["person_id"]] = row
+            self.rows[row_key(row)] = row
             self.journal.append(row)
 
 
-def _fetch(config: ImagesConfig, client: PoliteClient, store: ImageStore, takedowns: Takedowns,
-           todo: list[dict[str, Any]], journal: Journal, progress: bool) -> dict[str, dict[str, Any]]:
-    """Every person's row: those the metadata settles at once, then the downloads (2 in flight)."""
-    run = _Fetch(config, client, store, takedowns, journal)
-    for p in todo:
-        if not p.get("lead_image"):
-            run.finish(_base_row(p), "no_image", "the article has no (free) lead image")
-    downloads = _plan_downloads(run, [p for p in todo if p.get("lead_image")])
+def _listings(run: _Fetch, people: list[dict[str, Any]], progress: bool) -> dict[str, list[dict[str, Any]]]:
+    """Each person's candidate files, in route order, at most `max_images_per_person`:
+    [{"file", "routes", "info"}] (info: imageinfo when the listing brought it). Journalled per
+    person, so a resumed run does not ask again; a person without any gets one file-less row."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    wanted = [p for p in people if row_key({"person_id": p["person_id"], "candidates": 1}) not in run.rows]
+    for p in people:
+        listed = run.rows.get(row_key({"person_id": p["person_id"], "candidates": 1}))
+        if listed is not None:
+            out[p["person_id"]] = [{**c, "info": None} for c in listed["candidates"]]
+    earlier = {r["person_id"] for r in run.rows.values() if "candidates" not in r}
+    # people whose rows a completed earlier table holds: their listing is those rows
+    for p in wanted[:]:
+        if p["person_id"] in earlier and p["person_id"] not in out:
+            out[p["person_id"]] = [{"file": r["file"], "routes": r.get("routes") or [], "info": None}
+                                   for r in run.rows.values() if "candidates" not in r
+                                   and r["person_id"] == p["person_id"]]
+            wanted.remove(p)
+    media = _wikidata_media(run, wanted)
+    with Progress(disable=not progress or len(wanted) < 20, transient=True) as bar:
+        task = bar.add_task("listing candidate files", total=len(wanted))
+        for p in wanted:
+            cands = _candidates(run, p, media.get(p["person_id"]))
+            out[p["person_id"]] = cands
+            with run.lock:
+                listing = {"person_id": p["person_id"], "candidates": [{"file": c["file"], "routes": c["routes"]}
+                                                                        for c in cands]}
+                run.journal.append(listing)
+                run.rows[row_key(listing)] = listing
+            bar.advance(task)
+    return out
+
+
+def _wikidata_media(run: _Fetch, people: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[str]]]:
+    """P18 and P373 of people whose names row does not carry them (the Wikipedia source): one
+    wbgetentities request per 50 people, only when a route needs them."""
+    config = run.config
+    if config.max_images_per_person == 1 or not {"p18", "category"} & set(config.routes):
+        return {}
+    qids = [p["person_id"] for p in people if p["person_id"].startswith("Q")
+            and not p.get("image") and not p.get("commons_category")]
+    if not qids:
+        return {}
+    try:
+        return wikidata_media(run.client, qids)
+    except HttpError as exc:
+        run.client.warn(f"Wikidata's images and Commons categories could not be read ({exc.reason}): "
+                         "those routes are skipped for people whose names row lacks them")
+        return {}
+
+
+def _candidates(run: _Fetch, person: dict[str, Any], media: tuple[list[str], list[str]] | None
+                ) -> list[dict[str, Any]]:
+    """One person's candidates by route, merged by file, capped. A route that fails is recorded in
+    the client's warnings and skipped: the other routes' files still count."""
+    config, cap = run.config, run.config.max_images_per_person
+    found: dict[str, dict[str, Any]] = {}
+
+    def add(name: str | None, route: str, info: dict[str, Any] | None = None) -> None:
+        if not name:
+            return
+        k = _file_key(name)
+        if k in found:
+            if route not in found[k]["routes"]:
+                found[k]["routes"].append(route)
+        elif len(found) < cap:
+            found[k] = {"file": name, "routes": [route], "info": info}
+
+    p18 = [person["image"]] if person.get("image") else (media[0] if media else [])
+    category = person.get("commons_category") or (media[1][0] if media and media[1] else None)
+    qid = person["person_id"] if str(person["person_id"]).startswith("Q") else None
+    for route in config.routes:
+        if route == "lead":
+            add(person.get("lead_image"), "lead")
+        elif route == "p18":
+            for name in p18:
+                add(name, "p18")
+        elif len(found) >= cap:
+            break
+        elif route == "category" and category:
+            try:
+                for name, info in category_files(run.client, category, cap, run.width, config.category_depth):
+                    add(name, "category", info)
+            except HttpError as exc:
+                run.client.warn(f"the Commons category of {person['person_id']} could not be listed: {exc.reason}")
+        elif route == "depicts" and qid:
+            try:
+                for name, info in depicted_files(run.client, qid, cap, run.width):
+                    add(name, "depicts", info)
+            except HttpError as exc:
+                run.client.warn(f"the files depicting {qid} could not be searched: {exc.reason}")
+    if not found:
+        return [{"file": None, "routes": [], "info": None}]
+    return list(found.values())
+
+
+def _fetch(run: _Fetch, todo: list[tuple[dict[str, Any], dict[str, Any]]], progress: bool) -> None:
+    """Every candidate's row: those the metadata settles at once, then the downloads (2 in flight)."""
+    for p, c in todo:
+        if not c["file"]:
+            run.finish(_base_row(p), "no_image", "no lead image, no Wikidata image, nothing on Commons"
+                       if run.config.max_images_per_person > 1 else "the article has no (free) lead image")
+    downloads = _plan_downloads(run, [(p, c) for p, c in todo if c["file"]])
     with Progress(disable=not progress or not downloads, transient=True) as bar, \
-            ThreadPoolExecutor(config.http.max_concurrent_downloads, thread_name_prefix="download") as pool:
+            ThreadPoolExecutor(run.config.http.max_concurrent_downloads, thread_name_prefix="download") as pool:
         task = bar.add_task("downloading portraits", total=len(downloads))
         futures = [pool.submit(_download, run, row, url) for row, url in downloads]
         for fut in as_completed(futures):
             run.finish(fut.result())
             bar.advance(task)
-    return run.rows
 
 
-def _plan_downloads(run: _Fetch, people: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """imageinfo for every lead image (50 files a request); rows for files that need no download
-    (missing, non-free, taken down, ruled out by their metadata); (row, URL) for the rest."""
-    config = run.config
-    width = None if config.thumb_width == "original" else int(config.thumb_width)
-    infos = image_infos(run.client, [p["lead_image"] for p in people], width) if people else {}
+def _plan_downloads(run: _Fetch, todo: list[tuple[dict[str, Any], dict[str, Any]]]
+                    ) -> list[tuple[dict[str, Any], str]]:
+    """imageinfo for every candidate that came without it (lead and P18 files, 50 a request); rows
+    for files that need no download (missing, non-free, taken down, ruled out by their
+    metadata); (row, URL) for the rest."""
+    config, width = run.config, run.width
+    need = [c["file"] for _, c in todo if c["info"] is None]
+    infos = image_infos(run.client, need, width) if need else {}
     downloads: list[tuple[dict[str, Any], str]] = []
-    for p in people:
-        row = _base_row(p)
-        info = infos.get(p["lead_image"])
+    for p, c in todo:
+        row = _base_row(p, c["file"], list(c["routes"]))
+        info = c["info"] if c["info"] is not None else infos.get(c["file"])
         if info is None:
             run.finish(row, "missing_file", "neither Commons nor the wiki has this file")
             continue

@@ -12,7 +12,7 @@ from bs4 import BeautifulSoup
 
 from .http import PoliteClient, UnexpectedResponse
 from .titles import category_title, normalise_title
-from .wikidata import birth_years, item_ids
+from .wikidata import best_claims, birth_years, claim_value, file_name, item_ids
 
 NAMESPACES = {
     "media", "special", "talk", "user", "user talk", "wikipedia", "wikipedia talk", "project", "file", "file talk",
@@ -315,6 +315,95 @@ def wikidata_facts(client: PoliteClient, qids: Sequence[str]) -> dict[str, Wikid
 
 
 # -- files ---------------------------------------------------------------------------------------------
+def imageinfo_params(width: int | None) -> dict[str, str]:
+    """`prop=imageinfo` with what a row needs: URL, size, MIME, licence and author, a thumbnail."""
+    params = {"prop": "imageinfo", "iiprop": "url|size|sha1|mime|extmetadata",
+              "iiextmetadatafilter": "LicenseShortName|LicenseUrl|Artist|Credit|AttributionRequired|NonFree"
+                                     "|UsageTerms|Copyrighted|ObjectName"}
+    if width is not None:
+        params["iiurlwidth"] = str(width)
+    return params
+
+
+def file_name_of(title: str) -> str:
+    """"File:Grace Hopper.jpg" -> "Grace_Hopper.jpg" (pageimages' spelling, which rows use)."""
+    return "_".join(title.split(":", 1)[1].split()) if ":" in title else "_".join(title.split())
+
+
+def _generated_files(client: PoliteClient, params: dict[str, str], limit: int) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, imageinfo) for the files a generator yields, in its order, at most `limit`;
+    pages only as many as the cap needs. Files without imageinfo (missing) are left out."""
+    def files(blocks: list[dict[str, Any]]) -> list[tuple[int, str, dict[str, Any]]]:
+        out: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        for n, block in enumerate(blocks):
+            for page in items(block, "pages"):
+                info = items(page, "imageinfo")
+                title = page.get("title")
+                if not info or not isinstance(title, str) or page.get("ns") not in (6, "6"):
+                    continue
+                index = _int(page.get("index"))
+                order = (n * 100_000 + index) if index is not None else n * 100_000 + len(out)
+                out.setdefault(title, (order, file_name_of(title), info[0]))
+        return sorted(out.values(), key=lambda t: t[0])
+
+    blocks = client.query(params, url=client.config.commons_api_url, enough=lambda b: len(files(b)) >= limit)
+    return [(name, info) for _, name, info in files(blocks)[:limit]]
+
+
+def category_files(client: PoliteClient, category: str, limit: int, width: int | None, depth: int = 0
+                   ) -> list[tuple[str, dict[str, Any]]]:
+    """Files in a Commons category (and, to `depth`, its subcategories; each visited once, so cycles
+    end) with their imageinfo: one request a category (listing and imageinfo together)."""
+    root = category_title(category)
+    queue, visited = [(root, 0)], {root}
+    out: dict[str, dict[str, Any]] = {}
+    while queue and len(out) < limit:
+        cat, level = queue.pop(0)
+        params = {"generator": "categorymembers", "gcmtitle": cat, "gcmtype": "file",
+                  "gcmlimit": str(min(limit, 500)), **imageinfo_params(width)}
+        for name, info in _generated_files(client, params, limit - len(out)):
+            out.setdefault(name, info)
+        if level < depth:
+            for block in client.query({"list": "categorymembers", "cmtitle": cat, "cmtype": "subcat",
+                                       "cmlimit": "max"}, url=client.config.commons_api_url):
+                for m in items(block, "categorymembers"):
+                    sub = m.get("title")
+                    if isinstance(sub, str) and normalise_title(sub) not in visited:
+                        visited.add(normalise_title(sub))
+                        queue.append((normalise_title(sub), level + 1))
+    return list(out.items())[:limit]
+
+
+def depicted_files(client: PoliteClient, qid: str, limit: int, width: int | None) -> list[tuple[str, dict[str, Any]]]:
+    """Commons files whose structured data say they depict `qid` (P180), with their imageinfo: one
+    search request (CirrusSearch's `haswbstatement`, File namespace)."""
+    if not re.fullmatch(r"Q[1-9]\d*", qid):
+        return []
+    params = {"generator": "search", "gsrsearch": f"haswbstatement:P180={qid}", "gsrnamespace": "6",
+              "gsrlimit": str(min(limit, 500)), **imageinfo_params(width)}
+    return _generated_files(client, params, limit)
+
+
+def wikidata_media(client: PoliteClient, qids: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """(images (P18), Commons categories (P373)) per QID, best-rank values, `batch_size` ids a request."""
+    out: dict[str, tuple[list[str], list[str]]] = {}
+    for batch in batched(sorted(set(qids)), batch_size(client)):
+        data = client.api({"action": "wbgetentities", "ids": "|".join(batch), "props": "claims"},
+                          url=client.config.wikidata_api_url)
+        entities = data.get("entities")
+        if not isinstance(entities, dict):
+            raise UnexpectedResponse(f"wbgetentities at {client.config.wikidata_api_url} gave no `entities` "
+                                     f"object for {', '.join(batch[:3])}{' ...' if len(batch) > 3 else ''}")
+        for qid, entity in entities.items():
+            if not isinstance(entity, dict) or flag(entity, "missing"):
+                continue
+            claims = entity.get("claims") if isinstance(entity.get("claims"), dict) else {}
+            strings = {p: [v.strip() for c in best_claims(claims, p) if isinstance(v := claim_value(c), str)
+                           and v.strip()] for p in ("P18", "P373")}
+            out[qid] = ([file_name(v) for v in strings["P18"]], strings["P373"])
+    return out
+
+
 def image_infos(client: PoliteClient, files: Sequence[str], width: int | None) -> dict[str, dict[str, Any]]:
     """imageinfo (url, size, sha1, mime, extmetadata, a thumbnail at `width`) per file name
     ("Name.jpg", as pageimages gives it). Asks Commons first, then the wiki for local files."""
@@ -327,13 +416,7 @@ def image_infos(client: PoliteClient, files: Sequence[str], width: int | None) -
         for batch in batched(pending, min(50, batch_size(client))):
             titles = {f"File:{name}": name for name in batch}
             found: dict[str, dict[str, Any]] = {}
-            params = {
-                "titles": "|".join(titles), "prop": "imageinfo", "iiprop": "url|size|sha1|mime|extmetadata",
-                "iiextmetadatafilter": "LicenseShortName|LicenseUrl|Artist|Credit|AttributionRequired|NonFree"
-                                       "|UsageTerms|Copyrighted|ObjectName",
-            }
-            if width is not None:
-                params["iiurlwidth"] = str(width)
+            params = {"titles": "|".join(titles), **imageinfo_params(width)}
             answers = _Answers()
             for block in client.query(params, url=url):
                 answers.add(block)

@@ -31,6 +31,12 @@ from .conftest import CONTACT, REPO
 from .conftest import standin_http as http
 
 
+def lead_images(**kw: object) -> ImagesConfig:
+    """These tests are about fetching one file per person, the lead image (multi-route candidates:
+    tests/test_identity.py)."""
+    return ImagesConfig(max_images_per_person=1, **kw)
+
+
 @pytest.fixture(scope="module")
 def corpus():
     return build_corpus(60, seed=0)
@@ -200,7 +206,7 @@ def test_api_gives_up_with_a_clear_error(tmp_path, server):
 
 # -- images ---------------------------------------------------------------------------------------
 def test_images_rows_licences_and_store(named_root, server, corpus):
-    s = fetch_images(ImagesConfig(http=http(server)), named_root, progress=False)
+    s = fetch_images(lead_images(http=http(server)), named_root, progress=False)
     rows = image_rows(named_root)
     assert len(rows) == len(corpus.people) == s.people
     assert [r["title"] for r in rows] == [r["title"] for r in names_rows(named_root)]
@@ -231,12 +237,12 @@ def test_images_rows_licences_and_store(named_root, server, corpus):
 
 
 def test_thumbnail_width_and_original(named_root, server):
-    fetch_images(ImagesConfig(thumb_width=250, limit=6, http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(thumb_width=250, limit=6, http=http(server)), named_root, progress=False)
     rows = [r for r in image_rows(named_root) if r["status"] == "ok"]
     assert rows and all(r["width"] == 250 and "/250px-" in r["url"] for r in rows)
     shutil.rmtree(named_root / "raw/wikipedia/store")
     (named_root / "raw/wikipedia/images.jsonl").unlink()
-    fetch_images(ImagesConfig(thumb_width="original", limit=6, http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(thumb_width="original", limit=6, http=http(server)), named_root, progress=False)
     assert all("/thumb/" not in r["url"] for r in image_rows(named_root) if r["status"] == "ok")
 
 
@@ -244,12 +250,12 @@ def test_nonfree_is_refused_unless_allowed(tmp_path, server, corpus):
     nonfree = next(p for p in corpus.people if p.image and corpus.files[p.image].nonfree)
     (tmp_path / "n.txt").write_text(nonfree.title)
     collect_names(NamesConfig(names_file=tmp_path / "n.txt", lead_images="any", http=http(server)), tmp_path)
-    fetch_images(ImagesConfig(http=http(server)), tmp_path, progress=False)
+    fetch_images(lead_images(http=http(server)), tmp_path, progress=False)
     (row,) = image_rows(tmp_path)
     assert row["status"] == "nonfree" and row["licence"] == "Fair use" and row["sha256"] is None
     assert not any(e.endpoint == "upload" for e in server.log)
     (tmp_path / "raw/wikipedia/images.jsonl").unlink()
-    fetch_images(ImagesConfig(allow_nonfree=True, http=http(server)), tmp_path, progress=False)
+    fetch_images(lead_images(allow_nonfree=True, http=http(server)), tmp_path, progress=False)
     assert image_rows(tmp_path)[0]["status"] == "ok"
 
 
@@ -266,7 +272,7 @@ def test_bad_bodies_become_rows_with_reasons(named_root, server, corpus, kind, s
     from urllib.parse import quote
 
     server.add_fault(kind, endpoint="upload", match=quote(victim.image), times=None)
-    fetch_images(ImagesConfig(limit=8, http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(limit=8, http=http(server)), named_root, progress=False)
     rows = {r["title"]: r for r in image_rows(named_root)}
     assert rows[victim.title]["status"] == status, rows[victim.title]
     assert rows[victim.title]["reason"] and rows[victim.title]["sha256"] is None
@@ -281,7 +287,7 @@ def test_cmyk_and_exif_rotated_jpegs_are_kept_the_right_way_up(named_root, serve
     a, b = _first_with_image(corpus, 0), _first_with_image(corpus, 1)
     server.add_fault("cmyk", endpoint="upload", match=quote(a.image), times=None)
     server.add_fault("exif_rotated", endpoint="upload", match=quote(b.image), times=None)
-    fetch_images(ImagesConfig(limit=6, http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(limit=6, http=http(server)), named_root, progress=False)
     rows = {r["title"]: r for r in image_rows(named_root)}
     store = ImageStore(named_root / "raw/wikipedia/store")
     ra, rb = rows[a.title], rows[b.title]
@@ -297,7 +303,7 @@ def test_oversized_body_is_cut_off(named_root, server, corpus):
     from urllib.parse import quote
 
     server.add_fault("oversized", endpoint="upload", match=quote(victim.image), times=None)
-    fetch_images(ImagesConfig(limit=4, http=http(server, max_response_bytes=5_000_000)), named_root, progress=False)
+    fetch_images(lead_images(limit=4, http=http(server, max_response_bytes=5_000_000)), named_root, progress=False)
     row = {r["title"]: r for r in image_rows(named_root)}[victim.title]
     assert row["status"] == "too_large" and "cap" in row["reason"]
 
@@ -309,7 +315,7 @@ def test_transient_download_faults_are_retried(named_root, server, corpus, kind)
 
     server.add_fault(kind, endpoint="upload", match=quote(victim.image), times=2,
                      retry_after=1 if kind == "429" else None)
-    fetch_images(ImagesConfig(limit=4, http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(limit=4, http=http(server)), named_root, progress=False)
     row = {r["title"]: r for r in image_rows(named_root)}[victim.title]
     assert row["status"] == "ok", row
     assert sum(1 for e in server.log if e.fault == kind) == 2
@@ -320,7 +326,7 @@ def test_slow_body_hits_the_deadline(named_root, server, corpus):
     from urllib.parse import quote
 
     server.add_fault("slow_body", endpoint="upload", match=quote(victim.image), times=None, delay=3.0)
-    fetch_images(ImagesConfig(limit=3, http=http(server, download_deadline=0.5, max_attempts=2)), named_root,
+    fetch_images(lead_images(limit=3, http=http(server, download_deadline=0.5, max_attempts=2)), named_root,
                  progress=False)
     row = {r["title"]: r for r in image_rows(named_root)}[victim.title]
     assert row["status"] == "http_error" and "not complete within" in row["reason"]
@@ -334,7 +340,7 @@ def test_redirects_must_stay_on_allowed_hosts(named_root, server, corpus):
                      location="http://evil.invalid/steal.jpg")
     target = f"{server.url}/upload/wikipedia/commons/0/00/{quote(b.image)}"
     server.add_fault("redirect", endpoint="upload", match=quote(b.image), times=1, location=target)
-    fetch_images(ImagesConfig(limit=6, http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(limit=6, http=http(server)), named_root, progress=False)
     rows = {r["title"]: r for r in image_rows(named_root)}
     assert rows[a.title]["status"] == "disallowed_host" and "evil.invalid" in rows[a.title]["reason"]
     assert rows[b.title]["status"] == "ok"  # redirected within the allowed host
@@ -349,7 +355,7 @@ def test_connection_refused_is_an_http_error(named_root, server):
     cfg = http(server, max_attempts=2)
     cfg = cfg.model_copy(update={"allowed_download_hosts": (server.host, dead)})
     server.add_fault("redirect", endpoint="upload", times=None, location=f"http://{dead}/x.jpg")
-    fetch_images(ImagesConfig(limit=3, http=cfg), named_root, progress=False)
+    fetch_images(lead_images(limit=3, http=cfg), named_root, progress=False)
     rows = [r for r in image_rows(named_root) if r["file"]]
     assert rows and all(r["status"] == "http_error" and "refused" in r["reason"].lower() for r in rows)
 
@@ -357,7 +363,7 @@ def test_connection_refused_is_an_http_error(named_root, server):
 def test_download_concurrency_and_bandwidth_caps(named_root, server):
     server.add_fault("slow", endpoint="upload", times=None, delay=0.2)
     t0 = time.monotonic()
-    s = fetch_images(ImagesConfig(limit=16, thumb_width=500,
+    s = fetch_images(lead_images(limit=16, thumb_width=500,
                                   http=http(server, max_concurrent_downloads=2, download_bytes_per_second=300_000)),
                      named_root, progress=False)
     elapsed = time.monotonic() - t0
@@ -369,7 +375,7 @@ def test_download_concurrency_and_bandwidth_caps(named_root, server):
 
 
 def test_takedowns_apply_to_every_run(named_root, server, corpus):
-    fetch_images(ImagesConfig(http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(http=http(server)), named_root, progress=False)
     ok = [r for r in image_rows(named_root) if r["status"] == "ok"]
     by_file, by_qid, by_sha = ok[0], ok[1], ok[2]
     store = ImageStore(named_root / "raw/wikipedia/store")
@@ -377,7 +383,7 @@ def test_takedowns_apply_to_every_run(named_root, server, corpus):
     (named_root / "takedown.txt").write_text(
         f"# takedown requests\nFile:{by_file['file'].replace('_', ' ')}\n{by_qid['person_id']}\n{by_sha['sha256']}\n")
     server.clear_log()
-    fetch_images(ImagesConfig(takedown_file=named_root / "takedown.txt", http=http(server)), named_root, progress=False)
+    fetch_images(lead_images(takedown_file=named_root / "takedown.txt", http=http(server)), named_root, progress=False)
     rows = {r["person_id"]: r for r in image_rows(named_root)}
     for r in (by_file, by_qid, by_sha):
         assert rows[r["person_id"]]["status"] == "taken_down" and "takedown" in rows[r["person_id"]]["reason"]
@@ -391,7 +397,7 @@ def test_rerun_skips_done_people_and_retry_failed(named_root, server, corpus):
 
     victim = _first_with_image(corpus)
     server.add_fault("500", endpoint="upload", match=quote(victim.image), times=None)
-    cfg = ImagesConfig(limit=10, http=http(server, max_attempts=2))
+    cfg = lead_images(limit=10, http=http(server, max_attempts=2))
     fetch_images(cfg, named_root, progress=False)
     first = image_rows(named_root)
     assert {r["title"]: r for r in first}[victim.title]["status"] == "http_error"
@@ -416,6 +422,7 @@ _RUN_IMAGES = textwrap.dedent("""
 
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_rows(tmp_path, named_root, server):
+    """Killed between listing and downloading every person's candidates (several files each)."""
     clean = tmp_path / "clean"
     shutil.copytree(named_root, clean)
     cfg = http(server)
@@ -427,7 +434,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_rows(tmp_path, named_root, s
     journal = named_root / "raw/wikipedia/images.journal.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if journal.exists() and journal.read_text().count("\n") >= 15:
+        if journal.exists() and journal.read_text().count('"status": "ok"') >= 15:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -448,7 +455,7 @@ def test_cli_names_and_images_on_the_standin(tmp_path, server, corpus):
     assert r.exit_code == 0, r.output
     assert f"{len(corpus.people)} people" in r.output
     r = runner.invoke(app, ["images", "--standin", server.url, "--contact", CONTACT, "--limit", "5",
-                            "--root", str(tmp_path)])
+                            "--max-images-per-person", "1", "--root", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert "ok" in r.output and len(image_rows(tmp_path)) == 5
     r = runner.invoke(app, ["images", "--thumb-width", "777", "--standin", server.url, "--root", str(tmp_path)])

@@ -134,16 +134,25 @@ def images(
     min_side: Annotated[int, typer.Option(min=1, help="Smallest acceptable image side, in pixels.")]
     = default(ImagesConfig, "min_side"),
     takedown_file: Annotated[Path | None, typer.Option(help="File names, QIDs or sha256s never to keep.")] = None,
+    max_images_per_person: Annotated[int, typer.Option(
+        min=1, max=500, help="Candidate files per person (1: the lead image only).")]
+    = default(ImagesConfig, "max_images_per_person"),
+    route: Annotated[list[str] | None, typer.Option(
+        help="Where candidates come from (repeat): lead, p18, category, depicts. Default: all.")] = None,
+    category_depth: Annotated[int, typer.Option(min=0, max=5, help="Commons subcategories to follow.")]
+    = default(ImagesConfig, "category_depth"),
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N people.")] = default(ImagesConfig, "limit"),
     contact: ContactOption = None, standin: StandinOption = None, api_url: ApiOption = None,
     max_attempts: AttemptsOption = default(HttpConfig, "max_attempts"), refresh_cache: RefreshOption = False,
     beyond_policy: BeyondOption = False, force: ForceOption = False, root: RootOption = None,
 ) -> None:
-    """Stage `images`: fetch each person's lead image with its licence, politely, resumably."""
+    """Stage `images`: fetch each person's candidate portraits (lead image, Wikidata image, Commons
+    category, depicts) with their licences, politely, resumably."""
     width: Any = int(thumb_width) if thumb_width.isdigit() else thumb_width
     config = ImagesConfig(
         thumb_width=width, allow_nonfree=allow_nonfree, retry_failed=retry_failed, min_side=min_side,
-        takedown_file=takedown_file, limit=limit,
+        takedown_file=takedown_file, limit=limit, max_images_per_person=max_images_per_person,
+        category_depth=category_depth, **({"routes": tuple(route)} if route else {}),
         http=http_config(contact, standin, api_url, max_attempts, refresh_cache, beyond_policy))
     r = run("images", config, root, force)
     _counts_table("status", r.counts["statuses"])
