@@ -54,3 +54,19 @@ class DetectConfig(BaseModel):
             if not Path(self.yunet_model).is_file():
                 raise ValueError(f"yunet_model {self.yunet_model} does not exist (it is never downloaded)")
         return self
+
+
+class IdentityConfig(BaseModel):
+    """How each person's faces are checked to be that person (stage `identity`). Distances are
+    between dlib's 128-d descriptors (same person typically 0.3-0.5, different people 0.7-0.9);
+    the defaults were chosen with bench/identity.py."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # farther from the reference: other_person. 0.5, not dlib's LFW-tuned 0.6: on our crops different people
+    # came as close as 0.52 (bench/identity.py), the same person as far as 0.46
+    threshold: Annotated[float, Field(gt=0, le=2)] = 0.5
+    group_distance: Annotated[float, Field(gt=0, le=2)] = 0.5  # faces this close form a group (no anchor)
+    keep_unchecked: bool = True  # people with a single face: kept, flagged identity_unchecked
+    workers: Annotated[int | None, Field(ge=1)] = execution_only(None)
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = execution_only(32)

@@ -24,7 +24,7 @@ from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
-from wikifaces.core.files import atomic_write_bytes, atomic_write_text
+from wikifaces.core.files import atomic_write_bytes, atomic_write_text, recover_swap, swap_dir
 from wikifaces.core.identity import results_hash, stage_key
 from wikifaces.core.imaging import ImageProblem, decode_rgb
 from wikifaces.core.paths import DataRoot
@@ -169,8 +169,8 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
         raise MissingInput(f"{images_path} does not exist: run the images stage first")
     out_dir = data.faces
     (out_dir / WORK_DIR).mkdir(parents=True, exist_ok=True)
-    _recover_swap(out_dir / SHARDS_DIR)
-    _recover_swap(out_dir / REJECTED_DIR)
+    recover_swap(out_dir / SHARDS_DIR)
+    recover_swap(out_dir / REJECTED_DIR)
     sources: dict[str, list[dict[str, Any]]] = {}
     for row in read_jsonl(images_path):
         if row.get("status") == "ok" and row.get("sha256"):
@@ -273,7 +273,8 @@ def _table(shas: list[str], sources: dict[str, list[dict[str, Any]]], done: dict
         result = done[sha]
         people = sources[sha]
         base = {
-            "source_sha256": sha, "person_id": people[0]["person_id"], "person_ids": [p["person_id"] for p in people],
+            "source_sha256": sha, "person_id": people[0]["person_id"],
+            "person_ids": list(dict.fromkeys(p["person_id"] for p in people)),
             **{k: people[0].get(k) for k in CARRIED},
             "image_status": result["status"], "image_reason": result["reason"],
             "image_width": result["width"], "image_height": result["height"],
@@ -335,25 +336,9 @@ def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previou
     for ds in (old, old_r):
         if ds is not None:
             ds.close()
-    _swap(tmp, out_dir / SHARDS_DIR)
-    _swap(tmp_rej, out_dir / REJECTED_DIR)
+    swap_dir(tmp, out_dir / SHARDS_DIR)
+    swap_dir(tmp_rej, out_dir / REJECTED_DIR)
     return kept
-
-
-def _swap(new: Path, final: Path) -> None:
-    """Replace `final` with `new`; a crash in between leaves `final.old`, which the next run restores."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover_swap(final: Path) -> None:
-    old = final.with_name(final.name + ".old")
-    if old.exists() and not final.exists():
-        old.rename(final)
 
 
 def read_face_crops(root: str | os.PathLike[str] | None = None) -> Any:

@@ -10,8 +10,8 @@ import importlib
 from typing import Any
 
 _FROM = {"build_faces": "build", "build_lsun": "build", "STAGE_FLOWS": "stages", "dedup_flow": "stages",
-         "detect_flow": "stages", "images_flow": "stages", "lsun_import_flow": "stages", "names_flow": "stages",
-         "publish_flow": "stages", "report_flow": "stages", "train_flow": "stages"}
+         "detect_flow": "stages", "identity_flow": "stages", "images_flow": "stages", "lsun_import_flow": "stages",
+         "names_flow": "stages", "publish_flow": "stages", "report_flow": "stages", "train_flow": "stages"}
 
 
 def __getattr__(name: str) -> Any:

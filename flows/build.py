@@ -1,5 +1,5 @@
-"""The parent flows: `build-faces` (names -> images -> detect -> dedup -> publish -> train-dcgan ->
-report) and `build-lsun` (lsun-import -> dedup -> publish -> train-dcgan).
+"""The parent flows: `build-faces` (names -> images -> detect -> identity -> dedup -> publish ->
+train-dcgan -> report) and `build-lsun` (lsun-import -> dedup -> publish -> train-dcgan).
 
 Every stage is a subflow that skips itself when its receipt says nothing changed; `from_stage`
 and `only` choose stages, `force` reruns them. Training runs through its own deployment when the
@@ -29,6 +29,7 @@ from .stages import (
     DEFAULT_NAMES,
     DedupStageConfig,
     DetectConfig,
+    IdentityConfig,
     ImagesConfig,
     LsunImportConfig,
     NamesConfig,
@@ -37,6 +38,7 @@ from .stages import (
     TrainConfig,
     dedup_flow,
     detect_flow,
+    identity_flow,
     images_flow,
     lsun_import_flow,
     names_flow,
@@ -74,6 +76,7 @@ def build_faces(
     names: NamesConfig = DEFAULT_NAMES,
     images: ImagesConfig = ImagesConfig(),
     detect: DetectConfig = DetectConfig(),
+    identity: IdentityConfig = IdentityConfig(),
     dedup: DedupConfig = DedupConfig(),
     publish: PublishConfig = PublishConfig(),
     train: TrainConfig = TrainConfig(),
@@ -112,6 +115,8 @@ def build_faces(
                 results.append(images_flow(images, base, force))
             elif stage == "detect":
                 results.append(detect_flow(detect, base, force, dask_address=dask_address))
+            elif stage == "identity":
+                results.append(identity_flow(identity, base, force, dask_address=dask_address))
             elif stage == "dedup":
                 results.append(dedup_flow(DedupStageConfig(source="faces", dedup=dedup), base, force,
                                           dask_address=dask_address))

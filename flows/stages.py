@@ -34,6 +34,7 @@ from .common import standin_http
 # The stages' parameter types, from the registry (the flows know no stage module).
 NamesConfig, ImagesConfig = STAGES["names"].config, STAGES["images"].config
 DetectConfig, LsunImportConfig = STAGES["detect"].config, STAGES["lsun-import"].config
+IdentityConfig = STAGES["identity"].config
 TrainConfig, DedupStageConfig = STAGES["train-dcgan"].config, STAGES["dedup"].config
 PublishConfig, ReportConfig = STAGES["publish"].config, STAGES["report"].config
 DEFAULT_NAMES = NamesConfig(categories=("Living people",), born_after=1900)
@@ -172,6 +173,15 @@ def detect_flow(config: DetectConfig = DetectConfig(), root: str | None = None, 
     return run_stage_flow("detect", config.model_copy(update={"batch_size": batch_size}), root, force, dask_address)
 
 
+@flow(name="identity", log_prints=True)
+def identity_flow(config: IdentityConfig = IdentityConfig(), root: str | None = None, force: bool = False,
+                  batch_size: BatchSize = 32, dask_address: str | None = None) -> dict[str, Any]:
+    """Stage `identity`: every kept face described (batches on the task runner) and checked to be
+    the person it is filed under."""
+    return run_stage_flow("identity", config.model_copy(update={"batch_size": batch_size}), root, force,
+                          dask_address)
+
+
 @flow(name="dedup", log_prints=True)
 def dedup_flow(config: DedupStageConfig = DedupStageConfig(), root: str | None = None, force: bool = False,
                part_size: BatchSize = 5000, dask_address: str | None = None) -> dict[str, Any]:
@@ -207,5 +217,6 @@ def report_flow(config: ReportConfig = ReportConfig(), root: str | None = None, 
     return run_stage_flow("report", config, root, force)
 
 
-STAGE_FLOWS = {"names": names_flow, "images": images_flow, "detect": detect_flow, "lsun-import": lsun_import_flow,
+STAGE_FLOWS = {"names": names_flow, "images": images_flow, "detect": detect_flow, "identity": identity_flow,
+               "lsun-import": lsun_import_flow,
                "dedup": dedup_flow, "publish": publish_flow, "train-dcgan": train_flow, "report": report_flow}

@@ -122,12 +122,17 @@ TINY_TRAIN = {"image_size": 32, "g_width": 32, "d_width": 32, "batch_size": 16, 
               "checkpoint_every": 2, "fixed_samples": 16, "quality_samples": 16, "desc": "test"}
 
 
+PIPELINE_CORPUS = (40, 0, True)  # build_corpus(people, seed, all_photos): the truth tests compare with
+
+
 @pytest.fixture(scope="session")
 def pipeline_root(tmp_path_factory):
-    """A whole faces build on the offline stand-in (40 people), run stage by stage with plain
-    library calls (no Prefect), with a tiny training run and the report."""
+    """A whole faces build on the offline stand-in (40 people, several candidate files each where
+    they have a Commons category), run stage by stage with plain library calls (no Prefect), with a
+    tiny training run and the report."""
     from dedup import DedupConfig
     from faces import DetectConfig
+    from faces.config import IdentityConfig
     from scraping.config import HttpConfig, ImagesConfig, NamesConfig
     from training import TrainConfig
     from wikifaces.core.paths import DataRoot
@@ -137,12 +142,13 @@ def pipeline_root(tmp_path_factory):
     from wikifaces.report import ReportConfig
 
     root = DataRoot(tmp_path_factory.mktemp("pipeline"))
-    with StandinServer(build_corpus(40, all_photos=True)) as server:
+    with StandinServer(build_corpus(*PIPELINE_CORPUS)) as server:
         http = HttpConfig(**server.endpoints(), contact="wikifaces tests")
         run_stage("names", NamesConfig(categories=("Stand-in people",), category_depth=2, http=http), root,
                   progress=False)
         run_stage("images", ImagesConfig(http=http), root, progress=False)
     run_stage("detect", DetectConfig(), root, progress=False)
+    run_stage("identity", IdentityConfig(), root, progress=False)
     run_stage("dedup", DedupStageConfig(dedup=DedupConfig()), root, progress=False)
     run_stage("publish", PublishConfig(), root, progress=False)
     run_stage("train-dcgan", TrainConfig(dataset=root.processed("faces-64"), **TINY_TRAIN), root, progress=False)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from dedup.config import DedupConfig, DedupStageConfig, LsunImportConfig
-from faces.config import DetectConfig
+from faces.config import DetectConfig, IdentityConfig
 from scraping.config import HttpConfig, ImagesConfig, NamesConfig
 from training.config import TrainConfig
 from wikifaces.publish import PublishConfig
@@ -191,6 +191,29 @@ def detect(
     r = run("detect", config, root, force)
     _counts_table("status", r.counts["statuses"])
     console.print(f"{r.counts['faces']} faces from {r.counts['images']} images")
+
+
+@app.command()
+def identity(
+    threshold: Annotated[float, typer.Option(min=0.01, max=2, help="Descriptor distance to the person's reference "
+                                             "beyond which a face is another person's.")]
+    = default(IdentityConfig, "threshold"),
+    group_distance: Annotated[float, typer.Option(min=0.01, max=2, help="Faces this close form a group (used when "
+                                                  "no lead image holds exactly one face).")]
+    = default(IdentityConfig, "group_distance"),
+    keep_unchecked: Annotated[bool, typer.Option(help="Keep people with a single face (flagged unchecked).")]
+    = default(IdentityConfig, "keep_unchecked"),
+    workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: all cores).")] = None,
+    force: ForceOption = False, root: RootOption = None,
+) -> None:
+    """Stage `identity`: describe every kept face (dlib's 128-d descriptor) and check that it is the
+    person it is filed under."""
+    config = IdentityConfig(threshold=threshold, group_distance=group_distance, keep_unchecked=keep_unchecked,
+                            workers=workers)
+    r = run("identity", config, root, force)
+    _counts_table("status", r.counts["statuses"])
+    console.print(f"{r.counts['kept']} faces kept of {r.counts['faces']}, {r.counts['people_verified']} people "
+                  "with verified faces")
 
 
 # -- LSUN and dedup ---------------------------------------------------------------------------------------------

@@ -95,3 +95,23 @@ def sweep_temporaries(root: str | os.PathLike[str]) -> list[Path]:
                     path.unlink()
                     removed.append(path)
     return removed
+
+
+def swap_dir(new: Path, final: Path) -> None:
+    """Replace the folder `final` with `new`; a crash in between leaves `final.old`, which
+    `recover_swap` restores on the next run."""
+    import shutil
+
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_swap(final: Path) -> None:
+    """Undo a swap that a crash cut between its two renames."""
+    old = final.with_name(final.name + ".old")
+    if old.exists() and not final.exists():
+        old.rename(final)

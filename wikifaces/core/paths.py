@@ -45,8 +45,8 @@ class DataRoot:
         return self.root / "interim" / "lsun" / _safe_name(category)
 
     def candidates(self, source: str, category: str) -> Path:
-        """The interim folder of a candidate set: the faces, or one LSUN category."""
-        return self.faces if source == "faces" else self.lsun(category)
+        """The interim folder of a candidate set: the identity-checked faces, or one LSUN category."""
+        return self.faces / "checked" if source == "faces" else self.lsun(category)
 
     def dedup(self, set_name: str) -> Path:
         return self.root / "interim" / _safe_name(set_name) / "dedup"

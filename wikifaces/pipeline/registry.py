@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dedup.config import DedupStageConfig, LsunImportConfig
-from faces.config import DetectConfig
+from faces.config import DetectConfig, IdentityConfig
 from scraping.config import ImagesConfig, NamesConfig
 from training.config import TrainConfig
 from wikifaces.core.executor import Executor
@@ -28,7 +28,7 @@ from wikifaces.core.paths import DataRoot
 from wikifaces.publish import PublishConfig
 from wikifaces.report import ReportConfig
 
-FACES_STAGES = ("names", "images", "detect", "dedup", "publish", "train-dcgan", "report")
+FACES_STAGES = ("names", "images", "detect", "identity", "dedup", "publish", "train-dcgan", "report")
 LSUN_STAGES = ("lsun-import", "dedup", "publish", "train-dcgan")
 
 
@@ -75,6 +75,12 @@ def _detect(config: DetectConfig, root: DataRoot, ctx: RunContext) -> Any:
     from faces import detect_faces
 
     return detect_faces(config, root, progress=ctx.progress, force=ctx.force, executor=ctx.executor)
+
+
+def _identity(config: IdentityConfig, root: DataRoot, ctx: RunContext) -> Any:
+    from faces.identity import check_identities
+
+    return check_identities(config, root, progress=ctx.progress, force=ctx.force, executor=ctx.executor)
 
 
 def _dedup(config: DedupStageConfig, root: DataRoot, ctx: RunContext) -> Any:
@@ -182,6 +188,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           lambda c, r: {"faces": r.faces / "shards", "table": r.faces / "faces.jsonl"},
           fans_out=True,
           picture=lambda c, r, s: r.faces / "faces-contact.png"),
+    Stage("identity", IdentityConfig, _identity,
+          lambda c, r: {"faces": r.faces / "shards", "images": r.raw_wikipedia / "images.jsonl"},
+          lambda c, r: {"faces": r.candidates("faces", "") / "shards", "table": r.faces / "identity.jsonl"},
+          fans_out=True,
+          picture=lambda c, r, s: r.faces / "identity-people.png"),
     Stage("dedup", DedupStageConfig, _dedup,
           lambda c, r: {"candidates": _candidates(c, r)},
           lambda c, r: {"keep": _candidates(c, r).parent / "dedup" / "keep.npy"},
