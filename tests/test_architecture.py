@@ -73,8 +73,8 @@ def test_the_layers_contract_holds_and_catches_an_upward_import(tmp_path):
 def test_every_stage_run_writes_exactly_one_receipt(pipeline_root):
     root = pipeline_root.root
     receipts = sorted(p.name for p in (root / "receipts").iterdir())
-    assert receipts == sorted(f"{s}.json" for s in ("names", "images", "detect", "dedup", "publish", "train-dcgan",
-                                                    "report"))
+    assert receipts == sorted(f"{s}.json" for s in ("names", "images", "detect", "identity", "dedup", "publish",
+                                                    "train-dcgan", "report"))
     assert not [p for p in root.rglob("*receipt*.json") if p.parent.name != "receipts"]
 
 
@@ -90,6 +90,7 @@ MISTAKES = {
     "images": ["images", "--standin", "http://127.0.0.1:9", "--root", "{tmp}"],
     "images-width": ["images", "--thumb-width", "777", "--root", "{tmp}"],
     "detect": ["detect", "--root", "{tmp}"],
+    "identity": ["identity", "--root", "{tmp}"],
     "lsun-import": ["lsun-import", "{tmp}/nowhere", "--root", "{tmp}"],
     "dedup": ["dedup", "{tmp}/nowhere", "--root", "{tmp}"],
     "dedup-threshold": ["dedup", "--threshold", "99", "--root", "{tmp}"],
@@ -123,6 +124,7 @@ def test_every_command_ends_a_mistake_with_one_line(tmp_path, case):
 # options whose config field has another name
 RENAMED = {("names", "depth"): "category_depth"}
 STAGE_CONFIGS = {"names": "NamesConfig", "images": "ImagesConfig", "detect": "DetectConfig",
+                 "identity": "IdentityConfig",
                  "lsun-import": "LsunImportConfig", "dedup": "DedupConfig", "publish": "PublishConfig",
                  "train": "TrainConfig", "report": "ReportConfig"}
 
@@ -131,15 +133,15 @@ def test_cli_defaults_are_the_configs_defaults():
     import typer.main
 
     from dedup.config import DedupConfig, LsunImportConfig
-    from faces.config import DetectConfig
+    from faces.config import DetectConfig, IdentityConfig
     from scraping.config import HttpConfig, ImagesConfig, NamesConfig
     from training.config import TrainConfig
     from wikifaces.cli import app
     from wikifaces.publish import PublishConfig
     from wikifaces.report import ReportConfig
 
-    configs = {c.__name__: c for c in (NamesConfig, ImagesConfig, DetectConfig, LsunImportConfig, DedupConfig,
-                                       PublishConfig, TrainConfig, ReportConfig)}
+    configs = {c.__name__: c for c in (NamesConfig, ImagesConfig, DetectConfig, IdentityConfig, LsunImportConfig,
+                                       DedupConfig, PublishConfig, TrainConfig, ReportConfig)}
     group = typer.main.get_command(app)
     compared = 0
     for command, config_name in STAGE_CONFIGS.items():
@@ -160,6 +162,7 @@ def test_cli_defaults_are_the_configs_defaults():
 def test_every_status_in_a_build_is_in_its_closed_set(pipeline_root):
     from typing import get_args
 
+    from faces.identity import IdentityStatus
     from faces.stage import FaceStatus
     from scraping.images import ImageStatus
     from scraping.names import NameStatus
@@ -167,7 +170,8 @@ def test_every_status_in_a_build_is_in_its_closed_set(pipeline_root):
 
     root = pipeline_root
     for table, closed in ((root.raw_wikipedia / "names-rejected.jsonl", NameStatus),
-                          (root.raw_wikipedia / "images.jsonl", ImageStatus), (root.faces / "faces.jsonl", FaceStatus)):
+                          (root.raw_wikipedia / "images.jsonl", ImageStatus), (root.faces / "faces.jsonl", FaceStatus),
+                          (root.faces / "identity.jsonl", IdentityStatus)):
         statuses = {r["status"] for r in read_jsonl(table)}
         assert statuses <= set(get_args(closed)), (table.name, statuses - set(get_args(closed)))
         assert statuses or table.name == "names-rejected.jsonl"  # a category build may reject no title

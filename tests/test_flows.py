@@ -24,7 +24,7 @@ from wikifaces.core.tables import read_jsonl
 NAMES = {"categories": ["Stand-in people"], "category_depth": 2}
 PEOPLE = 40  # in the stand-in's world (the demo has 80)
 BUILD = {"names": NAMES, "standin": True, "standin_people": PEOPLE, "train": TINY_TRAIN}
-STAGES = ["names", "images", "detect", "dedup", "publish", "train-dcgan", "report"]
+STAGES = ["names", "images", "detect", "identity", "dedup", "publish", "train-dcgan", "report"]
 
 
 def receipts(root: Path) -> dict[str, str]:
@@ -52,7 +52,7 @@ def test_build_faces_runs_every_stage_on_the_standin(built):
     published = root / "processed" / "faces-64"
     assert verify_dataset(published, decode=True).ok
     ds = open_dataset(published)
-    keep = json.loads((root / "interim/faces/dedup/summary.json").read_text())
+    keep = json.loads((root / "interim/faces/checked/dedup/summary.json").read_text())
     assert len(ds) == keep["kept"] > 20
     assert ds[0].image.shape == (64, 64, 3)
     # the card and the attribution cover every published image
@@ -221,10 +221,10 @@ def test_build_lsun_on_a_small_release(prefect_harness, tmp_path):
 
 
 def test_dask_cluster_gives_the_same_output_as_threads(built, tmp_path):
-    """detect and dedup fan out over a real distributed.LocalCluster (2 worker processes)."""
+    """detect, identity (descriptors) and dedup fan out over a real distributed.LocalCluster (2 worker processes)."""
     from distributed import LocalCluster
 
-    from flows import dedup_flow, detect_flow
+    from flows import dedup_flow, detect_flow, identity_flow
     from wikifaces.pipeline import DedupStageConfig
 
     src, _ = built
@@ -233,9 +233,11 @@ def test_dask_cluster_gives_the_same_output_as_threads(built, tmp_path):
         roots[name] = tmp_path / name
         shutil.copytree(src / "raw", roots[name] / "raw")
     detect_flow(root=str(roots["threads"]), batch_size=8)
+    identity_flow(root=str(roots["threads"]), batch_size=8)
     dedup_flow(DedupStageConfig(), str(roots["threads"]), part_size=20)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         detect_flow(root=str(roots["dask"]), batch_size=8, dask_address=cluster.scheduler_address)
+        identity_flow(root=str(roots["dask"]), batch_size=8, dask_address=cluster.scheduler_address)
         dedup_flow(DedupStageConfig(), str(roots["dask"]), part_size=20, dask_address=cluster.scheduler_address)
 
     def rows(root: Path) -> list[dict]:
@@ -247,7 +249,9 @@ def test_dask_cluster_gives_the_same_output_as_threads(built, tmp_path):
     assert len(a) == len(b)
     by_key = {a.read_meta(i)["key"]: a.read_bytes(i) for i in range(len(a))}
     assert all(by_key[b.read_meta(i)["key"]] == b.read_bytes(i) for i in range(len(b)))
-    keep = [(roots[n] / "interim/faces/dedup/keep.npy").read_bytes() for n in ("threads", "dask")]
+    identity = [(roots[n] / "interim/faces/identity.jsonl").read_text() for n in ("threads", "dask")]
+    assert identity[0] == identity[1] and '"verified"' in identity[0]
+    keep = [(roots[n] / "interim/faces/checked/dedup/keep.npy").read_bytes() for n in ("threads", "dask")]
     assert keep[0] == keep[1]
 
 

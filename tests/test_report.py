@@ -46,9 +46,11 @@ def test_funnel_counts_follow_the_stage_outputs(pipeline_root):
     assert steps["people kept by the filters"]["count"] == len(names) == receipt["names"]["people"]
     merged = steps["people (one page each)"]["reasons"].get("same page as another title", 0)
     assert merged == receipt["names"]["merged"]
-    # images: one row per person in images.jsonl
+    # images: one row per person and candidate file in images.jsonl (a file-less row: no candidate)
     images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
-    assert steps["people with a lead image"]["reasons"]["no_image"] == sum(r["status"] == "no_image" for r in images)
+    assert steps["people with candidate files"]["reasons"]["no_image"] == sum(r["status"] == "no_image" for r in images)
+    assert steps["candidate files (lead, P18, category, depicts)"]["count"] == receipt["images"]["files"] - sum(
+        r["status"] == "no_image" for r in images) > steps["people with candidate files"]["count"]
     assert steps["downloaded and valid"]["count"] == receipt["images"]["statuses"]["ok"]
     assert steps["distinct images"]["count"] == len({r["sha256"] for r in images if r["status"] == "ok"})
     # faces: the detect stage's table and counts
@@ -57,7 +59,11 @@ def test_funnel_counts_follow_the_stage_outputs(pipeline_root):
     assert steps["faces kept (checked, large enough)"]["count"] == receipt["detect"]["faces"]
     usable = {r["source_sha256"] for r in faces if r["status"] == "ok"}
     assert steps["images with a usable face"]["count"] == len(usable)
-    summary = json.loads((root.faces / "dedup" / "summary.json").read_text())
+    # identity: every kept face is the person's own for someone, or turned away with its verdict
+    checked = steps["identity-checked (the person's own face)"]
+    assert checked["count"] == receipt["identity"]["kept"] == len(open_dataset(root.faces / "checked/shards"))
+    assert set(checked["reasons"]) <= {"other_person", "ambiguous_identity"} and checked["reasons"]
+    summary = json.loads((root.faces / "checked" / "dedup" / "summary.json").read_text())
     assert steps["kept after dedup"]["count"] == summary["kept"] == receipt["dedup"]["kept"]
     assert steps["kept after dedup"]["reasons"]["duplicate"] == summary["removed"] > 0
     assert steps["published"]["count"] == len(open_dataset(root.processed("faces-64"))) == receipt["publish"]["records"]
@@ -74,6 +80,13 @@ def test_funnel_counts_follow_the_stage_outputs(pipeline_root):
                                      if before["count"] else 0.0)
     # faces are another unit than images: no share lost is claimed there
     assert steps["faces detected"]["lost"] is None
+    # per person: each step a subset of the one before, ending with the people published
+    per_person = [s for s in ordered if s["section"] == "per person"]
+    assert [s["step"] for s in per_person] == ["people: all", "people: candidate files", "people: a downloaded image",
+                                               "people: a kept face", "people: an identity-checked face",
+                                               "people: published"]
+    published = {m["person_id"] for m in open_dataset(root.processed("faces-64")).iter_meta()}
+    assert per_person[0]["count"] == len(names) and per_person[-1]["count"] == len(published)
 
 
 def test_licences_and_samples_match_the_published_records(pipeline_root):
@@ -113,8 +126,26 @@ def test_training_and_parameters_sections(pipeline_root):
     receipt = {p["stage"]: p for p in stage_parameters(pipeline_root)}["train-dcgan"]
     assert receipt["counts"]["quality"]["face_rate_real"] == run["quality"][0]["face_rate_real"]
     stages = {p["stage"]: p for p in stage_parameters(pipeline_root)}
-    assert set(stages) == {"names", "images", "detect", "dedup", "publish", "train-dcgan", "report"}
+    assert set(stages) == {"names", "images", "detect", "identity", "dedup", "publish", "train-dcgan", "report"}
     assert all(p["code_version"] and p["config"] for p in stages.values())
+
+
+def test_people_section_card_and_manifest_agree(pipeline_root):
+    """Images per person and the identity verdicts: the same numbers in the manifest, the card and the report."""
+    ds = open_dataset(pipeline_root.processed("faces-64"))
+    per_person = Counter(m["person_id"] for m in ds.iter_meta())
+    people = ds.manifest.summary["people"]
+    assert people["people"] == len(per_person) and people["records"] == len(ds)
+    assert people["images_per_person"] == {str(n): k for n, k in sorted(Counter(per_person.values()).items())}
+    assert max(per_person.values()) >= 2  # several faces of one person survive to publication
+    assert sum(people["identity"].values()) == len(ds) and set(people["identity"]) <= {"verified",
+                                                                                         "identity_unchecked"}
+    card = (pipeline_root.processed("faces-64") / "README.md").read_text()
+    assert f"{len(ds)} images of {len(per_person)} people" in card and "| images per person | people |" in card
+    page = render(CONFIG, pipeline_root)
+    verdicts = Counter(r["status"] for r in read_jsonl(pipeline_root.faces / "identity.jsonl"))
+    assert "id='people'" in page and "people and their faces" in page
+    assert f"<td>other_person</td><td class='num'>{verdicts['other_person']}</td>" in page
 
 
 def test_scraped_text_is_escaped_everywhere(pipeline_root):

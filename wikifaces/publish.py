@@ -30,7 +30,8 @@ from wikifaces.core.tables import write_jsonl
 from wikifaces.core.version import code_version
 
 CARRIED = ("key", "person_id", "person_ids", "title", "licence", "licence_url", "artist", "credit", "file", "url",
-           "source_sha256", "box", "rank", "faces_in_image", "verify_score", "source_index", "source_format")
+           "source_sha256", "box", "rank", "faces_in_image", "verify_score", "source_index", "source_format",
+           "identity")
 ATTRIBUTED = ("key", "title", "artist", "credit", "licence", "licence_url", "url", "file", "person_id")
 
 
@@ -128,6 +129,8 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
               dataset_fingerprint(candidates)}
     sides = person_splits(config, (ds.read_meta(int(i)) for i in keep.tolist())) if config.split_by_person else {}
     records: Counter[str] = Counter()
+    per_person: Counter[str] = Counter()
+    identity: Counter[str] = Counter()
     with ShardWriter(out, name=config.dataset, image_size=size, encoding=config.encoding, quality=config.quality,
                      parameters=params, mode="overwrite", code_version=code_version()) as w:
         for i in keep.tolist():
@@ -147,10 +150,14 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
                 carried["split"] = sides[str(meta.get("person_id"))]
                 records[carried["split"]] += 1
             w.add(image, carried)
+            per_person[str(meta.get("person_id"))] += 1
+            identity[(meta.get("identity") or {}).get("status", "not checked")] += 1
             licences[meta.get("licence") or "unknown"] += 1
             attribution.append({"index": w.count - 1, **{k: meta.get(k) for k in ATTRIBUTED}})
         w.summary.update({"licences": dict(licences), "source": config.source, "duplicates_removed": removed,
                           "skipped": dict(skipped)})
+        if config.source == "faces":
+            w.summary["people"] = people_summary(w.count, per_person, identity)
         if sides:
             w.summary["split"] = {"by": "person_id", "seed": config.split_seed,
                                   "fractions": dict(zip(SPLITS, config.split_fractions, strict=True)),
@@ -160,6 +167,34 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
 
 
 SPLITS = ("train", "val", "test")
+
+
+def people_summary(records: int, per_person: Counter[str], identity: Counter[str]) -> dict[str, Any]:
+    """How the published faces spread over people, and what the identity check said of them."""
+    return {"people": len(per_person), "records": records,
+            "images_per_person": {str(n): k for n, k in sorted(Counter(per_person.values()).items())},
+            "identity": dict(identity)}
+
+
+def _people_lines(people: dict[str, Any] | None) -> str:
+    """The card's people section: a histogram of images per person and the identity verdicts."""
+    if not people:
+        return ""
+    hist = people["images_per_person"]
+    top = max(hist.values(), default=1)
+    rows = "\n".join(f"| {n} | {k} | {'█' * max(1, round(20 * k / top))} |" for n, k in hist.items())
+    verdicts = ", ".join(f"{n} {md(k.replace('_', ' '))}" for k, n in sorted(people["identity"].items()))
+    return f"""
+## People
+
+{people['records']} images of {people['people']} people. Identity check (dlib face descriptors against
+each person's lead-image face): {verdicts}. `identity_unchecked` marks people with a single face,
+nothing to compare it with.
+
+| images per person | people | |
+|---|---|---|
+{rows}
+"""
 
 
 def person_splits(config: PublishConfig, metas: Any) -> dict[str, str]:
@@ -204,8 +239,10 @@ def dataset_card(config: PublishConfig, manifest: Any, licences: Counter[str], r
     size = f"{manifest.image.height}x{manifest.image.width}" if manifest.image.height else "varying sizes"
     rows = "\n".join(f"| {md(name)} | {n} |" for name, n in licences.most_common())
     skipped_text = ", ".join(f"{n} {md(k)}" for k, n in skipped.items()) or "none"
-    source = ("portraits from the lead images of English Wikipedia articles about people, with their Wikimedia "
-              "Commons licences; faces found with OpenCV's Haar cascade, checked with MTCNN, cropped square"
+    source = ("portraits of people with English Wikipedia articles or Wikidata items: their articles' lead images, "
+              "Wikidata images (P18), Commons categories (P373) and the Commons files that depict them (P180), with "
+              "their Wikimedia Commons licences; faces found with OpenCV's Haar cascade, checked with MTCNN, "
+              "cropped square, each checked to be the person (dlib face descriptors)"
               if config.source == "faces" else f"LSUN {md(config.category)}, normalised and centre-cropped")
     return f"""# {md(config.dataset)}
 
@@ -215,7 +252,7 @@ def dataset_card(config: PublishConfig, manifest: Any, licences: Counter[str], r
 - **Near-duplicates removed**: {removed} (perceptual hashes; see the dedup stage's gallery).
 - **Skipped by publication filters**: {skipped_text}.{_split_line(manifest.summary.get("split"))}
 - **Built by**: wikifaces {md(manifest.provenance.code_version)} on {md(manifest.provenance.created)}.
-
+{_people_lines(manifest.summary.get("people"))}
 ## Licences
 
 | licence | images |

@@ -104,11 +104,13 @@ def funnel(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
     if is_complete(published):
         m = open_dataset(published).manifest
         add(section, "published", unit, m.count, m.summary.get("skipped", {}))
+    if config.source == "faces":
+        _per_person_rows(root, config, add)
     return steps
 
 
 def _people_rows(root: DataRoot, add: Any) -> None:
-    """titles -> people -> people kept -> their lead images -> distinct images."""
+    """titles -> people -> people kept -> people with candidate files; files -> free -> valid -> distinct."""
     names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
     rejected = list(read_jsonl(root.raw_wikipedia / "names-rejected.jsonl"))
     by_title = [r for r in rejected if "inputs" not in r]  # the title named no usable page
@@ -120,21 +122,25 @@ def _people_rows(root: DataRoot, add: Any) -> None:
         {**Counter(r["status"] for r in by_title), "same page as another title": merged})
     add("people", "people kept by the filters", "people", len(names), Counter(r["status"] for r in by_person))
     images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
-    statuses = Counter(r["status"] for r in images)
-    add("images", "people with a lead image", "people", len(images) - statuses["no_image"],
-        {"no_image": statuses["no_image"], "beyond the images limit": len(names) - len(images)})
+    listed = {r["person_id"] for r in images}
+    with_files = {r["person_id"] for r in images if r.get("file")}
+    add("people", "people with candidate files", "people", len(with_files),
+        {"no_image": len(listed - with_files), "beyond the images limit": len(names) - len(listed)})
+    files = [r for r in images if r.get("file")]
+    statuses = Counter(r["status"] for r in files)
+    add("images", "candidate files (lead, P18, category, depicts)", "files", len(files), follows=False)
     taken = ("nonfree", "taken_down")
-    add("images", "free licence, not taken down", "people", len(images) - statuses["no_image"]
-        - sum(statuses[k] for k in taken), {k: statuses[k] for k in taken})
+    add("images", "free licence, not taken down", "files", len(files) - sum(statuses[k] for k in taken),
+        {k: statuses[k] for k in taken})
     add("images", "downloaded and valid", "images", statuses["ok"],
-        {k: v for k, v in statuses.items() if k not in ("ok", "no_image", *taken)})
-    distinct = {r["sha256"] for r in images if r["status"] == "ok"}
+        {k: v for k, v in statuses.items() if k not in ("ok", *taken)})
+    distinct = {r["sha256"] for r in files if r["status"] == "ok"}
     add("images", "distinct images", "images", len(distinct),
-        {"the same image as another person's": statuses["ok"] - len(distinct)})
+        {"the same image as another person's or file's": statuses["ok"] - len(distinct)})
 
 
 def _face_rows(root: DataRoot, add: Any) -> None:
-    """distinct images -> images with a usable face; faces detected -> faces kept."""
+    """distinct images -> images with a usable face; faces detected -> faces kept -> identity-checked."""
     faces = list(read_jsonl(root.faces / "faces.jsonl"))
     image_status = {r["source_sha256"]: r.get("image_status") for r in faces}
     usable = {r["source_sha256"] for r in faces if r["status"] == "ok"}
@@ -144,8 +150,66 @@ def _face_rows(root: DataRoot, add: Any) -> None:
     add("images", "images with a usable face", "images", len(usable), reasons)
     detections = [r for r in faces if r.get("rank") is not None]
     add("faces", "faces detected", "faces", len(detections), follows=False)
-    add("faces", "faces kept (checked, large enough)", "faces", sum(r["status"] == "ok" for r in detections),
+    kept = [r for r in detections if r["status"] == "ok"]
+    add("faces", "faces kept (checked, large enough)", "faces", len(kept),
         Counter(r["status"] for r in detections if r["status"] != "ok"))
+    checked = _identity_rows(root)
+    if checked is None:
+        return
+    kept_for = {r["key"] for r in checked if r["status"] in ("verified", "identity_unchecked")}
+    turned = Counter(min((r["status"] for r in checked if r["key"] == k), key=IDENTITY_ORDER.index)
+                     for k in {r["key"] for r in checked} - kept_for)
+    add("faces", "identity-checked (the person's own face)", "faces", len(kept_for), turned)
+
+
+IDENTITY_ORDER = ("verified", "identity_unchecked", "other_person", "ambiguous_identity")
+
+
+def _identity_rows(root: DataRoot) -> list[dict[str, Any]] | None:
+    path = root.faces / "identity.jsonl"
+    return list(read_jsonl(path)) if path.exists() else None
+
+
+def _per_person_rows(root: DataRoot, config: ReportConfig, add: Any) -> None:
+    """The same build counted in people: who is left at each step (a person counts while one of
+    their files, images or faces is)."""
+    names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
+    images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+    steps: list[tuple[str, set[str], str]] = [
+        ("people: all", {p["person_id"] for p in names}, ""),
+        ("people: candidate files", {r["person_id"] for r in images if r.get("file")}, "no candidate file"),
+        ("people: a downloaded image", {r["person_id"] for r in images if r["status"] == "ok"}, "no file passed"),
+    ]
+    faces = list(read_jsonl(root.faces / "faces.jsonl"))
+    steps.append(("people: a kept face", {p for r in faces if r["status"] == "ok"
+                                       for p in r.get("person_ids") or [r["person_id"]]}, "no usable face"))
+    checked = _identity_rows(root)
+    if checked is not None:
+        steps.append(("people: an identity-checked face", {r["person_id"] for r in checked
+                                                        if r["status"] in ("verified", "identity_unchecked")},
+                      "every face another person's or ambiguous"))
+    published = root.processed(config.dataset)
+    if is_complete(published):
+        ds = open_dataset(published)
+        steps.append(("people: published", {m["person_id"] for m in ds.iter_meta()},
+                      "every face a duplicate or skipped"))
+    before: set[str] | None = None
+    for label, people, why in steps:
+        people = people if before is None else people & before
+        add("per person", label, "people", len(people), {why: len(before) - len(people)} if before else None,
+            follows=before is not None)
+        before = people
+
+
+def people(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
+    """Published images per person (a histogram) and the identity check's verdicts on every face."""
+    published = root.processed(config.dataset)
+    if config.source != "faces" or not is_complete(published):
+        return None
+    summary = open_dataset(published).manifest.summary.get("people")
+    checked = _identity_rows(root) or []
+    return {"published": summary, "verdicts": dict(Counter(r["status"] for r in checked)),
+            "sheet": root.faces / "identity-people.png"}
 
 
 def _dedup_summary(root: DataRoot, config: ReportConfig) -> dict[str, Any] | None:
@@ -242,7 +306,8 @@ def _funnel_chart(steps: list[dict[str, Any]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"titles": "#9ab7d3", "people": "#4a7fb5", "images": "#5a9e6f", "faces": "#c07b3a"}
+    colours = {"titles": "#9ab7d3", "people": "#4a7fb5", "files": "#8cc49a", "images": "#5a9e6f",
+               "faces": "#c07b3a"}
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(steps) + 0.8))
     labels = [f"{s['step']} ({s['unit']})" for s in steps][::-1]
     ax.barh(labels, [s["count"] for s in steps][::-1], color=[colours.get(s["unit"], "#888") for s in steps][::-1])
@@ -273,7 +338,8 @@ def render(config: ReportConfig, root: DataRoot) -> str:
     """The whole page: each section from the stages' outputs, every string escaped, pictures inline."""
     title = f"wikifaces build report: {esc(config.dataset)}"
     parts = [f"<h1>{title}</h1><p class='muted'>wikifaces {esc(code_version())}</p>"]
-    for section in (_funnel_section, _licence_section, _image_sections, _training_section, _parameter_section):
+    for section in (_funnel_section, _people_section, _licence_section, _image_sections, _training_section,
+                    _parameter_section):
         parts.extend(section(config, root))
     body = "\n".join(parts)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -300,6 +366,33 @@ def _funnel_section(config: ReportConfig, root: DataRoot) -> list[str]:
     if steps:
         parts.append(f"<img alt='funnel chart' src='{_funnel_chart(steps)}'>")
 
+    return parts
+
+
+def _people_section(config: ReportConfig, root: DataRoot) -> list[str]:
+    """Images per person, the identity verdicts, and a few people with all their faces."""
+    info = people(root, config)
+    if info is None or not info["published"]:
+        return []
+    pub = info["published"]
+    hist = pub["images_per_person"]
+    top = max(hist.values(), default=1)
+    parts = [f"<h2 id='people'>People</h2><p>{pub['records']} published images of {pub['people']} people.</p>",
+             "<table><tr><th class='num'>images per person</th><th class='num'>people</th><th></th></tr>"]
+    parts.extend(f"<tr><td class='num'>{esc(n)}</td><td class='num'>{k}</td><td><div style='background:#4a7fb5;"
+                 f"height:10px;width:{max(2, round(300 * k / top))}px'></div></td></tr>" for n, k in hist.items())
+    parts.append("</table>")
+    if info["verdicts"]:
+        parts.append("<h3>Identity check</h3><p>Every kept face against its person's reference face (dlib "
+                     "descriptors), one verdict per person and face:</p><table><tr><th>verdict</th>"
+                     "<th class='num'>faces</th></tr>")
+        parts.extend(f"<tr><td>{esc(k)}</td><td class='num'>{v}</td></tr>"
+                     for k, v in sorted(info["verdicts"].items(), key=lambda kv: IDENTITY_ORDER.index(kv[0])))
+        parts.append("</table>")
+    uri = file_uri(info["sheet"])
+    if uri:
+        parts.append("<p>The people with the most faces, one line each: green verified, red another person, "
+                     f"orange ambiguous, grey unchecked.</p><img alt='people and their faces' src='{uri}'>")
     return parts
 
 
