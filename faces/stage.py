@@ -34,7 +34,7 @@ from wikifaces.core.version import code_version
 from .config import DetectConfig
 from .crop import crop_face
 from .detect import FaceDetector, detector_info
-from .verify import Verifier, make_verifier
+from .verify import MtcnnVerifier, Verifier, make_verifier
 
 log = logging.getLogger("wikifaces.faces")
 
@@ -62,6 +62,16 @@ class DetectSummary:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
+_LANDMARKER: list[MtcnnVerifier] = []
+
+
+def landmarker() -> MtcnnVerifier:
+    """O-Net for landmarks when the verifier is another one (loaded once a process)."""
+    if not _LANDMARKER:
+        _LANDMARKER.append(MtcnnVerifier())
+    return _LANDMARKER[0]
+
+
 # -- the per-image work ------------------------------------------------------------------------------------------
 def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDetector | None = None,
                   verifier: Verifier | None = None) -> dict[str, Any]:
@@ -81,7 +91,14 @@ def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDe
         return result
     result.update(height=int(rgb.shape[0]), width=int(rgb.shape[1]))
     dets = detector.detect(rgb)
-    scores = verifier.scores(rgb, dets) if config.verify != "none" else [None] * len(dets)
+    points: Any = [None] * len(dets)
+    if isinstance(verifier, MtcnnVerifier):  # one O-Net pass: the score and the landmarks
+        scores, points = verifier.scores_and_landmarks(rgb, dets)
+    else:
+        scores = verifier.scores(rgb, dets) if config.verify != "none" else [None] * len(dets)
+        if config.align == "landmarks":
+            points = landmarker().scores_and_landmarks(rgb, dets)[1]
+    landmarks = dict(zip((id(d) for d in dets), points, strict=True))
     entries = []
     for det, score in zip(dets, scores, strict=True):
         ok = score is None or score >= config.verify_threshold
@@ -105,7 +122,7 @@ def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDe
             face.update(status="not_single", reason=f"{len(verified)} faces in the image; single_face_only")
         else:
             face.update(status="ok", reason="")
-        crop, transform = crop_face(rgb, det.box, config)
+        crop, transform = crop_face(rgb, det.box, config, landmarks[id(det)] if config.align == "landmarks" else None)
         face["crop"] = transform
         face["crop_bytes"] = encode_image(crop, config.encoding)
         result["faces"].append(face)

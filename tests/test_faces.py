@@ -180,7 +180,7 @@ def test_crops_margin_border_filter_and_alignment():
     (face,) = LABELS["grace-hopper"]
     centre = (face[0] + face[2] / 2, face[1] + face[3] / 2)
     own = tilt(find_eyes(rgb, tuple(face)))  # her head is not quite level to begin with
-    align, plain = DetectConfig(align_eyes=True, size=128), DetectConfig(size=128)
+    align, plain = DetectConfig(align="eyes", size=128), DetectConfig(size=128)
     upright = crop_face(rgb, tuple(face), align)[0].astype(int)
     for turn in (10, -10):
         turned = cv2.warpAffine(rgb, cv2.getRotationMatrix2D(centre, turn, 1.0), (w, h), borderMode=cv2.BORDER_REFLECT)
@@ -190,8 +190,39 @@ def test_crops_margin_border_filter_and_alignment():
         # the aligned crop of the turned face looks like the upright one, far more than the plain crop does
         assert np.abs(crop.astype(int) - upright).mean() < 0.6 * np.abs(unaligned - upright).mean()
     # no eyes found: nothing rotated, and the record says so
-    _, t = crop_face(np.zeros_like(rgb), tuple(face), DetectConfig(align_eyes=True))
+    _, t = crop_face(np.zeros_like(rgb), tuple(face), DetectConfig(align="eyes"))
     assert t["aligned"] is False and t["angle"] == 0.0
+
+
+def test_landmark_alignment_levels_a_turned_face_and_falls_back_without_landmarks():
+    """FFHQ's square from O-Net's landmarks: a face turned by 20 degrees comes out like the upright
+    one, at the box crop's scale; nonsense landmarks fall back to the box, and the record says so."""
+    from faces.detect import Detection
+    from faces.verify import MtcnnVerifier
+
+    rgb = load_rgb(photo("grace-hopper"))
+    h, w = rgb.shape[:2]
+    (face,) = LABELS["grace-hopper"]
+    box = tuple(face)
+    onet = MtcnnVerifier()
+    config = DetectConfig(align="landmarks", size=128)
+    _, pts = onet.scores_and_landmarks(rgb, [Detection(box)])
+    upright, t0 = crop_face(rgb, box, config, pts[0])
+    assert t0["aligned"] and t0["align"] == "landmarks" and abs(t0["angle"]) < 8 and len(t0["landmarks"]) == 5
+    assert 0.8 < t0["square"][2] / (max(face[2:]) * 1.5) < 1.25  # the box crop's framing, on average
+    centre = (face[0] + face[2] / 2, face[1] + face[3] / 2)
+    for turn in (20, -20):
+        turned = cv2.warpAffine(rgb, cv2.getRotationMatrix2D(centre, turn, 1.0), (w, h), borderMode=cv2.BORDER_REFLECT)
+        _, pts = onet.scores_and_landmarks(turned, [Detection(box)])
+        crop, t = crop_face(turned, box, config, pts[0])
+        assert t["aligned"] and t["angle"] == pytest.approx(t0["angle"] - turn, abs=4), t
+        plain = crop_face(turned, box, DetectConfig(size=128, align="none"))[0]
+        assert np.abs(crop.astype(int) - upright).mean() < 0.6 * np.abs(plain.astype(int) - upright).mean()
+    # the mouth above the eyes, or no landmarks at all: the box, unaligned
+    flipped = np.array([[50, 90], [90, 90], [70, 70], [55, 40], [85, 40]], np.float32)
+    for bad in (flipped, None):
+        img, t = crop_face(rgb, box, config, bad)
+        assert img.shape == (128, 128, 3) and t["aligned"] is False and t["align"] == "none"
 
 
 def test_yunet_needs_a_model_file(tmp_path):

@@ -172,8 +172,9 @@ def detect(
     = default(DetectConfig, "resize_filter"),
     verify: Annotated[str, typer.Option(help="none, eyes, alt2 or mtcnn")] = default(DetectConfig, "verify"),
     verify_threshold: Annotated[float, typer.Option(min=0, max=1)] = default(DetectConfig, "verify_threshold"),
-    align_eyes: Annotated[bool, typer.Option(help="Rotate crops so the eyes are level.")]
-    = default(DetectConfig, "align_eyes"),
+    align: Annotated[str, typer.Option(help="none (the detector's box), eyes (level the Haar eyes) or landmarks "
+                                       "(FFHQ's square from O-Net's five landmarks)")]
+    = default(DetectConfig, "align"),
     single_face_only: Annotated[bool, typer.Option(help="Keep only images with one face.")]
     = default(DetectConfig, "single_face_only"),
     detector: Annotated[str, typer.Option(help="haar, or yunet with --yunet-model")]
@@ -186,7 +187,7 @@ def detect(
     """Stage `detect`: find, check and crop faces in the downloaded portraits."""
     config = DetectConfig(
         min_face=min_face, size=size, margin=margin, border=border, resize_filter=resize_filter, verify=verify,
-        verify_threshold=verify_threshold, align_eyes=align_eyes, single_face_only=single_face_only,
+        verify_threshold=verify_threshold, align=align, single_face_only=single_face_only,
         detector=detector, yunet_model=yunet_model, workers=workers, limit=limit)
     r = run("detect", config, root, force)
     _counts_table("status", r.counts["statuses"])
