@@ -8,6 +8,18 @@ Side by side in one run:
     straightforward scraper would do it.
 Requests are counted from the stand-in's own request log.
 
+Multi-image candidates (`max_images_per_person` 20: lead image, Wikidata image P18, Commons category,
+P180 depicts): `requests per 1000 people (multi-image)`. The floor is about 2 requests a person: a
+Commons category is listed with `generator=categorymembers` and a depicts search is made with
+`generator=search`, each bringing `prop=imageinfo` (licence, author, size, MIME, URL) in the same
+request; neither can be batched across people (`gcmtitle` takes one category; a search for several
+QIDs at once would not say which file depicts whom without a further structured-data request per
+file). Everything else is batched: Wikidata's P18 and P373 for people found on Wikipedia (one
+`wbgetentities` per 50) and imageinfo for the lead and P18 files (50 titles a request), ~0.04 a person.
+So 2.04 a person with a category, 1.04 without; target <= 2,100 per 1000 people. The stand-in gives
+a Commons category to a third of its people, so the run also prints the projection for a population
+in which everyone has one (measured per-route costs, not a guess).
+
 And the Wikidata Query Service's cost of `names --source wikidata-sparql` on the stand-in's timing
 model (wikifaces.fixtures.standin.sparql.SparqlModel: 0.4 s a query plus 0.2 ms a result row, a
 query stopped at 60 s), scaled to 100,000 people: the slice target is scaled with the population
@@ -45,12 +57,14 @@ def api_requests(server: StandinServer) -> int:
     return sum(1 for e in server.log if e.endpoint in ("api", "commons", "wikidata"))
 
 
-def ours(server: StandinServer, root: Path, images: bool = True) -> tuple[int, float, dict]:
+def ours(server: StandinServer, root: Path, images: bool = True, per_person: int = 1) -> tuple[int, float, dict]:
     http = HttpConfig(**server.endpoints(), contact=CONTACT, api_requests_per_second=50)
     server.clear_log()
     collect_names(NamesConfig(categories=("Stand-in everyone",), http=http), root)
     t0 = time.monotonic()
-    summary = fetch_images(ImagesConfig(http=http), root, progress=False) if images else None
+    # the multi-image run takes 250 px thumbnails: requests do not depend on the width, the bytes do
+    config = ImagesConfig(http=http, max_images_per_person=per_person, thumb_width=960 if per_person == 1 else 250)
+    summary = fetch_images(config, root, progress=False) if images else None
     elapsed = time.monotonic() - t0
     return api_requests(server), elapsed, (summary.counts if summary else {})
 
@@ -103,6 +117,11 @@ def main() -> None:
         req_token, _, _ = ours(server, Path(d) / "token", images=True)
         del os.environ["WIKIFACES_API_TOKEN"]
         req_naive = naive(server)
+        req_multi, _, multi_counts = ours(server, Path(d) / "multi", per_person=20)
+        by_kind = {"category": sum(e.params.get("generator") == "categorymembers" for e in server.log),
+                   "depicts": sum(e.params.get("generator") == "search" for e in server.log)}
+        by_kind["batched"] = req_multi - by_kind["category"] - by_kind["depicts"]
+    with_category = sum(1 for p in corpus.people if p.commons_category)
     per = 1000 / n
     downloads = counts.get("downloads", 0)
     mb = counts.get("download_bytes", 0) / 1e6
@@ -114,7 +133,14 @@ def main() -> None:
         print(f"{label:<48}{r:>14}{r * per:>16.0f}")
     print(f"download: {downloads} images, {mb:.1f} MB in {dl_seconds:.1f} s at 2 concurrent, "
           f"{HttpConfig().download_bytes_per_second / 1e6:.0f} MB/s cap")
+    print(f"multi-image (up to 20 a person; {with_category} of {n} people have a Commons category): "
+          f"{req_multi} requests ({by_kind['category']} category listings, {by_kind['depicts']} depicts searches, "
+          f"{by_kind['batched']} batched look-ups, the names stage's included), "
+          f"{multi_counts.get('files', 0)} candidate files")
+    projected = 1000 * (by_kind["category"] / max(1, with_category) + by_kind["depicts"] / n) + by_kind["batched"] * per
     print(f"requests per 1000 names: {req_ours * per:.0f}")
+    print(f"requests per 1000 people (multi-image): {req_multi * per:.0f}")
+    print(f"requests per 1000 people (multi-image, projected with a category for everyone): {projected:.0f}")
     print(f"requests per 1000 names with token: {req_token * per:.0f}")
     print(f"requests per 1000 names naive: {req_naive * per:.0f}")
     print(f"downloads per second: {downloads / dl_seconds:.1f}")
