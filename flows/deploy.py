@@ -22,7 +22,8 @@ from .build import STANDIN_NAMES
 DEMO_PARAMETERS: dict[str, Any] = {
     "names": STANDIN_NAMES.model_dump(mode="json"),
     "standin": True,
-    # ~46 faces (verified dedup removes the stand-in's re-cropped copies of one photograph). 64 px faces
+    # ~30 faces (the identity check turns away other people's and group photos' faces; verified dedup
+    # removes the stand-in's re-cropped copies of one photograph). 64 px faces
     # need ~1,000 steps of batch 64 with DiffAugment (bench/train_quality.py: minutes of CPU, not the
     # demo's half minute), so the demo trains at 32 px with 64 channels, where the paper's recipe gives
     # faces in 1,500 steps (face rate 0.34 of 128 samples; DiffAugment, slower to converge, 0.10 at that
