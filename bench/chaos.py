@@ -55,6 +55,9 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
 
 
+STARTUP_SECONDS = 3.0  # a rerun's own start (interpreter, imports, the flow run) before it resumes work
+
+
 def build_command(root: Path, people: int) -> list[str]:
     params = json.dumps({"standin_people": people, "train": TRAIN})
     return [str(Path(sys.executable).with_name("wikifaces")), "build", "--standin", "--root", str(root), "-p", params]
@@ -155,13 +158,17 @@ def chaos(runs: int = 10, kills: int = 3, people: int = 40, seed: int = 0, work:
         for r in range(runs):
             root = tmp / f"run-{r:02d}"
             result = RunResult()
+            left = seconds  # of the clean build's work, what a rerun still has to do (roughly)
             for _ in range(kills):
-                # the rerun skips finished stages, so aim the kill at what is left to do
-                completed, _ = run_build(root, people, env, rng.uniform(2.0, seconds), tmp / f"run-{r:02d}.log")
+                # the rerun skips finished stages (and resumes the killed one), so aim the kill inside
+                # what is left: a kill drawn from the whole build's time would often come too late
+                kill_after = rng.uniform(2.0, max(2.5, 0.9 * left))
+                completed, _ = run_build(root, people, env, kill_after, tmp / f"run-{r:02d}.log")
                 if completed:
                     result.finished_early += 1
-                else:
-                    result.kills += 1
+                    break
+                result.kills += 1
+                left = max(4.0, left - kill_after + STARTUP_SECONDS)
             run_build(root, people, env, None, tmp / f"run-{r:02d}.log")
             compare(clean, root, result)
             log(f"run {r + 1}/{runs}: {result.kills} kills, {'identical' if result.identical else 'DIFFERENT'}"

@@ -95,8 +95,10 @@ def http_config(server: Any, dead: str) -> HttpConfig:
 
 
 def build(root: Path, server: Any, dead: str) -> None:
-    """names -> images -> detect -> dedup -> publish on the stand-in (no training: see the data faults)."""
+    """names -> images (lead images: the faults are aimed at them) -> detect -> identity -> dedup ->
+    publish on the stand-in (no training: see the data faults)."""
     from faces import DetectConfig
+    from faces.config import IdentityConfig
     from scraping.config import ImagesConfig, NamesConfig
     from wikifaces.pipeline import DedupStageConfig, run_stage
     from wikifaces.publish import PublishConfig
@@ -109,8 +111,9 @@ def build(root: Path, server: Any, dead: str) -> None:
         extra.write_text("Loop Alpha\nJohn Smith\n")
     run_stage("names", NamesConfig(categories=("Stand-in people",), category_depth=2, names_file=extra, http=http),
               data, progress=False)
-    run_stage("images", ImagesConfig(http=http), data, progress=False)
+    run_stage("images", ImagesConfig(http=http, max_images_per_person=1), data, progress=False)
     run_stage("detect", DetectConfig(), data, progress=False)
+    run_stage("identity", IdentityConfig(), data, progress=False)
     run_stage("dedup", DedupStageConfig(), data, progress=False)
     run_stage("publish", PublishConfig(), data, progress=False)
 

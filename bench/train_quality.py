@@ -28,8 +28,11 @@ from wikifaces.core.paths import DataRoot  # noqa: E402
 
 
 def build_faces(work: Path, people: int) -> Path:
-    """The stand-in build up to publish (skipped stage by stage when already done)."""
+    """The stand-in build up to publish (skipped stage by stage when already done): lead images, crops
+    without alignment, as when the README's figures were measured (the identity check, added since,
+    turns away the faces of group photos)."""
     from faces import DetectConfig
+    from faces.config import IdentityConfig
     from scraping.config import HttpConfig, ImagesConfig, NamesConfig
     from wikifaces.fixtures.standin import StandinServer, build_corpus
     from wikifaces.pipeline import run_stage
@@ -40,8 +43,9 @@ def build_faces(work: Path, people: int) -> Path:
         http = HttpConfig(**server.endpoints(), contact="wikifaces bench", api_requests_per_second=50,
                           download_bytes_per_second=100_000_000, max_concurrent_downloads=4)
         run_stage("names", NamesConfig(categories=("Stand-in people",), category_depth=2, http=http), root)
-        run_stage("images", ImagesConfig(http=http), root)
-    run_stage("detect", DetectConfig(), root)
+        run_stage("images", ImagesConfig(http=http, max_images_per_person=1), root)
+    run_stage("detect", DetectConfig(align="none"), root)
+    run_stage("identity", IdentityConfig(), root)
     run_stage("publish", PublishConfig(dataset="faces-64-all", use_dedup=False), root)
     return root.processed("faces-64-all")
 
