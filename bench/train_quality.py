@@ -28,15 +28,17 @@ from wikifaces.core.paths import DataRoot  # noqa: E402
 
 
 def build_faces(work: Path, people: int) -> Path:
-    """The stand-in build up to publish (skipped stage by stage when already done): lead images, crops
-    without alignment, as when the README's figures were measured (the identity check, added since,
-    turns away the faces of group photos)."""
+    """The stand-in build up to the detected crops (skipped stage by stage when already done), then
+    every kept crop at 64 px as a dataset: the set the README's figures were measured on (lead images,
+    no alignment, every detected face, without the identity check or dedup, which came later or would
+    remove the stand-in's variants of one photograph)."""
+    import cv2
+
     from faces import DetectConfig
-    from faces.config import IdentityConfig
     from scraping.config import HttpConfig, ImagesConfig, NamesConfig
+    from shards import is_complete, open_dataset, write_shards
     from wikifaces.fixtures.standin import StandinServer, build_corpus
     from wikifaces.pipeline import run_stage
-    from wikifaces.publish import PublishConfig
 
     root = DataRoot(work / "data")
     with StandinServer(build_corpus(people, all_photos=True)) as server:
@@ -45,9 +47,13 @@ def build_faces(work: Path, people: int) -> Path:
         run_stage("names", NamesConfig(categories=("Stand-in people",), category_depth=2, http=http), root)
         run_stage("images", ImagesConfig(http=http, max_images_per_person=1), root)
     run_stage("detect", DetectConfig(align="none"), root)
-    run_stage("identity", IdentityConfig(), root)
-    run_stage("publish", PublishConfig(dataset="faces-64-all", use_dedup=False), root)
-    return root.processed("faces-64-all")
+    out = root.processed("faces-64-all")
+    if not is_complete(out):
+        crops = open_dataset(root.faces / "shards")
+        write_shards(((cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA), {"key": meta["key"]})
+                      for image, meta in crops), out, name="faces-64-all", image_size=(64, 64),
+                     encoding="jpeg", quality=95, parameters={"source": "faces"})  # as publish wrote it
+    return out
 
 
 def plot_curves(out: Path) -> Path:

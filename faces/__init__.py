@@ -1,4 +1,5 @@
-"""Stage `detect`: OpenCV face detection, verification, high-resolution square crops.
+"""Stages `detect` (OpenCV face detection, verification, aligned high-resolution square crops) and
+`identity` (each kept face checked to be the person it is filed under).
 
 The names below load on first use, so that `faces.config` stays a cheap import."""
 
@@ -10,6 +11,7 @@ _FROM = {
     "DetectConfig": "config",
     "Detection": "detect", "FaceDetector": "detect", "iou": "detect",
     "DetectSummary": "stage", "detect_faces": "stage", "process_image": "stage",
+    "IdentityConfig": "config", "IdentitySummary": "identity", "check_identities": "identity",
 }
 
 __getattr__ = lazy_exports(__name__, _FROM)

@@ -218,19 +218,15 @@ def _listings(run: _Fetch, people: list[dict[str, Any]], progress: bool) -> dict
     [{"file", "routes", "info"}] (info: imageinfo when the listing brought it). Journalled per
     person, so a resumed run does not ask again; a person without any gets one file-less row."""
     out: dict[str, list[dict[str, Any]]] = {}
-    wanted = [p for p in people if row_key({"person_id": p["person_id"], "candidates": 1}) not in run.rows]
-    for p in people:
-        listed = run.rows.get(row_key({"person_id": p["person_id"], "candidates": 1}))
-        if listed is not None:
-            out[p["person_id"]] = [{**c, "info": None} for c in listed["candidates"]]
-    earlier = {r["person_id"] for r in run.rows.values() if "candidates" not in r}
-    # people whose rows a completed earlier table holds: their listing is those rows
-    for p in wanted[:]:
-        if p["person_id"] in earlier and p["person_id"] not in out:
-            out[p["person_id"]] = [{"file": r["file"], "routes": r.get("routes") or [], "info": None}
-                                   for r in run.rows.values() if "candidates" not in r
-                                   and r["person_id"] == p["person_id"]]
-            wanted.remove(p)
+    earlier: dict[str, list[dict[str, Any]]] = {}  # file rows by person (a completed earlier table's included)
+    for r in run.rows.values():
+        if "candidates" in r:
+            out[r["person_id"]] = [{**c, "info": None} for c in r["candidates"]]
+        else:
+            earlier.setdefault(r["person_id"], []).append(r)
+    for pid, rows in earlier.items():  # people a completed earlier table holds: their listing is their rows
+        out.setdefault(pid, [{"file": r["file"], "routes": r.get("routes") or [], "info": None} for r in rows])
+    wanted = [p for p in people if p["person_id"] not in out]
     media = _wikidata_media(run, wanted)
     with Progress(disable=not progress or len(wanted) < 20, transient=True) as bar:
         task = bar.add_task("listing candidate files", total=len(wanted))

@@ -114,7 +114,8 @@ def standin_http(server, **kw):
     """An HttpConfig pointing every endpoint at a stand-in, with fast retries and no cache."""
     from scraping.config import HttpConfig
 
-    fast = {"backoff_initial": 0.05, "backoff_max": 2.0, "api_requests_per_second": 50.0, "cache": False}
+    fast = {"backoff_initial": 0.05, "backoff_max": 2.0, "api_requests_per_second": 50.0, "cache": False,
+            "download_bytes_per_second": 100_000_000}
     return HttpConfig(**server.endpoints(), contact=CONTACT, **(fast | kw))
 
 
@@ -143,7 +144,8 @@ def pipeline_root(tmp_path_factory):
 
     root = DataRoot(tmp_path_factory.mktemp("pipeline"))
     with StandinServer(build_corpus(*PIPELINE_CORPUS)) as server:
-        http = HttpConfig(**server.endpoints(), contact="wikifaces tests")
+        http = HttpConfig(**server.endpoints(), contact="wikifaces tests", api_requests_per_second=50,
+                          download_bytes_per_second=100_000_000)
         run_stage("names", NamesConfig(categories=("Stand-in people",), category_depth=2, http=http), root,
                   progress=False)
         run_stage("images", ImagesConfig(http=http), root, progress=False)
