@@ -64,10 +64,10 @@ def test_the_parquet_export_loads_with_hugging_face_datasets(published, tmp_path
     import datasets
 
     out = tmp_path / "parquet"
-    export_dataset(published, out, to="parquet", records_per_tar=16)
+    export_dataset(published, out, to="parquet", records_per_tar=8)
     ds = open_dataset(published)
     files = sorted((out / "data").glob("*.parquet"))
-    assert len(files) == -(-len(ds) // 16) > 1 and (out / "README.md").read_text().startswith("---\nconfigs:")
+    assert len(files) == -(-len(ds) // 8) > 1 and (out / "README.md").read_text().startswith("---\nconfigs:")
     loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
     assert isinstance(loaded.features["image"], datasets.Image) and len(loaded) == len(ds)
     assert loaded[0]["image"].size == (64, 64)

@@ -53,7 +53,7 @@ def test_build_faces_runs_every_stage_on_the_standin(built):
     assert verify_dataset(published, decode=True).ok
     ds = open_dataset(published)
     keep = json.loads((root / "interim/faces/checked/dedup/summary.json").read_text())
-    assert len(ds) == keep["kept"] > 20
+    assert len(ds) == keep["kept"] >= 10  # the identity check and dedup leave the people's own distinct faces
     assert ds[0].image.shape == (64, 64, 3)
     # the card and the attribution cover every published image
     attribution = list(read_jsonl(published / "attribution.jsonl"))

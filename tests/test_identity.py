@@ -189,7 +189,9 @@ def test_a_new_threshold_redecides_without_describing_again(pipeline_root, tmp_p
     from wikifaces.pipeline import run_stage
 
     root = _copy_faces(pipeline_root, tmp_path)
-    strict = run_stage("identity", IdentityConfig(threshold=0.2), root, progress=False)
+    rows = list(read_jsonl(pipeline_root.faces / "identity.jsonl"))
+    near = min(r["distance"] for r in rows if r["status"] == "verified" and r["distance"])
+    strict = run_stage("identity", IdentityConfig(threshold=near / 2, group_distance=near / 2), root, progress=False)
     assert strict.counts["described_now"] == 0
     default = json.loads((pipeline_root.root / "receipts/identity.json").read_text())["counts"]
     assert strict.counts["statuses"]["verified"] < default["statuses"]["verified"]
