@@ -36,7 +36,7 @@ sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]  # ou
 import numpy as np  # noqa: E402
 
 from faces.config import DetectConfig, IdentityConfig  # noqa: E402
-from faces.identity import KEPT, Face, check_person, image_routes, verdict_rows  # noqa: E402
+from faces.identity import KEPT, Face, check_person, image_routes, journalled_descriptors, verdict_rows  # noqa: E402
 from faces.judge import FaceJudge, descriptor_version  # noqa: E402
 from faces.stage import process_image  # noqa: E402
 from shards.format import decode_image  # noqa: E402
@@ -116,7 +116,6 @@ def score(pairs: list[tuple[str, bool | None]]) -> tuple[float, float, int, int]
 
 def standin_build(people: int, root: Path) -> tuple[list[dict], dict[str, np.ndarray], dict, dict]:
     """Run names -> images -> detect -> identity on a stand-in; what the sweep needs, and the truth."""
-    import base64
     import json
 
     from scraping.config import HttpConfig, ImagesConfig, NamesConfig
@@ -134,10 +133,7 @@ def standin_build(people: int, root: Path) -> tuple[list[dict], dict[str, np.nda
     ds = open_dataset(root / "interim/faces/shards")
     metas = list(ds.iter_meta())
     ds.close()
-    descriptors = {}
-    for line in (root / "interim/faces/descriptors.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        descriptors[row["key"]] = np.frombuffer(base64.b64decode(row["d"]), np.float32)
+    descriptors = journalled_descriptors(root)
     routes = image_routes(root / "raw/wikipedia/images.jsonl")
     # truth: a face is the person when its file shows the person's own subject and only one face
     from wikifaces.fixtures.samples import all_photos

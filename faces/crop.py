@@ -132,13 +132,8 @@ def crop_face(rgb: np.ndarray, box: Box, config: DetectConfig, landmarks: np.nda
             x0, y0 = c[0] - half, c[1] - half
             corners = np.stack([c - x - y, c + x - y, c - x + y, c + x + y])
             padded = bool((corners < 0).any() or (corners[:, 0] > W).any() or (corners[:, 1] > H).any())
-            transform = {
-                "square": [round(float(x0), 1), round(float(y0), 1), round(2 * half, 1)], "margin": config.margin,
-                "border": "reflect", "padded": padded,
-                "size": config.size, "filter": config.resize_filter, "upscaled": 2 * half < config.size,
-                "aligned": True, "align": "landmarks", "angle": round(angle, 2),
-                "landmarks": [[round(float(v), 1) for v in pt] for pt in np.asarray(landmarks)],
-            }
+            transform = _record(config, float(x0), float(y0), 2 * half, "reflect", padded, "landmarks", angle)
+            transform["landmarks"] = [[round(float(v), 1) for v in pt] for pt in np.asarray(landmarks)]
             return np.ascontiguousarray(img), transform
     if config.align == "eyes":
         eyes = find_eyes(rgb, box)
@@ -168,12 +163,18 @@ def crop_face(rgb: np.ndarray, box: Box, config: DetectConfig, landmarks: np.nda
     img = cv2.resize(crop, (out, out), interpolation=FILTERS[config.resize_filter])
     x0, y0 = cx - side / 2, cy - side / 2
     padded = x0 < 0 or y0 < 0 or x0 + side > W or y0 + side > H
-    transform = {
-        "square": [round(x0, 1), round(y0, 1), round(side, 1)], "margin": config.margin, "border": config.border,
-        "padded": padded, "size": out, "filter": config.resize_filter, "upscaled": side < out,
-        "aligned": aligned, "align": config.align if aligned else "none", "angle": round(angle, 2),
-    }
+    transform = _record(config, x0, y0, side, config.border, padded, config.align if aligned else "none", angle)
     return np.ascontiguousarray(img), transform
+
+
+def _record(config: DetectConfig, x0: float, y0: float, side: float, border: str, padded: bool, align: str,
+            angle: float) -> dict[str, Any]:
+    """How a crop was made: its square in the source (before any rotation), and the settings."""
+    return {
+        "square": [round(x0, 1), round(y0, 1), round(side, 1)], "margin": config.margin, "border": border,
+        "padded": padded, "size": config.size, "filter": config.resize_filter, "upscaled": side < config.size,
+        "aligned": align != "none", "align": align, "angle": round(angle, 2),
+    }
 
 
 def _crop_square(rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:

@@ -103,8 +103,8 @@ def check_person(faces: list[Face], config: IdentityConfig) -> list[Verdict]:
             return [Verdict("identity_unchecked", None, None, "the only face of this person: nothing to compare with")]
         return [Verdict("ambiguous_identity", None, None, "the only face, found only in the Commons category "
                         "(which also holds other people's photographs): nothing says it is this person")]
-    d = np.linalg.norm(np.stack([f.descriptor for f in faces])[:, None] - np.stack([f.descriptor for f in faces])[None],
-                       axis=-1)
+    v = np.stack([f.descriptor for f in faces])
+    d = np.linalg.norm(v[:, None] - v[None], axis=-1)
     reference, how = _reference(faces, d, config)
     if reference is None:
         return [Verdict("ambiguous_identity", None, None, how) for _ in faces]
@@ -181,13 +181,23 @@ def _decode(b64: str) -> np.ndarray:
 
 
 # -- the stage --------------------------------------------------------------------------------------------------------
-def item_hash(config: IdentityConfig, root: DataRoot) -> str:
+def item_hash(root: DataRoot) -> str:
     """What decides a face's descriptor: the model (its files' versions are in the code
     fingerprint's dependencies) and the crop, never the thresholds, so a new threshold re-decides
     from the journalled descriptors without describing again."""
     key = root.faces / "faces.key"  # the detect results hash the crops were made under
     crops = key.read_text().strip() if key.exists() else "unknown"
     return config_hash({"descriptor": "dlib128-resnet-v1", "crops": crops})
+
+
+def _journal(root: DataRoot) -> Journal:
+    return Journal(root.faces / JOURNAL_FILE, key=lambda r: r["key"], version=stage_key(item_hash(root)))
+
+
+def journalled_descriptors(root: str | os.PathLike[str] | DataRoot | None = None) -> dict[str, np.ndarray]:
+    """Face key -> descriptor, for every face described for the current crops."""
+    data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
+    return {k: _decode(r["d"]) for k, r in _journal(data).latest().items()}
 
 
 def reset_identity(root: DataRoot) -> None:
@@ -212,7 +222,7 @@ def check_identities(config: IdentityConfig, root: str | os.PathLike[str] | Data
     ds = open_dataset(candidates)
     metas = list(ds.iter_meta())
     margin = float(ds.manifest.provenance.parameters.get("margin", 0.25))
-    journal = Journal(data.faces / JOURNAL_FILE, key=lambda r: r["key"], version=stage_key(item_hash(config, data)))
+    journal = _journal(data)
     known = {k: r["d"] for k, r in journal.latest().items()}
     todo = [i for i, m in enumerate(metas) if m["key"] not in known]
     parts = [(str(candidates), todo[i : i + config.batch_size]) for i in range(0, len(todo), config.batch_size)]

@@ -98,11 +98,10 @@ def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDe
         scores = verifier.scores(rgb, dets) if config.verify != "none" else [None] * len(dets)
         if config.align == "landmarks":
             points = landmarker().scores_and_landmarks(rgb, dets)[1]
-    landmarks = dict(zip((id(d) for d in dets), points, strict=True))
     entries = []
-    for det, score in zip(dets, scores, strict=True):
+    for det, score, pts in zip(dets, scores, points, strict=True):
         ok = score is None or score >= config.verify_threshold
-        entries.append({"det": det, "score": score, "verified": ok})
+        entries.append({"det": det, "score": score, "verified": ok, "points": pts})
     verified = sorted((e for e in entries if e["verified"]), key=lambda e: (-e["det"].side, e["det"].box))
     rejected = sorted((e for e in entries if not e["verified"]), key=lambda e: (-e["det"].side, e["det"].box))
     sides = [e["det"].side for e in verified]
@@ -122,7 +121,7 @@ def process_image(path: str, sha256: str, config: DetectConfig, detector: FaceDe
             face.update(status="not_single", reason=f"{len(verified)} faces in the image; single_face_only")
         else:
             face.update(status="ok", reason="")
-        crop, transform = crop_face(rgb, det.box, config, landmarks[id(det)] if config.align == "landmarks" else None)
+        crop, transform = crop_face(rgb, det.box, config, e["points"] if config.align == "landmarks" else None)
         face["crop"] = transform
         face["crop_bytes"] = encode_image(crop, config.encoding)
         result["faces"].append(face)

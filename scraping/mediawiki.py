@@ -292,11 +292,9 @@ class WikidataFacts:
     birth_year: int | None
 
 
-def wikidata_facts(client: PoliteClient, qids: Sequence[str]) -> dict[str, WikidataFacts]:
-    """Instance-of-human (P31 = Q5) and birth year (P569) per QID, `batch_size` ids a request."""
-    out: dict[str, WikidataFacts] = {}
-    size = batch_size(client)
-    for batch in batched(sorted(set(qids)), size):
+def entity_claims(client: PoliteClient, qids: Sequence[str]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """(QID, its claims) for each item, None for a missing one; `batch_size` ids a `wbgetentities` request."""
+    for batch in batched(sorted(set(qids)), batch_size(client)):
         data = client.api({"action": "wbgetentities", "ids": "|".join(batch), "props": "claims"},
                           url=client.config.wikidata_api_url)
         entities = data.get("entities")
@@ -305,12 +303,21 @@ def wikidata_facts(client: PoliteClient, qids: Sequence[str]) -> dict[str, Wikid
                                      f"object for {', '.join(batch[:3])}{' ...' if len(batch) > 3 else ''}")
         for qid, entity in entities.items():
             if not isinstance(entity, dict) or flag(entity, "missing"):
-                out[qid] = WikidataFacts(None, None)
-                continue
-            claims = entity.get("claims") if isinstance(entity.get("claims"), dict) else {}
-            kinds = item_ids(claims, "P31")
-            years = birth_years(claims)
-            out[qid] = WikidataFacts("Q5" in kinds if kinds else None, years[0] if years else None)
+                yield qid, None
+            else:
+                yield qid, entity.get("claims") if isinstance(entity.get("claims"), dict) else {}
+
+
+def wikidata_facts(client: PoliteClient, qids: Sequence[str]) -> dict[str, WikidataFacts]:
+    """Instance-of-human (P31 = Q5) and birth year (P569) per QID."""
+    out: dict[str, WikidataFacts] = {}
+    for qid, claims in entity_claims(client, qids):
+        if claims is None:
+            out[qid] = WikidataFacts(None, None)
+            continue
+        kinds = item_ids(claims, "P31")
+        years = birth_years(claims)
+        out[qid] = WikidataFacts("Q5" in kinds if kinds else None, years[0] if years else None)
     return out
 
 
@@ -385,22 +392,14 @@ def depicted_files(client: PoliteClient, qid: str, limit: int, width: int | None
 
 
 def wikidata_media(client: PoliteClient, qids: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
-    """(images (P18), Commons categories (P373)) per QID, best-rank values, `batch_size` ids a request."""
+    """(images (P18), Commons categories (P373)) per QID, best-rank values; missing items left out."""
     out: dict[str, tuple[list[str], list[str]]] = {}
-    for batch in batched(sorted(set(qids)), batch_size(client)):
-        data = client.api({"action": "wbgetentities", "ids": "|".join(batch), "props": "claims"},
-                          url=client.config.wikidata_api_url)
-        entities = data.get("entities")
-        if not isinstance(entities, dict):
-            raise UnexpectedResponse(f"wbgetentities at {client.config.wikidata_api_url} gave no `entities` "
-                                     f"object for {', '.join(batch[:3])}{' ...' if len(batch) > 3 else ''}")
-        for qid, entity in entities.items():
-            if not isinstance(entity, dict) or flag(entity, "missing"):
-                continue
-            claims = entity.get("claims") if isinstance(entity.get("claims"), dict) else {}
-            strings = {p: [v.strip() for c in best_claims(claims, p) if isinstance(v := claim_value(c), str)
-                           and v.strip()] for p in ("P18", "P373")}
-            out[qid] = ([file_name(v) for v in strings["P18"]], strings["P373"])
+    for qid, claims in entity_claims(client, qids):
+        if claims is None:
+            continue
+        strings = {p: [v.strip() for c in best_claims(claims, p) if isinstance(v := claim_value(c), str)
+                       and v.strip()] for p in ("P18", "P373")}
+        out[qid] = ([file_name(v) for v in strings["P18"]], strings["P373"])
     return out
 
 

@@ -87,9 +87,10 @@ def funnel(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
         steps.append({"section": section, "step": label, "unit": unit, "count": count, "lost": lost,
                       "reasons": kept_reasons})
 
+    tables = _faces_tables(root) if config.source == "faces" else {}
     if config.source == "faces":
-        _people_rows(root, add)
-        _face_rows(root, add)
+        _people_rows(tables, add)
+        _face_rows(tables, add)
     else:
         ds = root.lsun(config.category) / "shards"
         n = len(open_dataset(ds)) if is_complete(ds) else 0
@@ -105,14 +106,21 @@ def funnel(root: DataRoot, config: ReportConfig) -> list[dict[str, Any]]:
         m = open_dataset(published).manifest
         add(section, "published", unit, m.count, m.summary.get("skipped", {}))
     if config.source == "faces":
-        _per_person_rows(root, config, add)
+        _per_person_rows(root, config, tables, add)
     return steps
 
 
-def _people_rows(root: DataRoot, add: Any) -> None:
+def _faces_tables(root: DataRoot) -> dict[str, Any]:
+    """The faces build's tables, each read once for the whole funnel (identity: None before that stage)."""
+    raw = root.raw_wikipedia
+    return {"names": list(read_jsonl(raw / "names.jsonl")), "rejected": list(read_jsonl(raw / "names-rejected.jsonl")),
+            "images": list(read_jsonl(raw / "images.jsonl")), "faces": list(read_jsonl(root.faces / "faces.jsonl")),
+            "identity": _identity_rows(root)}
+
+
+def _people_rows(tables: dict[str, Any], add: Any) -> None:
     """titles -> people -> people kept -> people with candidate files; files -> free -> valid -> distinct."""
-    names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
-    rejected = list(read_jsonl(root.raw_wikipedia / "names-rejected.jsonl"))
+    names, rejected = tables["names"], tables["rejected"]
     by_title = [r for r in rejected if "inputs" not in r]  # the title named no usable page
     by_person = [r for r in rejected if "inputs" in r]  # a page, left out by a filter
     merged = sum(len(p.get("inputs") or [p]) - 1 for p in names + by_person)
@@ -121,7 +129,7 @@ def _people_rows(root: DataRoot, add: Any) -> None:
     add("people", "people (one page each)", "people", len(names) + len(by_person),
         {**Counter(r["status"] for r in by_title), "same page as another title": merged})
     add("people", "people kept by the filters", "people", len(names), Counter(r["status"] for r in by_person))
-    images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+    images = tables["images"]
     listed = {r["person_id"] for r in images}
     with_files = {r["person_id"] for r in images if r.get("file")}
     add("people", "people with candidate files", "people", len(with_files),
@@ -139,12 +147,12 @@ def _people_rows(root: DataRoot, add: Any) -> None:
         {"the same image as another person's or file's": statuses["ok"] - len(distinct)})
 
 
-def _face_rows(root: DataRoot, add: Any) -> None:
+def _face_rows(tables: dict[str, Any], add: Any) -> None:
     """distinct images -> images with a usable face; faces detected -> faces kept -> identity-checked."""
-    faces = list(read_jsonl(root.faces / "faces.jsonl"))
+    faces = tables["faces"]
     image_status = {r["source_sha256"]: r.get("image_status") for r in faces}
     usable = {r["source_sha256"] for r in faces if r["status"] == "ok"}
-    distinct = {r["sha256"] for r in read_jsonl(root.raw_wikipedia / "images.jsonl") if r["status"] == "ok"}
+    distinct = {r["sha256"] for r in tables["images"] if r["status"] == "ok"}
     reasons = Counter(status for sha, status in image_status.items() if sha not in usable)
     reasons["beyond the detect limit"] = len(distinct - set(image_status))
     add("images", "images with a usable face", "images", len(usable), reasons)
@@ -153,12 +161,15 @@ def _face_rows(root: DataRoot, add: Any) -> None:
     kept = [r for r in detections if r["status"] == "ok"]
     add("faces", "faces kept (checked, large enough)", "faces", len(kept),
         Counter(r["status"] for r in detections if r["status"] != "ok"))
-    checked = _identity_rows(root)
+    checked = tables["identity"]
     if checked is None:
         return
-    kept_for = {r["key"] for r in checked if r["status"] in ("verified", "identity_unchecked")}
-    turned = Counter(min((r["status"] for r in checked if r["key"] == k), key=IDENTITY_ORDER.index)
-                     for k in {r["key"] for r in checked} - kept_for)
+    best: dict[str, str] = {}  # face -> its best verdict for anyone
+    for r in checked:
+        if r["key"] not in best or IDENTITY_ORDER.index(r["status"]) < IDENTITY_ORDER.index(best[r["key"]]):
+            best[r["key"]] = r["status"]
+    kept_for = {k for k, status in best.items() if status in ("verified", "identity_unchecked")}
+    turned = Counter(status for k, status in best.items() if k not in kept_for)
     add("faces", "identity-checked (the person's own face)", "faces", len(kept_for), turned)
 
 
@@ -170,20 +181,18 @@ def _identity_rows(root: DataRoot) -> list[dict[str, Any]] | None:
     return list(read_jsonl(path)) if path.exists() else None
 
 
-def _per_person_rows(root: DataRoot, config: ReportConfig, add: Any) -> None:
+def _per_person_rows(root: DataRoot, config: ReportConfig, tables: dict[str, Any], add: Any) -> None:
     """The same build counted in people: who is left at each step (a person counts while one of
     their files, images or faces is)."""
-    names = list(read_jsonl(root.raw_wikipedia / "names.jsonl"))
-    images = list(read_jsonl(root.raw_wikipedia / "images.jsonl"))
+    names, images = tables["names"], tables["images"]
     steps: list[tuple[str, set[str], str]] = [
         ("people: all", {p["person_id"] for p in names}, ""),
         ("people: candidate files", {r["person_id"] for r in images if r.get("file")}, "no candidate file"),
         ("people: a downloaded image", {r["person_id"] for r in images if r["status"] == "ok"}, "no file passed"),
     ]
-    faces = list(read_jsonl(root.faces / "faces.jsonl"))
-    steps.append(("people: a kept face", {p for r in faces if r["status"] == "ok"
+    steps.append(("people: a kept face", {p for r in tables["faces"] if r["status"] == "ok"
                                        for p in r.get("person_ids") or [r["person_id"]]}, "no usable face"))
-    checked = _identity_rows(root)
+    checked = tables["identity"]
     if checked is not None:
         steps.append(("people: an identity-checked face", {r["person_id"] for r in checked
                                                         if r["status"] in ("verified", "identity_unchecked")},
