@@ -5,9 +5,11 @@ The ImageFolder is the input of pytorch/examples' dcgan/main.py. Every side hold
 real 64x64 images (random crops of photographs shipped in installed packages), all are read in
 the same random order, and all yield an RGB uint8 HxWx3 array per image (ours with its metadata
 dict too). Ours is measured per item (`ds[i]`) and in batches of 128 random indices
-(`read_images`), for PNG, JPEG q95 (4:4:4), QOI and raw datasets; sizes are the bytes on disk
-(LMDB stores each value of over ~2 kB in whole 4 kB pages). The headline figures are for the
-default encoding of published datasets (`PublishConfig.encoding`).
+(`read_images`), for PNG, JPEG q95 (4:4:4), QOI and raw datasets, one record per LMDB value or in
+blocks of 64; sizes are the bytes on disk (LMDB stores each value of over ~2 kB in whole 4 kB pages,
+the file system each JPEG file in whole 4 kB blocks). The headline figures are for the default of
+published datasets (`PublishConfig.encoding` and `.block`); "size vs jpeg dataset" compares it with
+the ImageFolder of JPEGs it replaces, "size vs jpeg shards" with our JPEG shards in blocks.
 
     .venv/bin/python bench/shards_read.py [--n 20000]
 """
@@ -27,16 +29,21 @@ from shards import ShardWriter, open_dataset
 from wikifaces.fixtures.samples import available_photos, random_crops
 from wikifaces.publish import PublishConfig
 
-ENCODINGS = ("png", "jpeg", "qoi", "raw")
+VARIANTS = (("png", 1), ("jpeg", 1), ("jpeg", 64), ("qoi", 1), ("qoi", 64), ("raw", 1), ("raw", 64))
+
+
+def label(variant: tuple[str, int]) -> str:
+    enc, block = variant
+    return enc if block == 1 else f"{enc} blocks of {block}"
 
 
 def build(n: int, tmp: Path) -> tuple[dict[str, Path], Path]:
     per_photo = -(-n // len(available_photos()))
-    paths = {enc: tmp / f"shards-{enc}" for enc in ENCODINGS}
+    paths = {label(v): tmp / f"shards-{v[0]}-{v[1]}" for v in VARIANTS}
     folder = tmp / "imagefolder" / "all"
     folder.mkdir(parents=True)
-    writers = {enc: ShardWriter(p, name="bench", image_size=(64, 64), encoding=enc, quality=95)
-               for enc, p in paths.items()}
+    writers = {label(v): ShardWriter(paths[label(v)], name="bench", image_size=(64, 64), encoding=v[0], block=v[1],
+                                     quality=95) for v in VARIANTS}
     for i, (image, meta) in enumerate(random_crops(64, per_photo, seed=1)):
         if i == n:
             break
@@ -89,22 +96,24 @@ def main() -> None:
         best = {k: max(v) for k, v in results.items()}
     base = best["imagefolder"]
     print(f"images: {args.n} (64x64, random order, best of {args.repeats})")
-    print(f"{'reader':<34}{'bytes/image':>12}{'vs JPEG':>9}{'ds[i] /s':>11}{'ratio':>7}{'batch /s':>11}{'ratio':>7}")
-    print(f"{'torchvision ImageFolder (JPEG)':<34}{sizes['imagefolder'] / args.n:>12,.0f}{'':>9}{base:>11,.0f}"
+    print(f"{'reader':<34}{'bytes/image':>12}{'vs JPEGs':>9}{'ds[i] /s':>11}{'ratio':>7}{'batch /s':>11}{'ratio':>7}")
+    print(f"{'torchvision ImageFolder (JPEG)':<34}{sizes['imagefolder'] / args.n:>12,.0f}{'1.00x':>9}{base:>11,.0f}"
           f"{1.0:>7.1f}{'':>18}")
-    for enc in ENCODINGS:
-        per, bat = best[enc], best[f"{enc}_batch"]
-        print(f"{'shards, ' + enc:<34}{sizes[enc] / args.n:>12,.0f}{sizes[enc] / sizes['jpeg']:>8.2f}x"
+    for name in ours:
+        per, bat = best[name], best[f"{name}_batch"]
+        print(f"{'shards, ' + name:<34}{sizes[name] / args.n:>12,.0f}{sizes[name] / sizes['imagefolder']:>8.2f}x"
               f"{per:>11,.0f}{per / base:>7.1f}{bat:>11,.0f}{bat / base:>7.1f}")
-    default = PublishConfig().encoding
+    default = label((PublishConfig().encoding, PublishConfig().block))
     print(f"imagefolder images per second: {base:.0f}")
-    for enc in ENCODINGS:
-        print(f"ratio per item {enc}: {best[enc] / base:.1f}")
-        print(f"ratio batched {enc}: {best[f'{enc}_batch'] / base:.1f}")
-        print(f"size vs jpeg {enc}: {sizes[enc] / sizes['jpeg']:.2f}")
+    for name in ours:
+        print(f"ratio per item {name}: {best[name] / base:.1f}")
+        print(f"ratio batched {name}: {best[f'{name}_batch'] / base:.1f}")
+        print(f"size vs jpeg dataset {name}: {sizes[name] / sizes['imagefolder']:.2f}")
     print(f"default encoding: {default}")
     print(f"ratio: {best[default] / base:.1f}")
     print(f"ratio batched: {best[f'{default}_batch'] / base:.1f}")
+    print(f"size vs jpeg dataset: {sizes[default] / sizes['imagefolder']:.2f}")
+    print(f"size vs jpeg shards: {sizes[default] / sizes['jpeg blocks of 64']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Export a dataset to an image folder or to WebDataset tar shards.
 
 File names are record indices (zero-padded), never record keys or anything scraped.
-Image bytes are copied as stored: nothing is re-encoded.
+JPEG, PNG and WebP bytes are copied as stored; QOI and raw, which the ecosystem's loaders do not
+read, become PNG: lossless, the same pixels.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from .files import atomic_open
-from .format import EXTENSIONS, ShardError
+from .format import EXTENSIONS, ShardError, decode_image
 from .reader import Dataset, open_dataset
 
 ExportFormat = Literal["folder", "webdataset", "parquet", "identity-folders"]
@@ -46,10 +47,11 @@ def export_dataset(
         with `file_name` (Hugging Face's `imagefolder` then labels records by folder). The folder
         is the record's `group_key` value (`person_id`, a Wikidata QID) when it is a plain name,
         else `id-<sha256 of it, 16 hex>`: scraped text never becomes a path.
-    `<ext>` is the dataset's encoding: `jpg`, `png` or `webp`, the bytes as stored.
+    `<ext>` is the dataset's encoding: `jpg`, `png` or `webp`, the bytes as stored; `png` for QOI
+    and raw datasets.
     """
     ds = open_dataset(path)
-    ext = EXTENSIONS[ds.manifest.image.encoding]
+    ext, convert = exported_form(ds.manifest.image.encoding)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(out_dir.iterdir()):
@@ -59,25 +61,41 @@ def export_dataset(
             for i, data, meta in ds.iter_encoded():
                 name = f"{i:08d}{ext}"
                 with atomic_open(out_dir / name) as fh:
-                    fh.write(data)
+                    fh.write(convert(data))
                 index.write(json.dumps({**meta, "file_name": name}, ensure_ascii=False) + "\n")
     elif to == "webdataset":
         for part, start in enumerate(range(0, len(ds), records_per_tar)):
             with atomic_open(out_dir / f"shard-{part:05d}.tar") as fh, tarfile.open(fileobj=fh, mode="w") as tar:
                 for i, data, meta in ds.iter_encoded(start, start + records_per_tar):
-                    payloads = ((ext, data), (".json", json.dumps(meta, ensure_ascii=False).encode()))
+                    payloads = ((ext, convert(data)), (".json", json.dumps(meta, ensure_ascii=False).encode()))
                     for suffix, payload in payloads:
                         info = tarfile.TarInfo(f"{i:08d}{suffix}")
                         info.size = len(payload)
                         info.mode = 0o644
                         tar.addfile(info, io.BytesIO(payload))
     elif to == "parquet":
-        _export_parquet(ds, out_dir, ext, records_per_tar)
+        _export_parquet(ds, out_dir, ext, convert, records_per_tar)
     elif to == "identity-folders":
-        _export_identity_folders(ds, out_dir, ext, group_key)
+        _export_identity_folders(ds, out_dir, ext, convert, group_key)
     else:
         raise ValueError(f"export format must be 'folder', 'webdataset', 'parquet' or 'identity-folders', not {to!r}")
     return len(ds)
+
+
+def exported_form(encoding: str) -> tuple[str, Callable[[bytes], bytes]]:
+    """(file extension, bytes converter) of exported images in a dataset of this encoding."""
+    if encoding in ("qoi", "raw"):
+        return ".png", _to_png
+    return EXTENSIONS[encoding], lambda data: data
+
+
+def _to_png(data: bytes) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(decode_image(data), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ShardError("OpenCV could not encode an image as PNG")
+    return buf.tobytes()
 
 
 def identity_folder(value: Any) -> str:
@@ -86,7 +104,8 @@ def identity_folder(value: Any) -> str:
     return text if _SAFE_NAME.match(text) else "id-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _export_identity_folders(ds: Dataset, out_dir: Path, ext: str, group_key: str) -> None:
+def _export_identity_folders(ds: Dataset, out_dir: Path, ext: str, convert: Callable[[bytes], bytes],
+                             group_key: str) -> None:
     seen: dict[str, int] = {}
     with atomic_open(out_dir / "metadata.jsonl", "w") as index:
         for i, data, meta in ds.iter_encoded():
@@ -100,11 +119,11 @@ def _export_identity_folders(ds: Dataset, out_dir: Path, ext: str, group_key: st
             (out_dir / folder).mkdir(exist_ok=True)
             name = f"{folder}/{n}{ext}"
             with atomic_open(out_dir / name) as fh:
-                fh.write(data)
+                fh.write(convert(data))
             index.write(json.dumps({**meta, "file_name": name}, ensure_ascii=False) + "\n")
 
 
-def _export_parquet(ds: Dataset, out_dir: Path, ext: str, per_file: int) -> None:
+def _export_parquet(ds: Dataset, out_dir: Path, ext: str, convert: Callable[[bytes], bytes], per_file: int) -> None:
     """Parquet files Hugging Face `datasets` reads as an image dataset, without needing it here:
     the column types are unified over every record's metadata first (a column all null in one file
     and text in another would not concatenate), and the features go into the schema's metadata."""
@@ -121,7 +140,7 @@ def _export_parquet(ds: Dataset, out_dir: Path, ext: str, per_file: int) -> None
     files = max(1, -(-len(ds) // per_file))
     (out_dir / "data").mkdir()
     for part, start in enumerate(range(0, max(len(ds), 1), per_file)):
-        rows = [{**meta, "image": {"bytes": bytes(data), "path": f"{i:08d}{ext}"}}
+        rows = [{**meta, "image": {"bytes": convert(data), "path": f"{i:08d}{ext}"}}
                 for i, data, meta in ds.iter_encoded(start, start + per_file)]
         with atomic_open(out_dir / "data" / f"train-{part:05d}-of-{files:05d}.parquet") as fh:
             pq.write_table(pa.Table.from_pylist(rows, schema=schema), fh)

@@ -15,17 +15,22 @@ written last: its presence marks the dataset complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FORMAT_NAME = "wikifaces-shards"
-FORMAT_VERSION = 1
+# The newest version this code reads. Version 1: one image per LMDB value; version 2 adds blocks
+# (`image.block` > 1), written only when a dataset uses them, so that block-free datasets stay
+# readable by version-1 readers and a version-1 reader refuses a blocked one with a clear error.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = re.compile(r"^shard-(\d{5})\.lmdb$")
 COUNT_KEY = b"__count__"
@@ -37,10 +42,19 @@ EXTENSIONS: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "q
 # raw: these 4 bytes, height and width (uint16, little-endian), then the pixels, uint8 HWC RGB
 RAW_MAGIC = b"WFR1"
 RAW_HEADER = 8
+BLOCK_MAGIC = b"WFB1"
+_BLOCK_HEAD = struct.Struct("<I")
+_BLOCK_SPAN = struct.Struct("<II")
 
 
 class ShardError(Exception):
     """A dataset or shard is missing, incomplete, damaged or of an unknown format."""
+
+
+def format_version(spec: ImageSpec) -> int:
+    """The oldest format version that can hold `spec`: what a writer records, so that readers of
+    that version read it."""
+    return 2 if spec.block > 1 else 1
 
 
 def shard_name(index: int) -> str:
@@ -55,6 +69,33 @@ def meta_key(local: int) -> bytes:
     return b"%08d.json" % local
 
 
+def block_key(first: int) -> bytes:
+    """The key of the block whose first record (local index) is `first`."""
+    return b"%08d.blk" % first
+
+
+def pack_block(blobs: list[bytes]) -> bytes:
+    """Several records' encoded images as one LMDB value (see the module docstring)."""
+    head = 8 + 4 * (len(blobs) + 1)
+    offsets = np.cumsum([head, *map(len, blobs)], dtype=np.uint64)
+    if offsets[-1] >= 1 << 32:
+        raise ShardError(f"a block of {len(blobs)} images holds {int(offsets[-1]):,} bytes, over 4 GiB")
+    return b"".join([BLOCK_MAGIC, _BLOCK_HEAD.pack(len(blobs)), offsets.astype("<u4").tobytes(), *blobs])
+
+
+def block_item(value: bytes | memoryview, j: int) -> bytes | memoryview:
+    """The j-th image of a block value, as a slice of it (zero-copy for a memoryview)."""
+    if value[:4] != BLOCK_MAGIC or len(value) < 8:
+        raise ShardError("a block value does not start with its magic number: the shard is damaged")
+    (n,) = _BLOCK_HEAD.unpack_from(value, 4)
+    if j >= n or len(value) < 8 + 4 * (n + 1):
+        raise ShardError(f"a block of {n} images has no image {j}: the shard is damaged")
+    start, end = _BLOCK_SPAN.unpack_from(value, 8 + 4 * j)
+    if not 8 + 4 * (n + 1) <= start <= end <= len(value):
+        raise ShardError(f"image {j} of a block points outside it: the shard is damaged")
+    return value[start:end]
+
+
 class ImageSpec(BaseModel):
     """Shape and encoding shared by every record. height/width None means sizes vary."""
 
@@ -64,6 +105,9 @@ class ImageSpec(BaseModel):
     width: int | None = Field(default=None, ge=1)
     channels: Literal[3] = 3
     encoding: Encoding = "png"
+    # records per LMDB value: 1, or a block (format_version 2). A block costs a random read nothing
+    # (its value is read in place) and saves LMDB's rounding of every large value to whole pages.
+    block: int = Field(default=1, ge=1, le=65_536)
 
     @field_validator("encoding", mode="before")
     @classmethod
@@ -118,6 +162,13 @@ class Manifest(BaseModel):
             )
         return v
 
+    @model_validator(mode="after")
+    def _blocks_need_version_2(self) -> Manifest:
+        if self.image.block > 1 and self.format_version < 2:
+            raise ValueError(f"image.block {self.image.block} needs format_version 2, the manifest says "
+                             f"{self.format_version}")
+        return self
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"
 
@@ -159,30 +210,44 @@ def raw_view(data: bytes | memoryview) -> np.ndarray:
     return np.frombuffer(data, np.uint8, h * w * 3, RAW_HEADER).reshape(h, w, 3)
 
 
-def decode_image(data: bytes | memoryview) -> np.ndarray:
-    """Decode PNG/JPEG/WebP/QOI/raw bytes to an RGB uint8 HWC array; raises ShardError if corrupt."""
-    head = bytes(data[:4])
-    if head == RAW_MAGIC:
-        return raw_view(data).copy()
-    if head == b"qoif":
+@functools.cache
+def decoder(encoding: str) -> Callable[[bytes | memoryview], np.ndarray]:
+    """The decoder of one encoding: image bytes (or a view of them) to an RGB uint8 HWC array,
+    ShardError when they are corrupt. Readers that know a dataset's encoding call it directly
+    (no sniffing); the decoders release the GIL, so threads decode in parallel."""
+    if encoding == "raw":
+        return lambda data: raw_view(data).copy()
+    if encoding == "qoi":
         import qoi
 
-        try:
-            return qoi.decode(bytes(data))
-        except (ValueError, RuntimeError) as exc:
-            raise ShardError(f"QOI bytes could not be decoded: {exc}") from None
-    import cv2  # loaded on the first decode (then a dict look-up), so that `import shards` stays cheap
-    import simplejpeg
+        def qoi_decode(data: bytes | memoryview) -> np.ndarray:
+            try:
+                return qoi.decode(data)
+            except (ValueError, RuntimeError) as exc:
+                raise ShardError(f"QOI bytes could not be decoded: {exc}") from None
+        return qoi_decode
+    if encoding == "jpeg":
+        import simplejpeg  # libjpeg-turbo, without OpenCV's thread pool: scales across threads
 
-    if data[:3] == b"\xff\xd8\xff":
-        try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
-        except ValueError as exc:
-            raise ShardError(f"JPEG bytes could not be decoded: {exc}") from None
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
-    if arr is None:
-        raise ShardError("image bytes could not be decoded")
-    return arr
+        def jpeg_decode(data: bytes | memoryview) -> np.ndarray:
+            try:
+                return simplejpeg.decode_jpeg(data, colorspace="RGB")
+            except ValueError as exc:
+                raise ShardError(f"JPEG bytes could not be decoded: {exc}") from None
+        return jpeg_decode
+    import cv2  # loaded on the first decode, so that `import shards` stays cheap
+
+    def cv2_decode(data: bytes | memoryview) -> np.ndarray:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+        if arr is None:
+            raise ShardError("image bytes could not be decoded")
+        return arr
+    return cv2_decode
+
+
+def decode_image(data: bytes | memoryview) -> np.ndarray:
+    """Decode PNG/JPEG/WebP/QOI/raw bytes to an RGB uint8 HWC array; raises ShardError if corrupt."""
+    return decoder(sniff_encoding(data) or "png")(data)
 
 
 def sniff_encoding(data: bytes | memoryview) -> str | None:

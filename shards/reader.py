@@ -7,7 +7,7 @@ datasets with numpy, OpenCV and lmdb alone.
 from __future__ import annotations
 
 import bisect
-import json
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,7 +26,9 @@ from .format import (
     SHARD_PATTERN,
     Manifest,
     ShardError,
-    decode_image,
+    block_item,
+    block_key,
+    decoder,
     image_key,
     meta_key,
     raw_view,
@@ -69,6 +71,15 @@ def open_shard_env(path: str | os.PathLike[str]) -> lmdb.Environment:
         raise ShardError(f"shard {Path(path).name} cannot be opened as LMDB: {exc}") from exc
     _ENVS[real] = (ino, env)
     return env
+
+
+def image_value(txn: lmdb.Transaction, local: int, block: int) -> bytes | memoryview | None:
+    """A record's encoded image bytes in an open transaction (a slice of its block's value when
+    the dataset has blocks; zero-copy in a `buffers=True` transaction), or None when absent."""
+    if block == 1:
+        return txn.get(image_key(local))
+    value = txn.get(block_key(local - local % block))
+    return None if value is None else block_item(value, local % block)
 
 
 def close_shard_env(path: str | os.PathLike[str]) -> None:
@@ -139,6 +150,8 @@ class Dataset(Sequence[Record]):
             )
         self._envs: list[lmdb.Environment | None] = [None] * len(counts)
         self._pid = os.getpid()
+        self._block = self.manifest.image.block
+        self._encoding = self.manifest.image.encoding  # decoder(...) is cached; closures would not pickle
 
     # -- plumbing -----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -172,11 +185,20 @@ class Dataset(Sequence[Record]):
     def _get(self, txn: lmdb.Transaction, key: bytes, shard: int) -> bytes:
         value = txn.get(key)
         if value is None:
-            raise ShardError(
-                f"{self.manifest.shards[shard].file} has no entry {key.decode()}: "
-                "the shard is damaged or does not match the manifest (run `wikifaces verify`)"
-            )
+            self._missing(shard, key.decode())
         return value
+
+    def _image(self, txn: lmdb.Transaction, local: int, shard: int) -> bytes | memoryview:
+        value = image_value(txn, local, self._block)
+        if value is None:
+            self._missing(shard, f"the image of record {local}")
+        return value
+
+    def _missing(self, shard: int, what: str) -> None:
+        raise ShardError(
+            f"{self.manifest.shards[shard].file} has no entry for {what}: "
+            "the shard is damaged or does not match the manifest (run `wikifaces verify`)"
+        )
 
     # -- the public API -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -187,24 +209,25 @@ class Dataset(Sequence[Record]):
             return [self[i] for i in range(*index.indices(len(self)))]  # type: ignore[return-value]
         shard, local = self.locate(index)
         with self._env(shard).begin(buffers=True) as txn:  # values read in place from the map
-            image = decode_image(self._get(txn, image_key(local), shard))
+            image = decoder(self._encoding)(self._image(txn, local, shard))
             meta = orjson.loads(self._get(txn, meta_key(local), shard))
         return Record(image, meta)
 
     def __iter__(self) -> Iterator[Record]:
+        decode = decoder(self._encoding)
         for _, data, meta in self.iter_encoded():
-            yield Record(decode_image(data), meta)
+            yield Record(decode(data), meta)
 
     def read_bytes(self, index: int) -> bytes:
         """The encoded image bytes of a record, as stored."""
         shard, local = self.locate(index)
-        with self._env(shard).begin() as txn:
-            return self._get(txn, image_key(local), shard)
+        with self._env(shard).begin(buffers=True) as txn:
+            return bytes(self._image(txn, local, shard))
 
     def read_meta(self, index: int) -> dict[str, Any]:
         shard, local = self.locate(index)
-        with self._env(shard).begin() as txn:
-            return json.loads(self._get(txn, meta_key(local), shard))
+        with self._env(shard).begin(buffers=True) as txn:
+            return orjson.loads(self._get(txn, meta_key(local), shard))
 
     def iter_encoded(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes, dict]]:
         """(index, encoded bytes, metadata) in order, one read transaction per shard."""
@@ -213,18 +236,18 @@ class Dataset(Sequence[Record]):
             lo, hi = max(start, self._offsets[shard]), min(stop, self._offsets[shard + 1])
             if lo >= hi:
                 continue
-            with self._env(shard).begin() as txn:
+            with self._env(shard).begin(buffers=True) as txn:
                 for g in range(lo, hi):
                     local = g - self._offsets[shard]
-                    yield (g, self._get(txn, image_key(local), shard),
-                           json.loads(self._get(txn, meta_key(local), shard)))
+                    yield (g, bytes(self._image(txn, local, shard)),
+                           orjson.loads(self._get(txn, meta_key(local), shard)))
 
     def iter_meta(self) -> Iterator[dict[str, Any]]:
         """Every record's metadata in order, without touching image bytes."""
         for shard in range(len(self._envs)):
-            with self._env(shard).begin() as txn:
+            with self._env(shard).begin(buffers=True) as txn:
                 for local in range(self.manifest.shards[shard].count):
-                    yield json.loads(self._get(txn, meta_key(local), shard))
+                    yield orjson.loads(self._get(txn, meta_key(local), shard))
 
     def where(self, key: str, value: Any) -> np.ndarray:
         """Indices of the records whose metadata has `key` equal to `value` (e.g. `where("split",
@@ -234,41 +257,60 @@ class Dataset(Sequence[Record]):
     def read_images(self, indices: Sequence[int] | np.ndarray, threads: int | None = None) -> np.ndarray:
         """Decode many records of a fixed-size dataset into one (N, H, W, 3) uint8 array.
 
-        Decoding runs in a thread pool (OpenCV releases the GIL), one transaction per shard.
+        Decoding runs in a thread pool (the decoders release the GIL), straight from the memory map:
+        one transaction per shard, open until the batch is decoded.
         """
         spec = self.manifest.image
         if spec.height is None or spec.width is None:
             raise ShardError("read_images needs a dataset of one image size; this one has several")
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and not -n <= int(idx.min()) <= int(idx.max()) < n:
+            raise IndexError(f"indices {int(idx.min())}..{int(idx.max())} out of range for a dataset of {n}")
+        idx = np.where(idx < 0, idx + n, idx)
+        offsets = np.asarray(self._offsets)
+        shards = np.searchsorted(offsets, idx, side="right") - 1
+        local, shard_of = (idx - offsets[shards]).tolist(), shards.tolist()
         out = np.empty((len(idx), spec.height, spec.width, 3), np.uint8)
-        located = [self.locate(int(i)) for i in idx]
-        by_shard: dict[int, list[int]] = {}
-        for pos, (shard, _) in enumerate(located):
-            by_shard.setdefault(shard, []).append(pos)
-        if spec.encoding == "raw":  # no decoding: one copy from the map into the batch
-            for shard, positions in by_shard.items():
-                with self._env(shard).begin(buffers=True) as txn:
-                    for pos in positions:
-                        out[pos] = raw_view(self._get(txn, image_key(located[pos][1]), shard))
-            return out
-        blobs: list[bytes] = [b""] * len(idx)
-        for shard, positions in by_shard.items():
-            with self._env(shard).begin() as txn:
-                for pos in positions:
-                    blobs[pos] = self._get(txn, image_key(located[pos][1]), shard)
+        with contextlib.ExitStack() as stack:  # open until decoded: the views below point into the map
+            txns = {shard: stack.enter_context(self._env(shard).begin(buffers=True)) for shard in set(shard_of)}
+            views = self._views(txns, shard_of, local)
+            if spec.encoding == "raw":  # no decoding: one copy from the map into the batch
+                for pos, view in enumerate(views):
+                    out[pos] = raw_view(view)
+                return out
+            decode = decoder(spec.encoding)
 
-        def work(span: range) -> None:
-            for pos in span:
-                out[pos] = decode_image(blobs[pos])
+            def work(span: range) -> None:
+                for pos in span:
+                    out[pos] = decode(views[pos])
 
-        workers = min(threads or os.cpu_count() or 1, max(1, len(idx) // 32))
-        if workers <= 1:
-            work(range(len(idx)))
-        else:
-            step = -(-len(idx) // workers)
-            spans = [range(a, min(a + step, len(idx))) for a in range(0, len(idx), step)]
-            list(_decode_pool(workers).map(work, spans))
+            # Looked up first, then decoded in threads: LMDB's look-ups let go of the GIL for so
+            # short a time that, interleaved with decoding, the threads would queue on it instead.
+            workers = min(threads or os.cpu_count() or 1, max(1, len(idx) // 32))
+            if workers <= 1:
+                work(range(len(idx)))
+            else:
+                step = -(-len(idx) // workers)
+                spans = [range(a, min(a + step, len(idx))) for a in range(0, len(idx), step)]
+                list(_decode_pool(workers).map(work, spans))
         return out
+
+    def _views(self, txns: dict[int, lmdb.Transaction], shard_of: list[int], local: list[int]
+               ) -> list[bytes | memoryview]:
+        """The image bytes of many records, as views into the map; each block is looked up once."""
+        if self._block == 1:
+            return [self._image(txns[s], i, s) for s, i in zip(shard_of, local, strict=True)]
+        b = self._block
+        blocks: dict[tuple[int, int], bytes | memoryview] = {}
+        views = []
+        for s, i in zip(shard_of, local, strict=True):
+            j = i % b
+            value = blocks.get((s, i - j))
+            if value is None:
+                value = blocks[s, i - j] = self._get(txns[s], block_key(i - j), s)
+            views.append(block_item(value, j))
+        return views
 
     def close(self) -> None:
         """Release this dataset's handles; a shard's mapping is closed when no open dataset uses it."""
@@ -286,8 +328,9 @@ class Dataset(Sequence[Record]):
     def __repr__(self) -> str:
         s = self.manifest.image
         size = f"{s.height}x{s.width}" if s.height else "mixed sizes"
+        blocks = f" in blocks of {s.block}" if s.block > 1 else ""
         return (f"Dataset({str(self.path)!r}, name={self.manifest.name!r}, records={len(self)}, "
-                f"{size} {s.encoding}, shards={len(self._envs)})")
+                f"{size} {s.encoding}{blocks}, shards={len(self._envs)})")
 
 
 def open_dataset(path: str | os.PathLike[str]) -> Dataset:

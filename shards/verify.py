@@ -10,8 +10,8 @@ from pathlib import Path
 import lmdb
 
 from .files import sha256_file
-from .format import COUNT_KEY, MANIFEST_NAME, ShardError, decode_image, image_key, meta_key
-from .reader import close_shard_env, open_shard_env, read_manifest
+from .format import COUNT_KEY, MANIFEST_NAME, ShardError, decode_image, meta_key
+from .reader import close_shard_env, image_value, open_shard_env, read_manifest
 
 
 @dataclass
@@ -65,13 +65,14 @@ def verify_dataset(path: str | os.PathLike[str], decode: bool = False) -> Verify
         close_shard_env(shard_path)  # never trust a mapping made before the check
         try:
             env = open_shard_env(shard_path)
-            with env.begin() as txn:
+            with env.begin(buffers=True) as txn:
                 raw = txn.get(COUNT_KEY)
+                raw = None if raw is None else bytes(raw)
                 if raw is None or int(raw) != info.count:
                     check.fail(f"count entry is {raw!r}, the manifest says {info.count}")
                 if decode:
                     for local in range(info.count):
-                        problem = _check_record(txn, local, spec.height, spec.width)
+                        problem = _check_record(txn, local, spec.height, spec.width, spec.block)
                         if problem:
                             check.fail(f"record {local}: {problem}")
                             if len(check.problems) > 20:
@@ -86,13 +87,17 @@ def verify_dataset(path: str | os.PathLike[str], decode: bool = False) -> Verify
     return report
 
 
-def _check_record(txn: lmdb.Transaction, local: int, height: int | None, width: int | None) -> str | None:
-    data = txn.get(image_key(local))
+def _check_record(txn: lmdb.Transaction, local: int, height: int | None, width: int | None,
+                  block: int) -> str | None:
+    try:
+        data = image_value(txn, local, block)
+    except ShardError as exc:
+        return str(exc)
     meta = txn.get(meta_key(local))
     if data is None or meta is None:
         return "image or metadata entry is missing"
     try:
-        parsed = json.loads(meta)
+        parsed = json.loads(bytes(meta))
     except ValueError:
         return "metadata is not valid JSON"
     if not isinstance(parsed, dict) or not isinstance(parsed.get("key"), str):

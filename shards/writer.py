@@ -24,7 +24,6 @@ from .format import (
     COUNT_KEY,
     ENCODINGS,
     FORMAT_NAME,
-    FORMAT_VERSION,
     MANIFEST_NAME,
     META_KEY,
     SHARD_PATTERN,
@@ -34,11 +33,14 @@ from .format import (
     Provenance,
     ShardError,
     ShardInfo,
+    block_key,
     dumps_meta,
     encode_image,
+    format_version,
     image_key,
     image_size,
     meta_key,
+    pack_block,
     shard_name,
     sniff_encoding,
 )
@@ -53,11 +55,11 @@ _MiB = 1 << 20
 class _OpenShard:
     """One shard being written: its LMDB environment, open transaction and pending puts."""
 
-    def __init__(self, final: Path, index: int, map_size: int, encoding: str) -> None:
+    def __init__(self, final: Path, index: int, map_size: int, spec: ImageSpec) -> None:
         self.final = final
         self.tmp = final.with_name(final.name + TMP_SUFFIX)
         self.index = index
-        self.encoding = encoding
+        self.spec = spec
         self.count = 0
         self.payload_bytes = 0
         self.map_size = map_size
@@ -67,6 +69,29 @@ class _OpenShard:
         )
         self.txn: lmdb.Transaction | None = None
         self.pending: list[tuple[bytes, bytes]] = []
+        self.block: list[tuple[bytes, bytes]] = []  # (image, meta) of the block being filled
+
+    def add(self, data: bytes, meta: bytes) -> None:
+        """One record: put at once, or into the block, which is put when full. Keys go in sorted
+        order (LMDB's append): a block's key (its first record) sorts before its records' metadata."""
+        if self.spec.block == 1:
+            self.put(image_key(self.count), data)
+            self.put(meta_key(self.count), meta)
+        else:
+            self.block.append((data, meta))
+        self.count += 1
+        self.payload_bytes += len(data) + len(meta)
+        if len(self.block) == self.spec.block:
+            self.flush_block()
+
+    def flush_block(self) -> None:
+        if not self.block:
+            return
+        first = self.count - len(self.block)
+        self.put(block_key(first), pack_block([d for d, _ in self.block]))
+        for j, (_, meta) in enumerate(self.block):
+            self.put(meta_key(first + j), meta)
+        self.block.clear()
 
     def put(self, key: bytes, value: bytes) -> None:
         if self.txn is None:
@@ -105,9 +130,10 @@ class _OpenShard:
 
     def finish(self) -> ShardInfo:
         """Write the count entries, flush, close and rename into place."""
+        self.flush_block()
         meta = {
-            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-            "shard": self.index, "count": self.count, "encoding": self.encoding,
+            "format": FORMAT_NAME, "format_version": format_version(self.spec),
+            "shard": self.index, "count": self.count, "encoding": self.spec.encoding, "block": self.spec.block,
         }
         self.put(COUNT_KEY, str(self.count).encode())
         self.put(META_KEY, json.dumps(meta).encode())
@@ -135,6 +161,8 @@ class ShardWriter:
 
     Use as a context manager: leaving the block normally writes the manifest; leaving it with
     an exception keeps the complete shards (for `mode="resume"`) and writes no manifest.
+    `block` > 1 stores that many records' images in one LMDB value (format version 2): the same
+    read speed, without LMDB's rounding of every value over ~2 kB up to whole 4 kB pages.
     """
 
     def __init__(
@@ -145,6 +173,7 @@ class ShardWriter:
         image_size: tuple[int, int] | None,
         encoding: Encoding = "png",
         quality: int = 95,
+        block: int = 1,
         max_records: int = 50_000,
         max_bytes: int = 1 << 30,
         parameters: dict[str, Any] | None = None,
@@ -167,6 +196,7 @@ class ShardWriter:
             height=image_size[0] if image_size else None,
             width=image_size[1] if image_size else None,
             encoding=encoding,
+            block=block,
         )
         self.quality = quality
         self.max_records = max_records
@@ -243,6 +273,12 @@ class ShardWriter:
                 if raw is None:
                     raise ShardError(f"{path.name} has no {COUNT_KEY.decode()} entry; it is damaged")
                 count = int(raw)
+                written = json.loads(txn.get(META_KEY) or b"{}")
+                if (written.get("encoding"), written.get("block", 1)) != (self.spec.encoding, self.spec.block):
+                    raise ShardError(
+                        f"{path.name} holds {written.get('encoding')} images in blocks of {written.get('block', 1)}; "
+                        f"this run writes {self.spec.encoding} in blocks of {self.spec.block}: "
+                        "resume with the same settings or use mode='overwrite'")
                 if self.check_keys:
                     for i in range(count):
                         self._keys.add(json.loads(txn.get(meta_key(i)))["key"])
@@ -319,14 +355,9 @@ class ShardWriter:
             shard = None
         if shard is None:
             index = len(self.shards)
-            shard = self._open = _OpenShard(
-                self.out_dir / shard_name(index), index, self.initial_map_size, self.spec.encoding
-            )
+            shard = self._open = _OpenShard(self.out_dir / shard_name(index), index, self.initial_map_size, self.spec)
         try:
-            shard.put(image_key(shard.count), data)
-            shard.put(meta_key(shard.count), meta_bytes)
-            shard.count += 1
-            shard.payload_bytes += len(data) + len(meta_bytes)
+            shard.add(data, meta_bytes)
             if shard.count % self.commit_every == 0:
                 shard.commit()
         except lmdb.Error as exc:
@@ -356,6 +387,7 @@ class ShardWriter:
             raise ShardError("the writer is already closed")
         self._finish_shard()
         manifest = Manifest(
+            format_version=format_version(self.spec),
             name=self.name,
             count=self.count,
             image=self.spec,

@@ -1,15 +1,22 @@
 """Exports read by the ecosystem's own loaders, record by record: the image folder by Hugging Face
 `datasets` (`imagefolder`, which needs `file_name` in metadata.jsonl) and the WebDataset tars by
 the `webdataset` library. The published dataset of a stand-in build (real JPEG faces, real
-metadata) is exported; nothing reaches a hub (offline mode, a temporary cache)."""
+metadata) is exported; nothing reaches a hub (offline mode, a temporary cache). It is QOI, which
+those loaders do not read: exports carry PNG, compared pixel for pixel with the dataset."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from shards import export_dataset, open_dataset
+from shards.format import decode_image, sniff_encoding
+
+
+def _same_pixels(data: bytes, ds, i: int) -> bool:
+    return sniff_encoding(data) == "png" and np.array_equal(decode_image(data), ds[i].image)
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +36,12 @@ def test_the_folder_export_loads_with_hugging_face_datasets(published, tmp_path,
     loaded = datasets.load_dataset("imagefolder", data_dir=str(out), split="train",
                                    cache_dir=str(tmp_path / "hf-cache")).cast_column("image",
                                                                                       datasets.Image(decode=False))
-    assert n == len(ds) == len(loaded) >= 15
+    assert n == len(ds) == len(loaded) >= 15 and ds.manifest.image.encoding == "qoi"
     by_name = {row["image"]["path"].rsplit("/", 1)[-1]: row for row in loaded}
     for i in range(len(ds)):
-        row = by_name[f"{i:08d}.jpg"]
-        assert row["image"]["bytes"] is None or row["image"]["bytes"] == ds.read_bytes(i)
-        assert (out / f"{i:08d}.jpg").read_bytes() == ds.read_bytes(i)
+        row = by_name[f"{i:08d}.png"]
+        assert row["image"]["bytes"] is None or _same_pixels(row["image"]["bytes"], ds, i)
+        assert _same_pixels((out / f"{i:08d}.png").read_bytes(), ds, i)
         meta = ds.read_meta(i)
         assert {k: row[k] for k in meta} == meta, i  # every metadata column, as stored
     first = datasets.load_dataset("imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "c2"))
@@ -52,8 +59,8 @@ def test_the_webdataset_export_loads_with_webdataset(published, tmp_path):
     assert len(samples) == len(ds) and len(tars) == -(-len(ds) // 16)
     for sample in samples:
         i = int(sample["__key__"])
-        assert set(sample) >= {"jpg", "json"}  # the dataset's encoding, not png
-        assert sample["jpg"] == ds.read_bytes(i)
+        assert set(sample) >= {"png", "json"}  # QOI, which no loader reads, exported as PNG
+        assert _same_pixels(sample["png"], ds, i)
         assert json.loads(sample["json"]) == ds.read_meta(i)
 
 
@@ -73,7 +80,7 @@ def test_the_parquet_export_loads_with_hugging_face_datasets(published, tmp_path
     assert loaded[0]["image"].size == (64, 64)
     raw = loaded.cast_column("image", datasets.Image(decode=False))
     for i, row in enumerate(raw):
-        assert row["image"]["bytes"] == ds.read_bytes(i) and row["image"]["path"] == f"{i:08d}.jpg"
+        assert _same_pixels(row["image"]["bytes"], ds, i) and row["image"]["path"] == f"{i:08d}.png"
         meta = ds.read_meta(i)
         assert {k: row[k] for k in meta} == meta, i  # every column, as stored
 
@@ -94,10 +101,10 @@ def test_identity_folders_hold_each_persons_faces(published, tmp_path):
     assert n == len(ds) == len(folders) and folders.classes == people
     rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     for i, row in enumerate(rows):
-        assert (out / row["file_name"]).read_bytes() == ds.read_bytes(i)
+        assert _same_pixels((out / row["file_name"]).read_bytes(), ds, i)
         assert row["file_name"].split("/")[0] == row["person_id"] == ds.read_meta(i)["person_id"]
     per_person = {p: sorted(q.name for q in (out / p).iterdir()) for p in people}
-    assert all(names == [f"{k}.jpg" for k in range(len(names))] for names in per_person.values())
+    assert all(names == [f"{k}.png" for k in range(len(names))] for names in per_person.values())
 
     img = ds[0].image
     hostile = tmp_path / "hostile"

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from shards import (
     ShardError,
     ShardWriter,
+    export_dataset,
     is_complete,
     open_dataset,
     read_manifest,
@@ -62,6 +63,9 @@ def test_round_trip_jpeg_is_close(tmp_path, crops):
     assert ds.read_bytes(0)[:3] == b"\xff\xd8\xff"
     err = np.abs(ds[0].image.astype(int) - crops[0][0].astype(int)).mean()
     assert err < 4, err
+    export_dataset(tmp_path / "ds", tmp_path / "out")  # JPEG is exported as stored, byte for byte
+    exported = [(tmp_path / "out" / f"{i:08d}.jpg").read_bytes() for i in range(50)]
+    assert exported == [ds.read_bytes(i) for i in range(50)]
 
 
 @pytest.mark.parametrize("encoding,magic", [("qoi", b"qoif"), ("raw", b"WFR1")])
@@ -85,6 +89,69 @@ def test_the_fast_lossless_encodings_round_trip_exactly(tmp_path, crops, encodin
         w.add_encoded(encode_image(crops[0][0][:16, :16], encoding), {"key": "small"})
 
 
+@pytest.mark.parametrize("encoding", ["qoi", "jpeg", "raw"])
+def test_blocks_read_like_single_records_and_save_the_page_rounding(tmp_path, crops, encoding):
+    """Records packed 8 to an LMDB value, over shards that end mid-block: every way of reading gives
+    the single-record dataset's records; the values no longer round up to whole pages each."""
+    records = crops[:203]
+    _write(tmp_path / "one", records, encoding=encoding, image_size=(32, 32), max_records=100)
+    _write(tmp_path / "blk", records, encoding=encoding, image_size=(32, 32), max_records=100, block=8)
+    one, blk = open_dataset(tmp_path / "one"), open_dataset(tmp_path / "blk")
+    assert blk.manifest.format_version == 2 and one.manifest.format_version == 1
+    assert [s.count for s in blk.manifest.shards] == [100, 100, 3]
+    order = np.random.default_rng(1).permutation(len(records))
+    batch = blk.read_images(order, threads=2)
+    for pos, i in enumerate(order):
+        np.testing.assert_array_equal(blk[int(i)].image, one[int(i)].image)
+        np.testing.assert_array_equal(batch[pos], one[int(i)].image)
+        assert blk.read_bytes(int(i)) == one.read_bytes(int(i)) and blk.read_meta(int(i)) == records[i][1]
+    assert [(i, d, m) for i, d, m in blk.iter_encoded(45, 160)] == [(i, d, m) for i, d, m in one.iter_encoded(45, 160)]
+    assert verify_dataset(tmp_path / "blk", decode=True).decoded == len(records)
+    on_disk = {name: sum(p.stat().st_blocks * 512 for p in (tmp_path / name).glob("*.lmdb")) for name in ("one", "blk")}
+    if encoding == "raw":  # 3 kB values: each takes a whole 4 kB page alone, packed they do not
+        assert on_disk["blk"] < 0.9 * on_disk["one"], on_disk
+    assert on_disk["blk"] <= on_disk["one"], on_disk
+
+
+def test_a_version_1_reader_refuses_blocks_clearly_and_reads_the_rest(tmp_path, crops, monkeypatch):
+    """Blocks are format_version 2; a dataset without them stays version 1, for older readers."""
+    import shards.format
+
+    _write(tmp_path / "blk", crops[:20], encoding="qoi", block=4)
+    _write(tmp_path / "one", crops[:20], encoding="qoi")
+    monkeypatch.setattr(shards.format, "FORMAT_VERSION", 1)  # what a version-1 reader checks against
+    with pytest.raises(ShardError, match="format_version 2 is newer than this reader understands"):
+        open_dataset(tmp_path / "blk")
+    assert len(open_dataset(tmp_path / "one")) == 20
+    manifest = json.loads((tmp_path / "blk" / MANIFEST_NAME).read_text())
+    manifest["format_version"] = 1  # a forged or hand-edited manifest: blocks without version 2
+    (tmp_path / "blk" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    monkeypatch.undo()
+    with pytest.raises(ShardError, match="needs format_version 2"):
+        open_dataset(tmp_path / "blk")
+
+
+def test_a_damaged_block_is_named_not_misread(tmp_path, crops):
+    import lmdb
+
+    from shards.format import block_key
+
+    _write(tmp_path / "ds", crops[:24], encoding="qoi", block=8)
+    path = tmp_path / "ds" / "shard-00000.lmdb"
+    env = lmdb.open(str(path), subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        value = bytearray(txn.get(block_key(8)))
+        value[12:16] = (1 << 31).to_bytes(4, "little")  # record 9's start now points far outside
+        txn.put(block_key(8), bytes(value))
+    env.close()
+    ds = open_dataset(tmp_path / "ds")
+    np.testing.assert_array_equal(ds[7].image, crops[7][0])
+    with pytest.raises(ShardError, match="points outside"):
+        ds[9]
+    report = verify_dataset(tmp_path / "ds", decode=True)
+    assert any(p.startswith("record 9: image 1 of a block points outside") for p in report.shards[0].problems)
+
+
 def test_an_unknown_encoding_is_a_clear_error(tmp_path, crops):
     _write(tmp_path / "ds", crops[:3])
     manifest = json.loads((tmp_path / "ds" / MANIFEST_NAME).read_text())
@@ -99,7 +166,7 @@ def test_manifest_records_everything(tmp_path, crops):
     on_disk = json.loads((tmp_path / "ds" / MANIFEST_NAME).read_text())
     assert on_disk["format"] == "wikifaces-shards" and on_disk["format_version"] == 1
     assert on_disk["name"] == "t" and on_disk["count"] == len(crops)
-    assert on_disk["image"] == {"height": 32, "width": 32, "channels": 3, "encoding": "png"}
+    assert on_disk["image"] == {"height": 32, "width": 32, "channels": 3, "encoding": "png", "block": 1}
     assert on_disk["provenance"]["parameters"] == {"size": 32}
     assert on_disk["provenance"]["code_version"] and on_disk["provenance"]["created"]
     assert on_disk["summary"] == {"licences": {"CC0": 1}}
@@ -211,9 +278,10 @@ _KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from shards import ShardWriter
     from wikifaces.fixtures.samples import random_crops
-    out, mode = sys.argv[1], sys.argv[2]
+    out, mode, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
     records = list(random_crops(size=32, per_photo=24, seed=7))[:230]
-    with ShardWriter(out, name="t", image_size=(32, 32), max_records=100, mode=mode, commit_every=10) as w:
+    with ShardWriter(out, name="t", image_size=(32, 32), max_records=100, mode=mode, commit_every=10,
+                     block=block) as w:
         for i, (image, meta) in enumerate(records):
             if i < w.resumed_count:
                 continue
@@ -224,9 +292,10 @@ _KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_writer_killed_mid_shard_then_resumed(tmp_path, crops):
+@pytest.mark.parametrize("block", [1, 8])
+def test_writer_killed_mid_shard_then_resumed(tmp_path, crops, block):
     out = tmp_path / "ds"
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(out), "new"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(out), "new", str(block)], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "mid-shard"
     proc.send_signal(signal.SIGKILL)
@@ -242,15 +311,19 @@ def test_writer_killed_mid_shard_then_resumed(tmp_path, crops):
     with pytest.raises(ShardError, match="interrupted"):
         ShardWriter(out, name="t", image_size=(32, 32))
     done = subprocess.run([sys.executable, "-c", _KILL_SCRIPT.replace("if i == 150", "if False"),
-                           str(out), "resume"], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           str(out), "resume", str(block)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     clean = tmp_path / "clean"
-    _write(clean, crops[:230], max_records=100, commit_every=10)
+    _write(clean, crops[:230], max_records=100, commit_every=10, block=block)
     resumed_m, clean_m = read_manifest(out), read_manifest(clean)
     assert resumed_m.count == clean_m.count == 230
     # byte-identical shards: the resumed dataset is the clean one
     assert [s.sha256 for s in resumed_m.shards] == [s.sha256 for s in clean_m.shards]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
+    other = 1 if block > 1 else 8  # resuming with other settings would mix two layouts: refused
+    (out / MANIFEST_NAME).unlink()
+    with pytest.raises(ShardError, match=f"blocks of {block}; this run writes png in blocks of {other}"):
+        ShardWriter(out, name="t", image_size=(32, 32), max_records=100, mode="resume", block=other)
 
 
 def test_flipped_byte_is_caught_and_named(tmp_path, crops):

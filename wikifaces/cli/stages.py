@@ -278,8 +278,10 @@ def publish(
     category: CategoryOption = default(PublishConfig, "category"),
     size: Annotated[int, typer.Option(min=8, max=1024, help="Published image size.")] = default(PublishConfig, "size"),
     no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Publish every candidate.")] = False,
-    encoding: Annotated[str, typer.Option(help="jpeg (smallest), png, qoi (lossless, fast) or raw (fastest)")]
+    encoding: Annotated[str, typer.Option(help="qoi (lossless, fast), jpeg (smallest), png or raw (fastest)")]
     = default(PublishConfig, "encoding"),
+    block: Annotated[int, typer.Option(min=1, max=4096, help="Records per LMDB value (1: readable by "
+                                       "format-version-1 readers).")] = default(PublishConfig, "block"),
     split_by_person: Annotated[bool, typer.Option("--split-by-person", help="train/val/test by person (80/10/10): "
                                                   "a person is never on two sides; each record's `split`.")] = False,
     split_seed: Annotated[int, typer.Option()] = default(PublishConfig, "split_seed"),
@@ -287,7 +289,7 @@ def publish(
 ) -> None:
     """Publish candidates minus duplicates as processed/<dataset>: shards, manifest, card, attribution."""
     config = PublishConfig(dataset=dataset, source=source, category=category, size=size, use_dedup=not no_dedup,
-                           encoding=encoding, split_by_person=split_by_person, split_seed=split_seed)
+                           encoding=encoding, block=block, split_by_person=split_by_person, split_seed=split_seed)
     r = run("publish", config, root, force)
     console.print(f"publish: {'skipped, ' + r.reason if r.skipped else 'done'}; {r.counts.get('records')} records")
 

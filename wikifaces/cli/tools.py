@@ -49,9 +49,10 @@ def inspect(
     ds = open_dataset(path)
     m = ds.manifest
     size = f"{m.image.height}x{m.image.width}" if m.image.height else "mixed sizes"
+    blocks = f", blocks of {m.image.block}" if m.image.block > 1 else ""
     table = Table(show_header=False)
     for key, value in [
-        ("name", m.name), ("records", f"{m.count:,}"), ("images", f"{size}, {m.image.encoding}"),
+        ("name", m.name), ("records", f"{m.count:,}"), ("images", f"{size}, {m.image.encoding}{blocks}"),
         ("shards", f"{len(m.shards)} ({sum(s.bytes for s in m.shards) / 2**20:,.1f} MiB)"),
         ("format", f"{m.format} v{m.format_version}"), ("code", m.provenance.code_version),
         ("created", m.provenance.created),
