@@ -64,7 +64,7 @@ def test_chaos_kills_then_identical_dataset(prefect_harness, tmp_path, monkeypat
     from bench.chaos import chaos
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_harness)
-    figures = chaos(runs=1, kills=3, people=16, seed=1, work=tmp_path, log=lambda *_: None)
+    figures = chaos(runs=1, kills=3, people=24, seed=1, work=tmp_path, log=lambda *_: None)
     assert figures["runs"] == 1 and figures["kills"] >= 2, figures
     assert figures["identical"] == 1, figures
     assert figures["lost records"] == figures["duplicated records"] == figures["leftover temporary files"] == 0

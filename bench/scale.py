@@ -1,0 +1,220 @@
+"""Scale rehearsal: how each stage's time, memory and disk grow with the work, for both builds.
+
+faces: stand-in worlds of several sizes (people), through names -> images -> detect -> identity
+-> dedup -> publish; lsun: generated LSUN-format LMDBs (WebP at LSUN's sizes, shorter side 256,
+with 5 % planted near-duplicates) of several sizes, through lsun-import -> dedup -> publish. Every
+stage runs in its own process through the pipeline's runner (as `wikifaces <stage>` does), with the
+stage's defaults; the stand-in runs in this process, asked at local speed (its pace is
+execution-only). Per stage: items, items per second, peak memory (the summed RSS of the stage's
+process tree, sampled every 0.1 s) and disk written. Between the smallest and the largest size:
+`memory growth ratio` (peak at the largest over peak at the smallest) and `throughput ratio`
+(items per second, largest over smallest). LSUN is extrapolated to bedroom's 3,033,042 images with
+each stage's rate at the largest size (the search's own growth: bench/dedup_scale.py).
+
+    .venv/bin/python bench/scale.py faces --sizes 100 1000
+    .venv/bin/python bench/scale.py lsun --sizes 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import psutil  # noqa: E402
+
+LSUN_BEDROOM = 3_033_042
+FACES_STAGES = ("names", "images", "detect", "identity", "dedup", "publish")
+LSUN_STAGES = ("lsun-import", "dedup", "publish")
+# the count that is each stage's work (from its receipt's counts)
+ITEMS = {"names": "people", "images": "files", "detect": "images", "identity": "faces", "dedup": "records",
+         "publish": "records", "lsun-import": "records"}
+_STAGE = """
+import json, sys
+from wikifaces.pipeline import run_stage
+r = run_stage(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], progress=False)
+print("COUNTS " + json.dumps(r.counts, default=str))
+"""
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def run_stage(name: str, config: dict, root: Path) -> dict:
+    """One stage in its own process: seconds, peak RSS of its process tree, counts, disk written."""
+    before = disk_bytes(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _STAGE, name, json.dumps(config), str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = 0
+    top = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [top, *top.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    seconds = time.perf_counter() - t0
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed ({proc.returncode}):\n{err[-3000:]}")
+    counts = json.loads(next(line for line in out.splitlines() if line.startswith("COUNTS "))[7:])
+    items = _items(name, counts)
+    return {"stage": name, "seconds": seconds, "peak_mib": peak / 2**20, "items": items,
+            "rate": items / seconds if seconds else 0.0, "disk_mib": (disk_bytes(root) - before) / 2**20,
+            "counts": counts}
+
+
+def _items(name: str, counts: dict) -> int:
+    value = counts.get(ITEMS.get(name, ""))
+    if isinstance(value, dict):
+        value = sum(v for v in value.values() if isinstance(v, int))
+    if isinstance(value, int):
+        return value
+    return next((v for v in counts.values() if isinstance(v, int)), 0)
+
+
+# -- faces ------------------------------------------------------------------------------------------------
+def faces_size(people: int, work: Path) -> list[dict]:
+    from scraping.config import ImagesConfig, NamesConfig
+    from wikifaces.fixtures.standin import StandinServer, build_corpus
+    from wikifaces.pipeline import STAGES
+
+    root = work / f"faces-{people}"
+    rows = []
+    with StandinServer(build_corpus(people, all_photos=True), port=0) as server:
+        http = {**server.endpoints(), "contact": "wikifaces scale rehearsal (offline)",
+                "api_requests_per_second": 50.0, "download_bytes_per_second": 100_000_000}
+        names = NamesConfig(categories=("Stand-in people",), category_depth=2)
+        configs = {
+            "names": names.model_copy(update={"http": names.http.model_copy(update=http)}),
+            "images": ImagesConfig().model_copy(update={"http": ImagesConfig().http.model_copy(update=http)}),
+        }
+        for stage in FACES_STAGES:
+            config = configs.get(stage) or STAGES[stage].config()
+            if stage == "dedup":
+                config = STAGES[stage].config(source="faces")
+            rows.append(run_stage(stage, config.model_dump(mode="json"), root))
+            print(_row(people, rows[-1]), flush=True)
+    return rows
+
+
+# -- LSUN -------------------------------------------------------------------------------------------------
+def _lsun_chunk(args: tuple[int, int, int]) -> list[tuple[bytes, bytes]]:
+    """Records start..stop of a generated LSUN release: WebP, shorter side 256, random views of the
+    packaged photographs (crop, flip, brightness), 5 % near-duplicates of an earlier record of the chunk."""
+    import cv2
+    import numpy as np
+
+    from wikifaces.fixtures.lsun import _perturb, _random_view
+    from wikifaces.fixtures.samples import available_photos, load_rgb
+
+    start, stop, seed = args
+    rng = random.Random(seed * 1_000_003 + start)
+    photos = _photos(available_photos, load_rgb)
+    out, made = [], []
+    for i in range(start, stop):
+        if made and rng.random() < 0.05:
+            img = _perturb(rng.choice(made), rng)
+        else:
+            img = _random_view(rng.choice(photos), 256, rng)
+            if rng.random() < 0.5:  # LSUN's longer sides vary
+                h, w = img.shape[:2]
+                img = cv2.resize(img, (int(w * rng.uniform(1.0, 1.6)), h), interpolation=cv2.INTER_AREA)
+            made = [*made, img][-50:]
+        ok, buf = cv2.imencode(".webp", cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_WEBP_QUALITY, 75])
+        assert ok
+        out.append((hashlib.sha1(f"{seed}-{i}".encode()).hexdigest().encode(), buf.tobytes()))
+    return out
+
+
+_PHOTOS: list = []
+
+
+def _photos(available, load) -> list:
+    if not _PHOTOS:
+        _PHOTOS.extend(load(p) for _, p in available(demo_only=False))
+    return _PHOTOS
+
+
+def write_lsun(out: Path, n: int, seed: int = 0) -> float:
+    """A generated LSUN-format LMDB of n records (all cores); returns seconds."""
+    import lmdb
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True)
+    env = lmdb.open(str(out), map_size=n * 40_000 + (1 << 28), subdir=True, sync=False)
+    step = 2000
+    with ProcessPoolExecutor() as pool:
+        for chunk in pool.map(_lsun_chunk, [(a, min(a + step, n), seed) for a in range(0, n, step)]):
+            with env.begin(write=True) as txn:
+                for key, value in chunk:
+                    txn.put(key, value)
+    env.sync(True)
+    env.close()
+    return time.perf_counter() - t0
+
+
+def lsun_size(n: int, work: Path) -> list[dict]:
+    from dedup.config import DedupConfig, LsunImportConfig
+    from wikifaces.pipeline import STAGES
+    from wikifaces.publish import PublishConfig
+
+    source = work / f"lsun-source-{n}"
+    seconds = write_lsun(source, n)
+    print(f"generated {n:,} WebP records in {seconds:.0f} s ({disk_bytes(source) / 2**20:,.0f} MiB)", flush=True)
+    root = work / f"lsun-{n}"
+    configs = {"lsun-import": LsunImportConfig(source=source),
+               # build-lsun's dedup: hashes alone (verifying millions of pairs does not fit this machine)
+               "dedup": STAGES["dedup"].config(source="lsun", dedup=DedupConfig(verify=False)),
+               "publish": PublishConfig(dataset="lsun-bedroom-64", source="lsun")}
+    rows = []
+    for stage in LSUN_STAGES:
+        rows.append(run_stage(stage, configs[stage].model_dump(mode="json"), root))
+        print(_row(n, rows[-1]), flush=True)
+    return rows
+
+
+# -- report -------------------------------------------------------------------------------------------------
+def _row(size: int, r: dict) -> str:
+    return (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{r['seconds']:>9.1f}{r['rate']:>10.1f}"
+            f"{r['peak_mib']:>10.0f}{r['disk_mib']:>10.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("build", choices=("faces", "lsun"))
+    ap.add_argument("--sizes", type=int, nargs="+", required=True, help="people (faces) or images (lsun)")
+    ap.add_argument("--work", type=Path, default=None, help="where the data roots go (default: a temporary folder)")
+    args = ap.parse_args()
+    sizes = sorted(args.sizes)
+    work = Path(tempfile.mkdtemp(prefix="wikifaces-scale-", dir=args.work))
+    print(f"{'size':>9} {'stage':<12}{'items':>10}{'seconds':>9}{'items/s':>10}{'peak MiB':>10}{'disk MiB':>10}")
+    results = {n: (faces_size if args.build == "faces" else lsun_size)(n, work) for n in sizes}
+    small, large = results[sizes[0]], results[sizes[-1]]
+    for a, b in zip(small, large, strict=True):
+        print(f"memory growth ratio {a['stage']}: {b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f}")
+        print(f"throughput ratio {a['stage']}: {b['rate'] / max(a['rate'], 1e-9):.2f}")
+    print(f"work ratio: {sizes[-1] / sizes[0]:.0f}")
+    if args.build == "lsun":
+        hours = sum(LSUN_BEDROOM / r["rate"] for r in large if r["rate"]) / 3600
+        print(f"lsun build hours at {LSUN_BEDROOM} (extrapolated): {hours:.2f}")
+    print(f"work folder: {work}")
+
+
+if __name__ == "__main__":
+    main()
