@@ -6,7 +6,9 @@ with 5 % planted near-duplicates) of several sizes, through lsun-import -> dedup
 stage runs in its own process through the pipeline's runner (as `wikifaces <stage>` does), with the
 stage's defaults; the stand-in runs in this process, asked at local speed (its pace is
 execution-only). Per stage: items, items per second, peak memory (the summed RSS of the stage's
-process tree, sampled every 0.1 s) and disk written. Between the smallest and the largest size:
+process tree, sampled every 0.1 s; and its private part, RSS less shared pages: RSS also counts the
+pages of the LMDB files a stage maps and reads, which the kernel can drop at will) and disk
+written. Between the smallest and the largest size:
 `memory growth ratio` (peak at the largest over peak at the smallest) and `throughput ratio`
 (items per second, largest over smallest). LSUN is extrapolated to bedroom's 3,033,042 images with
 each stage's rate at the largest size (the search's own growth: bench/dedup_scale.py).
@@ -58,12 +60,13 @@ def run_stage(name: str, config: dict, root: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _STAGE, name, json.dumps(config), str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = 0
+    peak = private = 0
     top = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
-            tree = [top, *top.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            infos = [p.memory_info() for p in [top, *top.children(recursive=True)] if p.is_running()]
+            peak = max(peak, sum(m.rss for m in infos))
+            private = max(private, sum(m.rss - m.shared for m in infos))
         except psutil.Error:
             pass
         time.sleep(0.1)
@@ -73,7 +76,7 @@ def run_stage(name: str, config: dict, root: Path) -> dict:
         raise RuntimeError(f"{name} failed ({proc.returncode}):\n{err[-3000:]}")
     counts = json.loads(next(line for line in out.splitlines() if line.startswith("COUNTS "))[7:])
     items = _items(name, counts)
-    return {"stage": name, "seconds": seconds, "peak_mib": peak / 2**20, "items": items,
+    return {"stage": name, "seconds": seconds, "peak_mib": peak / 2**20, "private_mib": private / 2**20, "items": items,
             "rate": items / seconds if seconds else 0.0, "disk_mib": (disk_bytes(root) - before) / 2**20,
             "counts": counts}
 
@@ -192,7 +195,7 @@ def lsun_size(n: int, work: Path) -> list[dict]:
 # -- report -------------------------------------------------------------------------------------------------
 def _row(size: int, r: dict) -> str:
     return (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{r['seconds']:>9.1f}{r['rate']:>10.1f}"
-            f"{r['peak_mib']:>10.0f}{r['disk_mib']:>10.1f}")
+            f"{r['peak_mib']:>10.0f}{r['private_mib']:>13.0f}{r['disk_mib']:>10.1f}")
 
 
 def main() -> None:
@@ -203,11 +206,13 @@ def main() -> None:
     args = ap.parse_args()
     sizes = sorted(args.sizes)
     work = Path(tempfile.mkdtemp(prefix="wikifaces-scale-", dir=args.work))
-    print(f"{'size':>9} {'stage':<12}{'items':>10}{'seconds':>9}{'items/s':>10}{'peak MiB':>10}{'disk MiB':>10}")
+    print(f"{'size':>9} {'stage':<12}{'items':>10}{'seconds':>9}{'items/s':>10}{'peak MiB':>10}{'private MiB':>13}"
+          f"{'disk MiB':>10}")
     results = {n: (faces_size if args.build == "faces" else lsun_size)(n, work) for n in sizes}
     small, large = results[sizes[0]], results[sizes[-1]]
     for a, b in zip(small, large, strict=True):
         print(f"memory growth ratio {a['stage']}: {b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f}")
+        print(f"private memory growth ratio {a['stage']}: {b['private_mib'] / max(a['private_mib'], 1e-9):.2f}")
         print(f"throughput ratio {a['stage']}: {b['rate'] / max(a['rate'], 1e-9):.2f}")
     print(f"work ratio: {sizes[-1] / sizes[0]:.0f}")
     if args.build == "lsun":

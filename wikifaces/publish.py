@@ -10,9 +10,11 @@ written into Markdown, and never used in a path.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shards import ShardWriter, dataset_fingerprint, is_complete, open_dataset
 from shards.format import decode_image
 from wikifaces.core.errors import MissingInput
-from wikifaces.core.files import atomic_write_text
+from wikifaces.core.files import atomic_open, atomic_write_text
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import write_jsonl
+from wikifaces.core.tables import read_jsonl
 from wikifaces.core.version import code_version
 
 CARRIED = ("key", "person_id", "person_ids", "title", "licence", "licence_url", "artist", "credit", "file", "url",
@@ -107,24 +109,23 @@ def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | DataRo
             raise MissingInput(f"{keep_file} does not exist: run the dedup stage first (or use_dedup=False)")
         keep = np.load(keep_file)
     out = data.processed(config.dataset)
-    licences, skipped, attribution, removed = _write_dataset(config, candidates, keep, out)
-    write_jsonl(out / "attribution.jsonl", attribution)
-    atomic_write_text(out / "ATTRIBUTION.md", attribution_markdown(config, attribution))
+    licences, skipped, removed = _write_dataset(config, candidates, keep, out)
+    with atomic_open(out / "ATTRIBUTION.md", "w") as fh:  # streamed: millions of rows never sit in memory
+        fh.writelines(attribution_lines(config, read_jsonl(out / "attribution.jsonl")))
     manifest = open_dataset(out).manifest
     atomic_write_text(out / "README.md", dataset_card(config, manifest, licences, removed, skipped))
     return PublishSummary(manifest.count, removed, dict(skipped), dict(licences), out)
 
 
 def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | None, out: Path
-                   ) -> tuple[Counter[str], Counter[str], list[dict[str, Any]], int]:
-    """The kept candidates, filtered and resized, into `out`'s shards; (licences, skipped,
-    attribution rows, duplicates removed)."""
+                   ) -> tuple[Counter[str], Counter[str], int]:
+    """The kept candidates, filtered and resized, into `out`'s shards, and each record's attribution
+    into `out/attribution.jsonl` as it is written; (licences, skipped, duplicates removed)."""
     ds = open_dataset(candidates)
     keep = np.arange(len(ds)) if keep is None else keep
     removed = len(ds) - len(keep)
     size = (config.size, config.size) if config.size else None
     licences: Counter[str] = Counter()
-    attribution: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     params = {**config.model_dump(mode="json"), "candidates": str(candidates), "candidates_fingerprint":
               dataset_fingerprint(candidates)}
@@ -133,7 +134,8 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
     per_person: Counter[str] = Counter()
     identity: Counter[str] = Counter()
     with ShardWriter(out, name=config.dataset, image_size=size, encoding=config.encoding, quality=config.quality,
-                     block=config.block, parameters=params, mode="overwrite", code_version=code_version()) as w:
+                     block=config.block, parameters=params, mode="overwrite", code_version=code_version()) as w, \
+            atomic_open(out / "attribution.jsonl", "w") as attribution:
         for i in keep.tolist():
             meta = ds.read_meta(int(i))
             if config.exclude_licences and meta.get("licence") in config.exclude_licences:
@@ -154,7 +156,8 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
             per_person[str(meta.get("person_id"))] += 1
             identity[(meta.get("identity") or {}).get("status", "not checked")] += 1
             licences[meta.get("licence") or "unknown"] += 1
-            attribution.append({"index": w.count - 1, **{k: meta.get(k) for k in ATTRIBUTED}})
+            row = {"index": w.count - 1, **{k: meta.get(k) for k in ATTRIBUTED}}
+            attribution.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
         w.summary.update({"licences": dict(licences), "source": config.source, "duplicates_removed": removed,
                           "skipped": dict(skipped)})
         if config.source == "faces":
@@ -164,7 +167,7 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
                                   "fractions": dict(zip(SPLITS, config.split_fractions, strict=True)),
                                   "people": dict(Counter(sides.values())), "records": dict(records)}
     ds.close()
-    return licences, skipped, attribution, removed
+    return licences, skipped, removed
 
 
 SPLITS = ("train", "val", "test")
@@ -217,17 +220,18 @@ def person_splits(config: PublishConfig, metas: Any) -> dict[str, str]:
     return {people[j]: SPLITS[int(np.searchsorted(cuts, pos, side="right"))] for pos, j in enumerate(order)}
 
 
-def attribution_markdown(config: PublishConfig, rows: list[dict[str, Any]]) -> str:
-    lines = [f"# Attribution: {md(config.dataset)}", "",
-             "Every image in this dataset, with its source, author and licence as Wikimedia Commons states them.",
-             "", "| # | subject | artist | licence | source |", "|---|---|---|---|---|"]
+def attribution_lines(config: PublishConfig, rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """ATTRIBUTION.md, a line at a time."""
+    yield from (line + "\n" for line in (
+        f"# Attribution: {md(config.dataset)}", "",
+        "Every image in this dataset, with its source, author and licence as Wikimedia Commons states them.",
+        "", "| # | subject | artist | licence | source |", "|---|---|---|---|---|"))
     for r in rows:
         licence = md(r.get("licence"))
         if r.get("licence_url"):
             licence = f"[{licence}](<{md(r['licence_url'])}>)"
         source = f"[{md(r.get('file') or 'file')}](<{md(r['url'])}>)" if r.get("url") else md(r.get("file"))
-        lines.append(f"| {r['index']} | {md(r.get('title'))} | {md(r.get('artist'))} | {licence} | {source} |")
-    return "\n".join(lines) + "\n"
+        yield f"| {r['index']} | {md(r.get('title'))} | {md(r.get('artist'))} | {licence} | {source} |\n"
 
 
 def _split_line(split: dict[str, Any] | None) -> str:
