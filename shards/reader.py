@@ -73,13 +73,22 @@ def open_shard_env(path: str | os.PathLike[str]) -> lmdb.Environment:
     return env
 
 
-def image_value(txn: lmdb.Transaction, local: int, block: int) -> bytes | memoryview | None:
+def image_value(txn: lmdb.Transaction, local: int, block: int, blocks: dict[int, Any] | None = None
+                ) -> bytes | memoryview | None:
     """A record's encoded image bytes in an open transaction (a slice of its block's value when
-    the dataset has blocks; zero-copy in a `buffers=True` transaction), or None when absent."""
+    the dataset has blocks; zero-copy in a `buffers=True` transaction), or None when absent.
+    `blocks`, a dict kept for this transaction, saves looking a block up again for its next record."""
     if block == 1:
         return txn.get(image_key(local))
-    value = txn.get(block_key(local - local % block))
-    return None if value is None else block_item(value, local % block)
+    first = local - local % block
+    value = blocks.get(first) if blocks is not None else None
+    if value is None:
+        value = txn.get(block_key(first))
+        if value is None:
+            return None
+        if blocks is not None:
+            blocks[first] = value
+    return block_item(value, local % block)
 
 
 def close_shard_env(path: str | os.PathLike[str]) -> None:
@@ -188,8 +197,9 @@ class Dataset(Sequence[Record]):
             self._missing(shard, key.decode())
         return value
 
-    def _image(self, txn: lmdb.Transaction, local: int, shard: int) -> bytes | memoryview:
-        value = image_value(txn, local, self._block)
+    def _image(self, txn: lmdb.Transaction, local: int, shard: int, blocks: dict[int, Any] | None = None
+               ) -> bytes | memoryview:
+        value = image_value(txn, local, self._block, blocks)
         if value is None:
             self._missing(shard, f"the image of record {local}")
         return value
@@ -274,7 +284,8 @@ class Dataset(Sequence[Record]):
         out = np.empty((len(idx), spec.height, spec.width, 3), np.uint8)
         with contextlib.ExitStack() as stack:  # open until decoded: the views below point into the map
             txns = {shard: stack.enter_context(self._env(shard).begin(buffers=True)) for shard in set(shard_of)}
-            views = self._views(txns, shard_of, local)
+            blocks: dict[int, dict[int, Any]] = {shard: {} for shard in txns}  # each block looked up once
+            views = [self._image(txns[s], i, s, blocks[s]) for s, i in zip(shard_of, local, strict=True)]
             if spec.encoding == "raw":  # no decoding: one copy from the map into the batch
                 for pos, view in enumerate(views):
                     out[pos] = raw_view(view)
@@ -295,22 +306,6 @@ class Dataset(Sequence[Record]):
                 spans = [range(a, min(a + step, len(idx))) for a in range(0, len(idx), step)]
                 list(_decode_pool(workers).map(work, spans))
         return out
-
-    def _views(self, txns: dict[int, lmdb.Transaction], shard_of: list[int], local: list[int]
-               ) -> list[bytes | memoryview]:
-        """The image bytes of many records, as views into the map; each block is looked up once."""
-        if self._block == 1:
-            return [self._image(txns[s], i, s) for s, i in zip(shard_of, local, strict=True)]
-        b = self._block
-        blocks: dict[tuple[int, int], bytes | memoryview] = {}
-        views = []
-        for s, i in zip(shard_of, local, strict=True):
-            j = i % b
-            value = blocks.get((s, i - j))
-            if value is None:
-                value = blocks[s, i - j] = self._get(txns[s], block_key(i - j), s)
-            views.append(block_item(value, j))
-        return views
 
     def close(self) -> None:
         """Release this dataset's handles; a shard's mapping is closed when no open dataset uses it."""

@@ -10,7 +10,6 @@ written into Markdown, and never used in a path.
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 from collections import Counter
@@ -28,7 +27,7 @@ from shards.format import decode_image
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.files import atomic_open, atomic_write_text
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import read_jsonl
+from wikifaces.core.tables import jsonl_line, read_jsonl
 from wikifaces.core.version import code_version
 
 CARRIED = ("key", "person_id", "person_ids", "title", "licence", "licence_url", "artist", "credit", "file", "url",
@@ -44,8 +43,8 @@ class PublishConfig(BaseModel):
     source: Literal["faces", "lsun"] = "faces"
     category: str = Field(default="bedroom", pattern=r"^[A-Za-z0-9_.-]+$")  # for source = lsun
     size: Annotated[int | None, Field(ge=8, le=1024)] = 64
-    # QOI, lossless, in blocks of 64 records a value: 5x a JPEG ImageFolder per item and 10x in batches
-    # at under 2x its size on disk; JPEG q95 4:4:4 is the smallest (bench/shards_read.py, the README's table)
+    # QOI, lossless, in blocks of 64 records a value: 5.3x a JPEG ImageFolder per item and 7.7x in batches
+    # (2 cores) at 1.98x its size on disk; JPEG q95 4:4:4 is the smallest (bench/shards_read.py, README's table)
     encoding: Literal["qoi", "jpeg", "png", "raw"] = "qoi"
     quality: Annotated[int, Field(ge=50, le=100)] = 95
     block: Annotated[int, Field(ge=1, le=4096)] = 64  # records per LMDB value (1: readable by format-1 readers)
@@ -157,7 +156,7 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
             identity[(meta.get("identity") or {}).get("status", "not checked")] += 1
             licences[meta.get("licence") or "unknown"] += 1
             row = {"index": w.count - 1, **{k: meta.get(k) for k in ATTRIBUTED}}
-            attribution.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            attribution.write(jsonl_line(row))
         w.summary.update({"licences": dict(licences), "source": config.source, "duplicates_removed": removed,
                           "skipped": dict(skipped)})
         if config.source == "faces":

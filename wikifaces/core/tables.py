@@ -39,12 +39,17 @@ def read_jsonl(path: str | os.PathLike[str], missing_ok: bool = True) -> Iterato
             return  # torn final line of a killed writer
 
 
+def jsonl_line(row: dict[str, Any]) -> str:
+    """One row as our tables write it: UTF-8 text, sorted keys, a newline."""
+    return json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+
+
 def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
     """Write rows atomically; returns how many."""
     n = 0
     with atomic_open(path, "w") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            fh.write(jsonl_line(row))
             n += 1
     return n
 
@@ -80,7 +85,7 @@ class Journal:
             self._repair_tail()
             self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         stamped = row if self.version is None else {**row, VERSION_KEY: self.version}
-        self._fh.write(json.dumps(stamped, ensure_ascii=False, sort_keys=True) + "\n")
+        self._fh.write(jsonl_line(stamped))
         self._fh.flush()
 
     def _repair_tail(self) -> None:
