@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from itertools import combinations
 
 import numba
@@ -155,10 +156,11 @@ def plan_chunks(n: int, words: int, threshold: int) -> tuple[int, int]:
 
 
 def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
-               per_word: int | None = None) -> np.ndarray:
+               per_word: int | None = None, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Every pair (i, j, distance) with i < j and distance <= threshold, as an int64 (K, 3) array
     sorted by (i, j). Identical codes are pairs too (distance 0): collapse them first when there
-    are many copies, since k copies make k(k-1)/2 pairs."""
+    are many copies, since k copies make k(k-1)/2 pairs. `on_progress(done, n)` is called as
+    the codes are probed (in 16 steps), for a progress bar on millions of codes."""
     c = as_words(codes)
     n, words = c.shape
     if threshold < 0:
@@ -202,23 +204,28 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
     args = (c, np.array(word_idx, np.int64), np.array(shifts, np.uint64), np.array(masks, np.uint64), orders,
             sorted_codes, starts, start_off, np.array(flips_list, np.uint64), np.array(flip_off, np.int64),
             radius, threshold)
-    # Work is cut into many more ranges than threads, so that dense regions spread out.
-    parts = max(1, min(n, (threads or numba.get_num_threads()) * 16))
+    # Work is cut into many more ranges than threads, so that dense regions spread out; the ranges
+    # are probed in 16 steps of a few ranges each (one parallel call a step) to report progress.
+    threads = threads or numba.get_num_threads()
+    parts = max(1, min(n, threads * 64))
     edges = np.linspace(0, n, parts + 1).astype(np.int64)
-    lo, hi = edges[:-1].copy(), edges[1:].copy()
     cap = 1 << 16
     chunks = []
-    while True:
-        out = np.empty((len(lo), cap, 3), np.int64)
-        fill = np.zeros(len(lo), np.int64)
-        resume = np.zeros(len(lo), np.int64)
-        _probe(*args, lo, hi, out, fill, resume)
-        chunks.extend(out[k, : fill[k]] for k in range(len(lo)) if fill[k])
-        todo = resume < hi
-        if not todo.any():
-            break
-        lo, hi = resume[todo], hi[todo]
-        cap *= 2  # buffers were too small for these ranges: go on with bigger ones
+    for step in np.array_split(np.arange(parts), min(parts, 16)):
+        lo, hi = edges[step].copy(), edges[step + 1].copy()
+        while True:
+            out = np.empty((len(lo), cap, 3), np.int64)
+            fill = np.zeros(len(lo), np.int64)
+            resume = np.zeros(len(lo), np.int64)
+            _probe(*args, lo, hi, out, fill, resume)
+            chunks.extend(out[k, : fill[k]].copy() for k in range(len(lo)) if fill[k])
+            todo = resume < hi
+            if not todo.any():
+                break
+            lo, hi = resume[todo], hi[todo]
+            cap *= 2  # buffers were too small for these ranges: go on with bigger ones
+        if on_progress is not None:
+            on_progress(int(edges[step[-1] + 1]), n)
     del out, sorted_codes, orders, starts
     pairs = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.int64)
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))

@@ -138,7 +138,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     hashes = load_or_hash(config, dataset, out, progress, executor)
     n = len(hashes)
     valid = hashes.status != CORRUPT
-    exact, same_code, near, near_rec = _links(config, hashes, valid)
+    exact, same_code, near, near_rec = _links(config, hashes, valid, progress)
     ds = open_dataset(dataset)
     agreement: dict[tuple[int, int], float] = {}
     candidates = len(same_code) + len(near_rec)
@@ -185,7 +185,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
 
 
-def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray
+def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: bool = False
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(exact links, same-code links, near pairs of distinct codes, those pairs as records with
     their distance): 1. identical bytes or pixels 2. identical codes 3. codes within the threshold."""
@@ -195,7 +195,9 @@ def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray
     inverse = inverse.ravel()
     same_code = np.stack([idx[first[inverse]], idx], axis=1)
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
-    near = find_pairs(uniq, _radius(config))
+    with Progress(disable=not progress or len(uniq) < 100_000, transient=True) as bar:
+        task = bar.add_task(f"searching pairs within distance {_radius(config)}", total=len(uniq))
+        near = find_pairs(uniq, _radius(config), on_progress=lambda done, _: bar.update(task, completed=done))
     near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
     return exact, same_code, near, near_rec
 

@@ -67,6 +67,16 @@ def test_index_pairs_equal_brute_force_for_128_bit_codes():
     np.testing.assert_array_equal(find_pairs(codes, 14), brute_force_pairs(codes, 14))
 
 
+def test_search_reports_progress_up_to_every_code():
+    codes = planted_codes(20_000, 5)
+    seen: list[tuple[int, int]] = []
+    got = find_pairs(codes, 5, on_progress=lambda done, n: seen.append((done, n)))
+    np.testing.assert_array_equal(got, brute_force_pairs(codes, 5))  # reporting changes no result
+    assert len(seen) == 16 and all(n == 20_000 for _, n in seen)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[0] > 0 and done[-1] == 20_000
+
+
 def test_search_survives_a_dense_cluster():
     rng = np.random.default_rng(3)
     base = np.uint64(0x0123456789ABCDEF)

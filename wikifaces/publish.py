@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.progress import Progress
 
 from shards import ShardWriter, dataset_fingerprint, is_complete, open_dataset
 from shards.format import decode_image
@@ -95,7 +96,8 @@ class PublishSummary:
                 "licences": self.licences}
 
 
-def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | DataRoot | None = None) -> PublishSummary:
+def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | DataRoot | None = None,
+                    progress: bool = False) -> PublishSummary:
     """Write the published dataset: shards, card, attribution."""
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     candidates, dedup_dir = candidate_paths(config, data)
@@ -108,7 +110,7 @@ def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | DataRo
             raise MissingInput(f"{keep_file} does not exist: run the dedup stage first (or use_dedup=False)")
         keep = np.load(keep_file)
     out = data.processed(config.dataset)
-    licences, skipped, removed = _write_dataset(config, candidates, keep, out)
+    licences, skipped, removed = _write_dataset(config, candidates, keep, out, progress)
     with atomic_open(out / "ATTRIBUTION.md", "w") as fh:  # streamed: millions of rows never sit in memory
         fh.writelines(attribution_lines(config, read_jsonl(out / "attribution.jsonl")))
     manifest = open_dataset(out).manifest
@@ -116,8 +118,8 @@ def publish_dataset(config: PublishConfig, root: str | os.PathLike[str] | DataRo
     return PublishSummary(manifest.count, removed, dict(skipped), dict(licences), out)
 
 
-def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | None, out: Path
-                   ) -> tuple[Counter[str], Counter[str], int]:
+def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | None, out: Path,
+                   progress: bool = False) -> tuple[Counter[str], Counter[str], int]:
     """The kept candidates, filtered and resized, into `out`'s shards, and each record's attribution
     into `out/attribution.jsonl` as it is written; (licences, skipped, duplicates removed)."""
     ds = open_dataset(candidates)
@@ -134,8 +136,11 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
     identity: Counter[str] = Counter()
     with ShardWriter(out, name=config.dataset, image_size=size, encoding=config.encoding, quality=config.quality,
                      block=config.block, parameters=params, mode="overwrite", code_version=code_version()) as w, \
-            atomic_open(out / "attribution.jsonl", "w") as attribution:
+            atomic_open(out / "attribution.jsonl", "w") as attribution, \
+            Progress(disable=not progress or len(keep) < 1000, transient=True) as bar:
+        task = bar.add_task(f"publishing {config.dataset}", total=len(keep))
         for i in keep.tolist():
+            bar.advance(task)
             meta = ds.read_meta(int(i))
             if config.exclude_licences and meta.get("licence") in config.exclude_licences:
                 skipped["licence excluded"] += 1

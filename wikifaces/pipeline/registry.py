@@ -98,7 +98,7 @@ def _lsun(config: LsunImportConfig, root: DataRoot, ctx: RunContext) -> Any:
 def _publish(config: PublishConfig, root: DataRoot, ctx: RunContext) -> Any:
     from wikifaces.publish import publish_dataset
 
-    return publish_dataset(config, root)
+    return publish_dataset(config, root, progress=ctx.progress)
 
 
 def _train(config: TrainConfig, root: DataRoot, ctx: RunContext) -> Any:
