@@ -133,7 +133,8 @@ def standin_build(people: int, root: Path) -> tuple[list[dict], dict[str, np.nda
     ds = open_dataset(root / "interim/faces/shards")
     metas = list(ds.iter_meta())
     ds.close()
-    descriptors = journalled_descriptors(root)
+    by_key = journalled_descriptors(root)
+    descriptors = np.stack([by_key[m["key"]] for m in metas])  # row i: metas[i]
     routes = image_routes(root / "raw/wikipedia/images.jsonl")
     # truth: a face is the person when its file shows the person's own subject and only one face
     from wikifaces.fixtures.samples import all_photos

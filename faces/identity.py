@@ -63,6 +63,7 @@ DEPICTS_ROUTES = ("depicts",)  # Commons' structured data says the file depicts 
 # A face's identity status for one person: a closed set.
 IdentityStatus = Literal["verified", "identity_unchecked", "other_person", "ambiguous_identity"]
 KEPT: tuple[IdentityStatus, ...] = ("verified", "identity_unchecked")
+SLIM = ("key", "person_id", "person_ids", "source_sha256")  # the metadata the check reads
 
 
 @dataclass
@@ -197,7 +198,7 @@ def _journal(root: DataRoot) -> Journal:
 def journalled_descriptors(root: str | os.PathLike[str] | DataRoot | None = None) -> dict[str, np.ndarray]:
     """Face key -> descriptor, for every face described for the current crops."""
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
-    return {k: _decode(r["d"]) for k, r in _journal(data).latest().items()}
+    return {k: _decode(r["d"]) for k, r in _journal(data).rows()}
 
 
 def reset_identity(root: DataRoot) -> None:
@@ -220,27 +221,34 @@ def check_identities(config: IdentityConfig, root: str | os.PathLike[str] | Data
         reset_identity(data)
     recover_swap(data.faces / CHECKED_DIR / "shards")
     ds = open_dataset(candidates)
-    metas = list(ds.iter_meta())
+    # Per face only what the check reads (its full metadata is read again for the faces written)
+    # and its descriptor in one float32 matrix: a million people's faces fit in memory.
+    metas = [{k: m[k] for k in SLIM if k in m} for m in ds.iter_meta()]
     margin = float(ds.manifest.provenance.parameters.get("margin", 0.25))
-    journal = _journal(data)
-    known = {k: r["d"] for k, r in journal.latest().items()}
-    todo = [i for i, m in enumerate(metas) if m["key"] not in known]
-    parts = [(str(candidates), todo[i : i + config.batch_size]) for i in range(0, len(todo), config.batch_size)]
     ds.close()
+    index = {m["key"]: i for i, m in enumerate(metas)}
+    descriptors = np.zeros((len(metas), 128), np.float32)
+    described = np.zeros(len(metas), bool)
 
     def record(result: list[tuple[str, str]]) -> None:
         for key, b64 in result:
             journal.append({"key": key, "d": b64})
-            known[key] = b64
+            i = index[key]
+            descriptors[i], described[i] = _decode(b64), True
 
+    journal = _journal(data)
+    for key, row in journal.rows():  # streamed: the journal holds every face ever described
+        if (i := index.get(key)) is not None:
+            descriptors[i], described[i] = _decode(row["d"]), True
+    todo = np.flatnonzero(~described).tolist()
+    parts = [(str(candidates), todo[i : i + config.batch_size]) for i in range(0, len(todo), config.batch_size)]
     try:
         fan_out(executor, describe_batch, parts, margin, on_result=record, label="describing faces",
                 progress=progress, workers=config.workers)
     finally:
         journal.close()
-    descriptors = {m["key"]: _decode(known[m["key"]]) for m in metas}
     rows = verdict_rows(config, metas, descriptors, image_routes(images_path))
-    kept = _write_checked(data, config, metas, rows, descriptors, descriptor_version())
+    kept = _write_checked(data, config, rows, descriptors, descriptor_version())
     people_sheet(candidates, rows, data.faces / SHEET_FILE)
     statuses = Counter(r["status"] for r in rows)
     people = {r["person_id"] for r in rows}
@@ -268,16 +276,17 @@ def anchor_level(routes: set[str]) -> int:
     return 2 if routes & set(ANCHOR_ROUTES) else 1 if routes & set(DEPICTS_ROUTES) else 0
 
 
-def verdict_rows(config: IdentityConfig, metas: list[dict[str, Any]], descriptors: dict[str, np.ndarray],
+def verdict_rows(config: IdentityConfig, metas: list[dict[str, Any]], descriptors: np.ndarray,
                   routes: dict[tuple[str, str], set[str]]) -> list[dict[str, Any]]:
-    """One row per (person, face): every person whose images hold the face."""
+    """One row per (person, face): every person whose images hold the face. `descriptors` row i
+    is record i's (metas[i]) descriptor."""
     by_person: dict[str, list[int]] = defaultdict(list)
     for i, m in enumerate(metas):
         for pid in dict.fromkeys(m.get("person_ids") or [m["person_id"]]):
             by_person[pid].append(i)
     rows = []
     for pid, idx in by_person.items():
-        faces = [Face(metas[i]["key"], metas[i]["source_sha256"], descriptors[metas[i]["key"]],
+        faces = [Face(metas[i]["key"], metas[i]["source_sha256"], descriptors[i],
                       anchor_level(routes.get((pid, metas[i]["source_sha256"]), set()))) for i in idx]
         for i, f, v in zip(idx, faces, check_person(faces, config), strict=True):
             rows.append({"person_id": pid, "key": f.key, "index": i, "source_sha256": f.source, "anchor": f.anchor,
@@ -286,8 +295,8 @@ def verdict_rows(config: IdentityConfig, metas: list[dict[str, Any]], descriptor
     return rows
 
 
-def _write_checked(data: DataRoot, config: IdentityConfig, metas: list[dict[str, Any]], rows: list[dict[str, Any]],
-                   descriptors: dict[str, np.ndarray], model: str) -> int:
+def _write_checked(data: DataRoot, config: IdentityConfig, rows: list[dict[str, Any]], descriptors: np.ndarray,
+                   model: str) -> int:
     """The checked candidate set: each kept face once, filed under the person it is verified for
     (or, unchecked, the first person it came with); `person_ids` lists every person it is kept for."""
     keep = set(KEPT if config.keep_unchecked else ("verified",))
@@ -311,7 +320,7 @@ def _write_checked(data: DataRoot, config: IdentityConfig, metas: list[dict[str,
         licences: Counter[str] = Counter()
         for i in order:
             best = min(chosen[i], key=lambda r: (rank[r["status"]], r["distance"] or 0.0))
-            meta = {**metas[i], "person_id": best["person_id"],
+            meta = {**src.read_meta(i), "person_id": best["person_id"],
                     "person_ids": [r["person_id"] for r in chosen[i]],
                     "identity": {"status": best["status"], "distance": best["distance"],
                                  "reference": best["reference"], "model": model}}
@@ -320,7 +329,7 @@ def _write_checked(data: DataRoot, config: IdentityConfig, metas: list[dict[str,
         w.summary["licences"] = dict(licences)
         w.summary["identity"] = dict(Counter(r["status"] for r in rows))
     src.close()
-    descs = np.stack([descriptors[metas[i]["key"]] for i in order]) if order else np.zeros((0, 128), np.float32)
+    descs = descriptors[np.array(order, np.int64)]
     buf = io.BytesIO()
     np.save(buf, descs)
     atomic_write_bytes(out / DESCRIPTORS_FILE, buf.getvalue())  # row i: record i of the checked set

@@ -409,6 +409,31 @@ def test_cli_refresh_cache_asks_the_api_again(tmp_path, server):
     assert r.exit_code == 0 and api_log(server) and "0 from cache" in r.output
 
 
+@pytest.mark.parametrize("torn", [b'{"id": "t", "v": "', b'{"id": "t", "v": "' + b"x" * 200_000])
+def test_a_torn_journal_tail_is_cut_however_long(tmp_path, torn):
+    """A killed writer's half line is cut before the next append, also when it is longer than the
+    chunk the repair reads backwards (the journal is never read whole to find it)."""
+    path = tmp_path / "j.jsonl"
+    with Journal(path, key=lambda r: r["id"]) as j:
+        for i in range(3):
+            j.append({"id": str(i), "v": "y" * 50_000})
+    with open(path, "ab") as fh:
+        fh.write(torn)
+    with Journal(path, key=lambda r: r["id"]) as j:
+        j.append({"id": "after", "v": 1})
+    rows = dict(Journal(path, key=lambda r: r["id"]).rows())
+    assert list(rows) == ["0", "1", "2", "after"] and rows["after"] == {"id": "after", "v": 1}
+    assert path.read_bytes().endswith(b'"after", "v": 1}\n')
+
+
+def test_a_journal_of_only_a_torn_line_starts_afresh(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(b'{"id": "t"' + b"x" * 100_000)
+    with Journal(path, key=lambda r: r["id"]) as j:
+        j.append({"id": "a"})
+    assert Journal(path, key=lambda r: r["id"]).latest() == {"a": {"id": "a"}}
+
+
 def test_journals_are_keyed_by_the_code_not_by_unrelated_edits(tmp_path):
     """The code fingerprint that keys journals changes with a .py file, not with the README."""
     from .conftest import REPO

@@ -72,13 +72,16 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: Any = None
 
-    def latest(self) -> dict[str, dict[str, Any]]:
-        rows: dict[str, dict[str, Any]] = {}
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(key, row) of this version's rows in the order written, streamed (a later row of a key
+        overrides an earlier one): for journals too big to hold as `latest()` does."""
         for row in read_jsonl(self.path):
             if self.version is not None and row.pop(VERSION_KEY, None) != self.version:
                 continue
-            rows[self.key(row)] = row
-        return rows
+            yield self.key(row), row
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        return dict(self.rows())
 
     def append(self, row: dict[str, Any]) -> None:
         if self._fh is None:
@@ -92,11 +95,21 @@ class Journal:
         """Cut a torn last line left by a killed writer, so appends start on a fresh line."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
-        with open(self.path, "rb+") as fh:
-            data = fh.read()
-            if data.endswith(b"\n"):
-                return
-            fh.truncate(data.rfind(b"\n") + 1)
+        with open(self.path, "rb+") as fh:  # read backwards from the end: journals grow to gigabytes
+            end = fh.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                step = min(pos, 1 << 16)
+                fh.seek(pos - step)
+                chunk = fh.read(step)
+                if pos == end and chunk.endswith(b"\n"):
+                    return
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    fh.truncate(pos - step + cut + 1)
+                    return
+                pos -= step
+            fh.truncate(0)  # no complete line at all
 
     def close(self) -> None:
         if self._fh is not None:
