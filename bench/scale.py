@@ -57,21 +57,24 @@ def run_stage(name: str, config: dict, root: Path) -> dict:
     """One stage in its own process: seconds, peak RSS of its process tree, counts, disk written."""
     before = disk_bytes(root)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _STAGE, name, json.dumps(config), str(root)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = private = 0
-    top = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            infos = [p.memory_info() for p in [top, *top.children(recursive=True)] if p.is_running()]
-            peak = max(peak, sum(m.rss for m in infos))
-            private = max(private, sum(m.rss - m.shared for m in infos))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    seconds = time.perf_counter() - t0
-    out, err = proc.communicate()
+    # output to files, not pipes: a stage that writes more than a pipe holds would block while we poll
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", _STAGE, name, json.dumps(config), str(root)],
+                                stdout=out_f, stderr=err_f, text=True, env=env)
+        peak = private = 0
+        top = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                infos = [p.memory_info() for p in [top, *top.children(recursive=True)] if p.is_running()]
+                peak = max(peak, sum(m.rss for m in infos))
+                private = max(private, sum(m.rss - m.shared for m in infos))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+        seconds = time.perf_counter() - t0
+        out_f.seek(0), err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed ({proc.returncode}):\n{err[-3000:]}")
     counts = json.loads(next(line for line in out.splitlines() if line.startswith("COUNTS "))[7:])
@@ -112,7 +115,18 @@ def faces_size(people: int, work: Path) -> list[dict]:
                 config = STAGES[stage].config(source="faces")
             rows.append(run_stage(stage, config.model_dump(mode="json"), root))
             print(_row(people, rows[-1]), flush=True)
+    rows[FACES_STAGES.index("images")]["files"] = _downloaded(root / "raw" / "wikipedia" / "images.jsonl")
     return rows
+
+
+def _downloaded(images_jsonl: Path) -> dict:
+    """Bytes and pixels of the files the images stage downloaded (status ok)."""
+    rows = [json.loads(line) for line in images_jsonl.read_text().splitlines() if line.strip()]
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("bytes") and r.get("width")]
+    aspects = sorted(r["height"] / r["width"] for r in ok)
+    return {"files": len(ok), "bytes": sum(r["bytes"] for r in ok),
+            "pixels": sum(r["width"] * r["height"] for r in ok),
+            "median_aspect": aspects[len(aspects) // 2] if aspects else 1.0}
 
 
 # -- LSUN -------------------------------------------------------------------------------------------------
@@ -192,6 +206,58 @@ def lsun_size(n: int, work: Path) -> list[dict]:
     return rows
 
 
+# -- the real run, on paper ---------------------------------------------------------------------------------
+SPREADS = {"names": "no: one polite client (or one dump reader)", "images": "no: one polite client",
+           "detect": "yes: image batches", "identity": "yes: descriptor batches",
+           "dedup": "hashing yes; the search no", "publish": "no: one writer"}
+
+
+def paper(rows: list[dict], people: int) -> None:
+    """A full Wikidata run at Wikimedia's limits, from this rehearsal's funnel and its measured rates.
+
+    Per person, the rehearsal's API requests and downloaded files; per downloaded file, its bytes
+    per pixel at a 960 px thumbnail of the median aspect (the stand-in serves files narrower than
+    that as they are; Commons portraits mostly are wider); per image, face and record, the rates
+    and disk of this machine. Only `people` is an assumption: set it with --paper-people."""
+    from scraping.config import HttpConfig, ImagesConfig
+
+    http, width = HttpConfig(), ImagesConfig().thumb_width
+    by = {r["stage"]: r for r in rows}
+    c = {k: v["counts"] for k, v in by.items()}
+    n = c["names"]["people"]
+    files = by["images"]["files"]
+    per_person = {"requests": c["images"]["api_requests"] / n, "files": files["files"] / n}
+    thumb_bytes = files["bytes"] / files["pixels"] * width * width * files["median_aspect"]
+    scale = people / n
+    items = {"names": people, "images": round(files["files"] * scale), "detect": round(c["detect"]["images"] * scale),
+             "identity": round(c["identity"]["faces"] * scale), "dedup": round(c["dedup"]["records"] * scale),
+             "publish": round(c["publish"]["records"] * scale)}
+    requests = people * per_person["requests"] + people / 50  # + page ids of the people found, 50 a request
+    download_bytes = items["images"] * thumb_bytes
+    hours = {"names": people / 50 / http.api_requests_per_second / 3600,
+             "images": (requests / http.api_requests_per_second + download_bytes / http.download_bytes_per_second)
+             / 3600}
+    for stage in ("detect", "identity", "dedup", "publish"):
+        hours[stage] = items[stage] / by[stage]["rate"] / 3600
+    disk = download_bytes + sum(by[s]["disk_mib"] * 2**20 * scale for s in ("detect", "identity", "dedup", "publish"))
+    print(f"\nthe real run on paper: {people:,} people (rehearsal's funnel from {n:,} stand-in people), "
+          f"API {http.api_requests_per_second:g} requests/s, downloads {http.download_bytes_per_second * 8 / 1e6:g} "
+          f"Mbit/s, {width} px thumbnails ({thumb_bytes / 1e3:,.0f} kB each at the rehearsal's bytes per pixel)")
+    print(f"{'stage':<10}{'items':>14}{'hours here':>12}  spreads over a Dask cluster")
+    for stage in FACES_STAGES:
+        print(f"{stage:<10}{items[stage]:>14,}{hours[stage]:>12.1f}  {SPREADS[stage]}")
+    print(f"api requests per person: {per_person['requests']:.2f}")
+    print(f"files per person: {per_person['files']:.2f}")
+    print(f"real run api requests: {requests:,.0f}")
+    print(f"real run download GB: {download_bytes / 1e9:.0f}")
+    polite = hours["names"] + hours["images"]
+    print(f"real run polite hours (names + images, bound by Wikimedia's limits): {polite:.0f}")
+    print(f"real run compute hours on this machine (detect, identity, dedup, publish): "
+          f"{sum(hours[s] for s in ('detect', 'identity', 'dedup', 'publish')):.0f}")
+    print(f"real run disk GB: {disk / 1e9:.0f}")
+    print(f"real run published faces: {items['publish']:,}")
+
+
 # -- report -------------------------------------------------------------------------------------------------
 def _row(size: int, r: dict) -> str:
     return (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{r['seconds']:>9.1f}{r['rate']:>10.1f}"
@@ -202,6 +268,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build", choices=("faces", "lsun"))
     ap.add_argument("--sizes", type=int, nargs="+", required=True, help="people (faces) or images (lsun)")
+    ap.add_argument("--paper-people", type=int, default=1_000_000,
+                    help="people of the full run worked out on paper from the faces rehearsal")
     ap.add_argument("--work", type=Path, default=None, help="where the data roots go (default: a temporary folder)")
     args = ap.parse_args()
     sizes = sorted(args.sizes)
@@ -218,6 +286,9 @@ def main() -> None:
     if args.build == "lsun":
         hours = sum(LSUN_BEDROOM / r["rate"] for r in large if r["rate"]) / 3600
         print(f"lsun build hours at {LSUN_BEDROOM} (extrapolated): {hours:.2f}")
+    if args.build == "faces":
+        paper(large, args.paper_people)
+    (work / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str))
     print(f"work folder: {work}")
 
 
