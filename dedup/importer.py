@@ -173,8 +173,10 @@ def _import_stream(config: LsunImportConfig, data: DataRoot, progress: bool) -> 
     params = {**config.model_dump(mode="json"), "config_hash": config_hash(config)}
     size = (config.size, config.size) if config.size else None
     journal = Journal(base / "import-rejected.journal.jsonl", key=lambda r: str(r["position"]), version=key)
+    # Keys are the source's own (LMDB keys, paths in a folder): unique by construction, so the
+    # writer need not hold every key to check them (3M keys would hold ~450 MB).
     with ShardWriter(out, name=f"lsun-{config.category}", image_size=size, encoding=config.encoding,
-                     quality=config.quality, parameters=params, mode=mode,
+                     quality=config.quality, parameters=params, mode=mode, check_keys=False,
                      max_records=config.shard_records, code_version=code_version()) as writer:
         skip = 0
         if writer.resumed_count:  # continue after the last record of the complete shards

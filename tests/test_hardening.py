@@ -455,3 +455,22 @@ def test_journals_are_keyed_by_the_code_not_by_unrelated_edits(tmp_path):
     stage = tmp_path / "faces" / "stage.py"
     stage.write_text(stage.read_text() + "\n# a change to the code\n")
     assert fingerprint() != first
+
+
+@pytest.mark.parametrize("keep", [[0, 1, 1], [0, 10_000]])
+def test_publish_refuses_a_damaged_keep_list(pipeline_root, tmp_path, keep):
+    """publish writes without holding every key (its records are unique by construction), so a
+    keep list that repeats a record or names one the candidates lack is refused, not written."""
+    from wikifaces.core.errors import UserError
+    from wikifaces.core.paths import DataRoot
+    from wikifaces.publish import PublishConfig, publish_dataset
+
+    checked = Path("interim/faces/checked")
+    shutil.copytree(pipeline_root.root / checked / "shards", tmp_path / checked / "shards")
+    (tmp_path / checked / "dedup").mkdir()
+    np.save(tmp_path / checked / "dedup" / "keep.npy", np.array(keep, np.int64))
+    with pytest.raises(UserError, match="keep.npy .* repeats records or names records the candidates lack"):
+        publish_dataset(PublishConfig(), DataRoot(tmp_path))
+    assert not (tmp_path / "processed" / "faces-64" / "manifest.json").exists()
+    np.save(tmp_path / checked / "dedup" / "keep.npy", np.array([0, 1], np.int64))
+    assert publish_dataset(PublishConfig(), DataRoot(tmp_path)).records == 2
