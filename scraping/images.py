@@ -38,6 +38,7 @@ JOURNAL_FILE = "images.journal.jsonl"
 KEY_FILE = "images.key"  # the results hash images.jsonl was made under
 TAKEDOWN_FILE = "takedown.txt"
 RETRYABLE = {"http_error", "corrupt", "not_image"}
+CHUNK_PEOPLE = 5000  # people listed and fetched at a time (a multiple of 50: requests stay full)
 # Every person ends as one row with one of these (a closed set).
 ImageStatus = Literal["ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url",
                       "http_error", "not_image", "unsupported", "too_small", "too_large", "corrupt"]
@@ -151,13 +152,23 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
                 done[row_key(r)] = r
         done.update(journal.latest())
         run = _Fetch(config, client, store, takedowns, journal, done)
-        listings = _listings(run, people, progress)
-        todo = [(p, c) for p in people for c in listings.get(p["person_id"], [])
-                if (k := row_key({"person_id": p["person_id"], "file": c["file"]})) not in done
-                or (config.retry_failed and done[k]["status"] in RETRYABLE)]
-        _fetch(run, todo, progress)
-        rows = [done[row_key({"person_id": p["person_id"], "file": c["file"]})] for p in people
-                for c in listings.get(p["person_id"], [])]
+        known = _known_listings(done)
+        order: list[str] = []  # the table's row keys, person by person
+        fetched = 0
+        # People go through in chunks, so that only one chunk's listings (with their imageinfo,
+        # several kB a file) are held at a time: a million people's would not fit.
+        for start in range(0, len(people), CHUNK_PEOPLE):
+            chunk = people[start : start + CHUNK_PEOPLE]
+            listings = _listings(run, chunk, known, progress)
+            keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p in chunk
+                    for c in listings.get(p["person_id"], [])]
+            todo = [(p, c) for p in chunk for c in listings.get(p["person_id"], [])
+                    if (k := row_key({"person_id": p["person_id"], "file": c["file"]})) not in done
+                    or (config.retry_failed and done[k]["status"] in RETRYABLE)]
+            _fetch(run, todo, progress)
+            fetched += len(todo)
+            order.extend(keys)
+        rows = [done[k] for k in order]
         rows = _apply_takedowns(rows, takedowns, store)
         write_jsonl(out_dir / IMAGES_FILE, rows)
         atomic_write_text(key, chash)
@@ -168,7 +179,7 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     statuses = Counter(r["status"] for r in rows)
     per_person = Counter(r["person_id"] for r in rows if r["status"] == "ok")
     routes = Counter(route for r in rows for route in r.get("routes") or [])
-    counts = {"people": len(people), "files": len(rows), "statuses": dict(statuses), "fetched_now": len(todo),
+    counts = {"people": len(people), "files": len(rows), "statuses": dict(statuses), "fetched_now": fetched,
               "routes": dict(routes), "people_with_images": len(per_person),
               "images_per_person": dict(sorted(Counter(per_person.values()).items())),
               "api_requests": client.stats["api_requests"], "downloads": client.stats["downloads"],
@@ -213,19 +224,29 @@ class _Fetch:
             self.journal.append(row)
 
 
-def _listings(run: _Fetch, people: list[dict[str, Any]], progress: bool) -> dict[str, list[dict[str, Any]]]:
-    """Each person's candidate files, in route order, at most `max_images_per_person`:
-    [{"file", "routes", "info"}] (info: imageinfo when the listing brought it). Journalled per
-    person, so a resumed run does not ask again; a person without any gets one file-less row."""
+def _known_listings(rows: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The listings earlier runs made: journalled listings, and the file rows of a completed
+    earlier table (there, a person's listing is their rows)."""
     out: dict[str, list[dict[str, Any]]] = {}
     earlier: dict[str, list[dict[str, Any]]] = {}  # file rows by person (a completed earlier table's included)
-    for r in run.rows.values():
+    for r in rows.values():
         if "candidates" in r:
-            out[r["person_id"]] = [{**c, "info": None} for c in r["candidates"]]
+            out[r["person_id"]] = [{"file": c["file"], "routes": c["routes"]} for c in r["candidates"]]
         else:
             earlier.setdefault(r["person_id"], []).append(r)
-    for pid, rows in earlier.items():  # people a completed earlier table holds: their listing is their rows
-        out.setdefault(pid, [{"file": r["file"], "routes": r.get("routes") or [], "info": None} for r in rows])
+    for pid, file_rows in earlier.items():
+        out.setdefault(pid, [{"file": r["file"], "routes": r.get("routes") or []} for r in file_rows])
+    return out
+
+
+def _listings(run: _Fetch, people: list[dict[str, Any]], known: dict[str, list[dict[str, Any]]], progress: bool
+              ) -> dict[str, list[dict[str, Any]]]:
+    """Each of `people`'s candidate files, in route order, at most `max_images_per_person`:
+    [{"file", "routes", "info"}] (info: imageinfo when the listing brought it). Journalled per
+    person, so a resumed run does not ask again (`known`: earlier runs' listings); a person
+    without any gets one file-less row."""
+    out = {p["person_id"]: [{**c, "info": None} for c in known[p["person_id"]]] for p in people
+           if p["person_id"] in known}
     wanted = [p for p in people if p["person_id"] not in out]
     media = _wikidata_media(run, wanted)
     with Progress(disable=not progress or len(wanted) < 20, transient=True) as bar:

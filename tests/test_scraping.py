@@ -412,6 +412,23 @@ def test_rerun_skips_done_people_and_retry_failed(named_root, server, corpus):
     assert len(rows) == len(first) and len({r["person_id"] for r in rows}) == len(rows)
 
 
+def test_people_in_chunks_give_the_rows_of_one_pass(tmp_path, named_root, server, monkeypatch):
+    """Listing and fetching go chunk by chunk (so a million people's listings are never held at
+    once); the table is the same as one pass's, person by person, and so are the requests made."""
+    import scraping.images
+
+    whole = tmp_path / "whole"
+    shutil.copytree(named_root, whole)
+    fetch_images(ImagesConfig(http=http(server)), whole, progress=False)
+    one_pass = len([e for e in server.log if e.endpoint == "upload"])
+    server.clear_log()
+    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 7)
+    s = fetch_images(ImagesConfig(http=http(server)), named_root, progress=False)
+    rows = image_rows(named_root)
+    assert rows == image_rows(whole) and s.counts["fetched_now"] == len(rows) > 2 * 7
+    assert len([e for e in server.log if e.endpoint == "upload"]) == one_pass  # each file downloaded once
+
+
 _RUN_IMAGES = textwrap.dedent("""
     import sys
     from scraping.config import HttpConfig, ImagesConfig
