@@ -95,7 +95,7 @@ def _items(name: str, counts: dict) -> int:
 
 
 # -- faces ------------------------------------------------------------------------------------------------
-def faces_size(people: int, work: Path) -> list[dict]:
+def faces_size(people: int, work: Path, until: str = FACES_STAGES[-1]) -> list[dict]:
     from scraping.config import ImagesConfig, NamesConfig
     from wikifaces.fixtures.standin import StandinServer, build_corpus
     from wikifaces.pipeline import STAGES
@@ -110,13 +110,14 @@ def faces_size(people: int, work: Path) -> list[dict]:
             "names": names.model_copy(update={"http": names.http.model_copy(update=http)}),
             "images": ImagesConfig().model_copy(update={"http": ImagesConfig().http.model_copy(update=http)}),
         }
-        for stage in FACES_STAGES:
+        for stage in FACES_STAGES[: FACES_STAGES.index(until) + 1]:
             config = configs.get(stage) or STAGES[stage].config()
             if stage == "dedup":
                 config = STAGES[stage].config(source="faces")
             rows.append(run_stage(stage, config.model_dump(mode="json"), root))
             print(_row(people, rows[-1]), flush=True)
-    rows[FACES_STAGES.index("images")]["files"] = _downloaded(root / "raw" / "wikipedia" / "images.jsonl")
+    if len(rows) > 1:
+        rows[FACES_STAGES.index("images")]["files"] = _downloaded(root / "raw" / "wikipedia" / "images.jsonl")
     return rows
 
 
@@ -236,7 +237,10 @@ def paper(rows: list[dict], people: int) -> None:
     Per person, the rehearsal's API requests and downloaded files; per downloaded file, its bytes
     per pixel at a 960 px thumbnail of the median aspect (the stand-in serves files narrower than
     that as they are; Commons portraits mostly are wider); per image, face and record, the rates
-    and disk of this machine. Only `people` is an assumption: set it with --paper-people."""
+    and disk of this machine. Only `people` is an assumption: set it with --paper-people. Dedup's
+    share removed is not carried over: the stand-in draws its files from about a hundred
+    photographs, so most of its faces are near-duplicates of one another, which Commons' are not;
+    the published count is given as at most the identity-checked faces."""
     from scraping.config import HttpConfig, ImagesConfig
 
     http, width = HttpConfig(), ImagesConfig().thumb_width
@@ -248,16 +252,18 @@ def paper(rows: list[dict], people: int) -> None:
     thumb_bytes = files["bytes"] / files["pixels"] * width * width * files["median_aspect"]
     scale = people / n
     items = {"names": people, "images": round(files["files"] * scale), "detect": round(c["detect"]["images"] * scale),
-             "identity": round(c["identity"]["faces"] * scale), "dedup": round(c["dedup"]["records"] * scale),
-             "publish": round(c["publish"]["records"] * scale)}
+             "identity": round(c["identity"]["faces"] * scale), "dedup": round(c["identity"]["kept"] * scale),
+             "publish": round(c["identity"]["kept"] * scale)}
     requests = people * per_person["requests"] + people / 50  # + page ids of the people found, 50 a request
     download_bytes = items["images"] * thumb_bytes
     hours = {"names": people / 50 / http.api_requests_per_second / 3600,
              "images": (requests / http.api_requests_per_second + download_bytes / http.download_bytes_per_second)
              / 3600}
-    for stage in ("detect", "identity", "dedup", "publish"):
+    compute = ("detect", "identity", "dedup", "publish")
+    for stage in compute:
         hours[stage] = items[stage] / by[stage]["rate"] / 3600
-    disk = download_bytes + sum(by[s]["disk_mib"] * 2**20 * scale for s in ("detect", "identity", "dedup", "publish"))
+    per_item = {s: by[s]["disk_mib"] * 2**20 / max(by[s]["items"], 1) for s in compute}
+    disk = download_bytes + sum(per_item[s] * items[s] for s in per_item)
     print(f"\nthe real run on paper: {people:,} people (rehearsal's funnel from {n:,} stand-in people), "
           f"API {http.api_requests_per_second:g} requests/s, downloads {http.download_bytes_per_second * 8 / 1e6:g} "
           f"Mbit/s, {width} px thumbnails ({thumb_bytes / 1e3:,.0f} kB each at the rehearsal's bytes per pixel)")
@@ -271,9 +277,12 @@ def paper(rows: list[dict], people: int) -> None:
     polite = hours["names"] + hours["images"]
     print(f"real run polite hours (names + images, bound by Wikimedia's limits): {polite:.0f}")
     print(f"real run compute hours on this machine (detect, identity, dedup, publish): "
-          f"{sum(hours[s] for s in ('detect', 'identity', 'dedup', 'publish')):.0f}")
+          f"{sum(hours[s] for s in compute):.0f}")
     print(f"real run disk GB: {disk / 1e9:.0f}")
-    print(f"real run published faces: {items['publish']:,}")
+    print(f"funnel per person: files {items['images'] / people:.2f}, faces {items['identity'] / people:.2f}, "
+          f"identity-checked {items['dedup'] / people:.2f} (dedup removed {c['dedup']['removed'] / n:.2f} a person "
+          "on the stand-in, whose files come from about a hundred photographs: not carried over)")
+    print(f"real run published faces (at most): {items['publish']:,}")
 
 
 # -- report -------------------------------------------------------------------------------------------------
@@ -285,19 +294,34 @@ def _row(size: int, r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("build", choices=("faces", "lsun"))
-    ap.add_argument("--sizes", type=int, nargs="+", required=True, help="people (faces) or images (lsun)")
+    ap.add_argument("--sizes", type=int, nargs="+", help="people (faces) or images (lsun)")
+    ap.add_argument("--until", choices=FACES_STAGES, default=FACES_STAGES[-1],
+                    help="faces: run the stages up to this one (the rest need it)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="report from an earlier run's results.json instead of running the builds")
     ap.add_argument("--paper-people", type=int, default=1_000_000,
                     help="people of the full run worked out on paper from the faces rehearsal")
     ap.add_argument("--work", type=Path, default=None,
                     help="where the data roots go (default: a temporary folder); generated LSUN sources are kept "
                          "there and reused")
     args = ap.parse_args()
-    sizes = sorted(args.sizes)
-    work = Path(tempfile.mkdtemp(prefix="wikifaces-scale-", dir=args.work))
+    if not args.sizes and not args.results:
+        ap.error("give --sizes (to run) or --results (to report from an earlier run)")
     print(f"{'size':>9} {'stage':<12}{'items':>10}{'seconds':>9}{'items/s':>10}{'peak MiB':>10}{'private MiB':>13}"
           f"{'disk MiB':>10}")
-    sources = args.work or work  # generated LSUN sources outlive a run's work folder when --work is given
-    results = {n: faces_size(n, work) if args.build == "faces" else lsun_size(n, work, sources) for n in sizes}
+    if args.results:
+        work = args.results.parent
+        results = {int(k): v for k, v in json.loads(args.results.read_text()).items()}
+        for n, rows in results.items():
+            for r in rows:
+                print(_row(n, r))
+    else:
+        work = Path(tempfile.mkdtemp(prefix="wikifaces-scale-", dir=args.work))
+        sources = args.work or work  # generated LSUN sources outlive a run's work folder when --work is given
+        results = {n: faces_size(n, work, args.until) if args.build == "faces" else lsun_size(n, work, sources)
+                   for n in sorted(args.sizes)}
+        (work / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
+    sizes = sorted(results)
     small, large = results[sizes[0]], results[sizes[-1]]
     for a, b in zip(small, large, strict=True):
         print(f"memory growth ratio {a['stage']}: {b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f}")
@@ -307,9 +331,8 @@ def main() -> None:
     if args.build == "lsun":
         hours = sum(LSUN_BEDROOM / r["rate"] for r in large if r["rate"]) / 3600
         print(f"lsun build hours at {LSUN_BEDROOM} (extrapolated): {hours:.2f}")
-    if args.build == "faces":
+    if args.build == "faces" and len(large) == len(FACES_STAGES):
         paper(large, args.paper_people)
-    (work / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1, default=str))
     print(f"work folder: {work}")
 
 
