@@ -254,9 +254,10 @@ def paper(rows: list[dict], people: int) -> None:
     items = {"names": people, "images": round(files["files"] * scale), "detect": round(c["detect"]["images"] * scale),
              "identity": round(c["identity"]["faces"] * scale), "dedup": round(c["identity"]["kept"] * scale),
              "publish": round(c["identity"]["kept"] * scale)}
-    requests = people * per_person["requests"] + people / 50  # + page ids of the people found, 50 a request
+    page_ids = people / 50  # names: the page ids of the people a Wikidata source found, 50 a request
+    requests = people * per_person["requests"]  # images: listings and imageinfo
     download_bytes = items["images"] * thumb_bytes
-    hours = {"names": people / 50 / http.api_requests_per_second / 3600,
+    hours = {"names": page_ids / http.api_requests_per_second / 3600,
              "images": (requests / http.api_requests_per_second + download_bytes / http.download_bytes_per_second)
              / 3600}
     compute = ("detect", "identity", "dedup", "publish")
@@ -272,7 +273,9 @@ def paper(rows: list[dict], people: int) -> None:
         print(f"{stage:<10}{items[stage]:>14,}{hours[stage]:>12.1f}  {SPREADS[stage]}")
     print(f"api requests per person: {per_person['requests']:.2f}")
     print(f"files per person: {per_person['files']:.2f}")
-    print(f"real run api requests: {requests:,.0f}")
+    print(f"real run api requests: {requests + page_ids:,.0f}")
+    print(f"real run api hours: {(requests + page_ids) / http.api_requests_per_second / 3600:.0f}")
+    print(f"real run download hours: {download_bytes / http.download_bytes_per_second / 3600:.0f}")
     print(f"real run download GB: {download_bytes / 1e9:.0f}")
     polite = hours["names"] + hours["images"]
     print(f"real run polite hours (names + images, bound by Wikimedia's limits): {polite:.0f}")
