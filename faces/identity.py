@@ -229,6 +229,7 @@ def check_identities(config: IdentityConfig, root: str | os.PathLike[str] | Data
     index = {m["key"]: i for i, m in enumerate(metas)}
     descriptors = np.zeros((len(metas), 128), np.float32)
     described = np.zeros(len(metas), bool)
+    journal = _journal(data)
 
     def record(result: list[tuple[str, str]]) -> None:
         for key, b64 in result:
@@ -236,7 +237,6 @@ def check_identities(config: IdentityConfig, root: str | os.PathLike[str] | Data
             i = index[key]
             descriptors[i], described[i] = _decode(b64), True
 
-    journal = _journal(data)
     for key, row in journal.rows():  # streamed: the journal holds every face ever described
         if (i := index.get(key)) is not None:
             descriptors[i], described[i] = _decode(row["d"]), True

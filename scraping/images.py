@@ -160,11 +160,10 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
         for start in range(0, len(people), CHUNK_PEOPLE):
             chunk = people[start : start + CHUNK_PEOPLE]
             listings = _listings(run, chunk, known, progress)
-            keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p in chunk
-                    for c in listings.get(p["person_id"], [])]
-            todo = [(p, c) for p in chunk for c in listings.get(p["person_id"], [])
-                    if (k := row_key({"person_id": p["person_id"], "file": c["file"]})) not in done
-                    or (config.retry_failed and done[k]["status"] in RETRYABLE)]
+            pairs = [(p, c) for p in chunk for c in listings.get(p["person_id"], [])]
+            keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p, c in pairs]
+            todo = [pc for pc, k in zip(pairs, keys, strict=True)
+                    if k not in done or (config.retry_failed and done[k]["status"] in RETRYABLE)]
             _fetch(run, todo, progress)
             fetched += len(todo)
             order.extend(keys)

@@ -469,7 +469,7 @@ def test_publish_refuses_a_damaged_keep_list(pipeline_root, tmp_path, keep):
     shutil.copytree(pipeline_root.root / checked / "shards", tmp_path / checked / "shards")
     (tmp_path / checked / "dedup").mkdir()
     np.save(tmp_path / checked / "dedup" / "keep.npy", np.array(keep, np.int64))
-    with pytest.raises(UserError, match="keep.npy .* repeats records or names records the candidates lack"):
+    with pytest.raises(UserError, match=r"keep\.npy .* repeats records or names records the candidates lack"):
         publish_dataset(PublishConfig(), DataRoot(tmp_path))
     assert not (tmp_path / "processed" / "faces-64" / "manifest.json").exists()
     np.save(tmp_path / checked / "dedup" / "keep.npy", np.array([0, 1], np.int64))
