@@ -247,9 +247,10 @@ class Dataset(Sequence[Record]):
             if lo >= hi:
                 continue
             with self._env(shard).begin(buffers=True) as txn:
+                blocks: dict[int, Any] = {}  # in order: each block looked up once, not once a record
                 for g in range(lo, hi):
                     local = g - self._offsets[shard]
-                    yield (g, bytes(self._image(txn, local, shard)),
+                    yield (g, bytes(self._image(txn, local, shard, blocks)),
                            orjson.loads(self._get(txn, meta_key(local), shard)))
 
     def iter_meta(self) -> Iterator[dict[str, Any]]:
