@@ -46,9 +46,10 @@ def _distance(codes: np.ndarray, i: int, j: int) -> int:
 
 @numba.njit(parallel=True, cache=True)
 def _probe(codes, words, shifts, masks, orders, sorted_codes, starts, start_off, flips, flip_off, radius, t,
-           lo, hi, out, fill, resume):
-    """Thread k scans codes lo[k] <= i < hi[k], writing into out[k]. When out[k] cannot take all of
-    a code's pairs it drops that code's partial output, stops, and sets resume[k] to it."""
+           lo, hi, out, fill, resume, queries, self_join):
+    """Thread k scans queries lo[k] <= i < hi[k], writing into out[k]. When out[k] cannot take all of
+    a query's pairs it drops that query's partial output, stops, and sets resume[k] to it. In a
+    self-join the queries are the indexed codes and only pairs i < j are reported."""
     m = words.shape[0]
     nw = codes.shape[1]
     cap = out.shape[1]
@@ -59,25 +60,25 @@ def _probe(codes, words, shifts, masks, orders, sorted_codes, starts, start_off,
             start_pos = pos
             overflow = False
             for c in range(m):
-                key = (codes[i, words[c]] >> shifts[c]) & masks[c]
+                key = (queries[i, words[c]] >> shifts[c]) & masks[c]
                 wc = words[c]
                 for f in range(flip_off[c], flip_off[c + 1]):
                     base = start_off[c] + np.int64(key ^ flips[f])
                     for p in range(starts[base], starts[base + 1]):
                         # a cheap look at this word first: most candidates fail it
-                        if _popcount(codes[i, wc] ^ sorted_codes[c, p]) > t:
+                        if _popcount(queries[i, wc] ^ sorted_codes[c, p]) > t:
                             continue
                         j = orders[c, p]
-                        if j <= i:
+                        if self_join and j <= i:
                             continue
                         d = 0
                         for w in range(nw):
-                            d += _popcount(codes[i, w] ^ codes[j, w])
+                            d += _popcount(queries[i, w] ^ codes[j, w])
                         if d > t:
                             continue
                         first = True  # report from the first substring that can find this pair
                         for c2 in range(c):
-                            x = ((codes[i, words[c2]] ^ codes[j, words[c2]]) >> shifts[c2]) & masks[c2]
+                            x = ((queries[i, words[c2]] ^ codes[j, words[c2]]) >> shifts[c2]) & masks[c2]
                             if _popcount(x) <= radius:
                                 first = False
                                 break
@@ -156,16 +157,25 @@ def plan_chunks(n: int, words: int, threshold: int) -> tuple[int, int]:
 
 
 def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
-               per_word: int | None = None, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+               per_word: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+               queries: np.ndarray | None = None) -> np.ndarray:
     """Every pair (i, j, distance) with i < j and distance <= threshold, as an int64 (K, 3) array
     sorted by (i, j). Identical codes are pairs too (distance 0): collapse them first when there
     are many copies, since k copies make k(k-1)/2 pairs. `on_progress(done, n)` is called as
-    the codes are probed (in 16 steps), for a progress bar on millions of codes."""
+    the codes are probed (in 16 steps), for a progress bar on millions of codes.
+
+    With `queries` (codes of the same width), the pairs are instead (query index q, code index j,
+    distance) for every query within the threshold of an indexed code: one index, other probes
+    (dedup's re-framed copies of each picture against every picture's own code)."""
     c = as_words(codes)
     n, words = c.shape
     if threshold < 0:
         raise ValueError("threshold must be >= 0")
-    if n < 2:
+    self_join = queries is None
+    q = c if queries is None else as_words(queries)
+    if q.shape[1] != words:
+        raise ValueError(f"queries have {q.shape[1]} words, codes {words}")
+    if (n < 2 and self_join) or n == 0 or len(q) == 0:
         return np.zeros((0, 3), np.int64)
     if per_word is None:
         per_word, radius = plan_chunks(n, words, threshold)
@@ -207,8 +217,9 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
     # Work is cut into many more ranges than threads, so that dense regions spread out; the ranges
     # are probed in 16 steps of a few ranges each (one parallel call a step) to report progress.
     threads = threads or numba.get_num_threads()
-    parts = max(1, min(n, threads * 64))
-    edges = np.linspace(0, n, parts + 1).astype(np.int64)
+    nq = len(q)
+    parts = max(1, min(nq, threads * 64))
+    edges = np.linspace(0, nq, parts + 1).astype(np.int64)
     cap = 1 << 16
     chunks = []
     for step in np.array_split(np.arange(parts), min(parts, 16)):
@@ -217,7 +228,7 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
             out = np.empty((len(lo), cap, 3), np.int64)
             fill = np.zeros(len(lo), np.int64)
             resume = np.zeros(len(lo), np.int64)
-            _probe(*args, lo, hi, out, fill, resume)
+            _probe(*args, lo, hi, out, fill, resume, q, self_join)
             chunks.extend(out[k, : fill[k]].copy() for k in range(len(lo)) if fill[k])
             todo = resume < hi
             if not todo.any():
@@ -225,16 +236,23 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
             lo, hi = resume[todo], hi[todo]
             cap *= 2  # buffers were too small for these ranges: go on with bigger ones
         if on_progress is not None:
-            on_progress(int(edges[step[-1] + 1]), n)
+            on_progress(int(edges[step[-1] + 1]), nq)
     del out, sorted_codes, orders, starts
     pairs = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.int64)
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))
     return pairs[order]
 
 
-def brute_force_pairs(codes: np.ndarray, threshold: int) -> np.ndarray:
+def brute_force_pairs(codes: np.ndarray, threshold: int, queries: np.ndarray | None = None) -> np.ndarray:
     """The same pairs by comparing every code with every other: O(N^2), for tests and small sets."""
     c = as_words(codes)
+    if queries is not None:
+        q = as_words(queries)
+        d = np.zeros((len(q), len(c)), np.int64)
+        for w in range(c.shape[1]):
+            d += np.bitwise_count(q[:, w, None] ^ c[None, :, w])
+        qi, j = np.nonzero(d <= threshold)
+        return np.stack([qi, j, d[qi, j]], axis=1).astype(np.int64)
     counts = np.zeros(c.shape[0], np.int64)
     _brute_count(c, threshold, counts)
     offsets = np.zeros_like(counts)
