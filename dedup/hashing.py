@@ -2,9 +2,14 @@
 
 Each record is decoded as grey at full size (for the pixel checksum and its resolution),
 shrunk with area averaging to a small square, then hashed with imagehash (phash, dhash, whash
-or ahash, 64 bits). Work is split into parts of consecutive records; each part is hashed in a
-worker process straight from the shards and saved as soon as it is done, so a killed run
-resumes at the first missing part. A new threshold never rehashes: the search reads the file.
+or ahash, 64 bits). Beside that code, two re-framed copies of the picture are hashed too
+(`PROBES`: its centre enlarged 1.1x, and its top enlarged 1.125x): a crop, a border or a caption
+bar under the picture moves the whole picture's hash far, but brings one of these close to the
+other picture's own hash, so the search can propose the pair and verification can judge it.
+
+Work is split into parts of consecutive records; each part is hashed in a worker process
+straight from the shards and saved as soon as it is done, so a killed run resumes at the first
+missing part. A new threshold never rehashes: the search reads the file.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ PART_SIZE = 20_000
 _FUNCS: dict[str, Callable[..., imagehash.ImageHash]] = {
     "phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash.whash, "ahash": imagehash.average_hash,
 }
+# Re-framed copies hashed beside each picture: (name, enlargement, vertical anchor 0 top .. 1 bottom).
+# Chosen with bench/dedup_verify.py: centre 1.1x finds crops of 5-10 % and borders, top 1.125x a
+# caption bar of 1/8 of the height under the picture.
+PROBES: tuple[tuple[str, float, float], ...] = (("centre", 1.1, 0.5), ("top", 1.125, 0.0))
 
 
 @dataclass
@@ -48,24 +57,28 @@ class Hashes:
     sha_pixels: np.ndarray  # S16: of the decoded grey pixels and their shape
     method: str
     parts_computed: int = 0  # how many parts this run hashed (the rest were reused)
+    probes: np.ndarray | None = None  # uint64 (N, len(PROBES)): the re-framed copies' codes; None: not hashed
 
     def __len__(self) -> int:
         return len(self.pixels)
 
     def save(self, path: str | os.PathLike[str]) -> None:
+        extra = {} if self.probes is None else {"probes": self.probes}
         with atomic_open(path) as fh:
             np.savez(fh, codes=self.codes, pixels=self.pixels, status=self.status, sha_bytes=self.sha_bytes,
-                     sha_pixels=self.sha_pixels, method=np.array(self.method))
+                     sha_pixels=self.sha_pixels, method=np.array(self.method), **extra)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Hashes:
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["codes"], z["pixels"], z["status"], z["sha_bytes"], z["sha_pixels"], str(z["method"]))
+            return cls(z["codes"], z["pixels"], z["status"], z["sha_bytes"], z["sha_pixels"], str(z["method"]),
+                       probes=z["probes"] if "probes" in z.files else None)
 
     @classmethod
     def concat(cls, parts: list[Hashes]) -> Hashes:
+        probes = None if any(p.probes is None for p in parts) else np.concatenate([p.probes for p in parts])
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                     ("codes", "pixels", "status", "sha_bytes", "sha_pixels")), parts[0].method)
+                     ("codes", "pixels", "status", "sha_bytes", "sha_pixels")), parts[0].method, probes=probes)
 
 
 def _bits_to_uint64(bits: np.ndarray) -> np.ndarray:
@@ -77,15 +90,39 @@ def _bits_to_uint64(bits: np.ndarray) -> np.ndarray:
 
 def hash_bytes(data: bytes, method: str = "phash") -> tuple[np.ndarray | None, int, bytes, bytes, str]:
     """(code words or None, pixels, sha256[:16] of bytes, of pixels, error) for one encoded image."""
+    code, _, pixels, sha_b, sha_p, error = hash_record(data, method, probes=False)
+    return code, pixels, sha_b, sha_p, error
+
+
+def hash_record(data: bytes, method: str = "phash", probes: bool = True
+                ) -> tuple[np.ndarray | None, np.ndarray | None, int, bytes, bytes, str]:
+    """(code words or None, the re-framed copies' codes (len(PROBES),) or None, pixels, sha256[:16]
+    of bytes, of pixels, error) for one encoded image."""
     sha_b = hashlib.sha256(data).digest()[:16]
     grey = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if grey is None or grey.size == 0:
-        return None, 0, sha_b, b"", "the image does not decode"
+        return None, None, 0, sha_b, b"", "the image does not decode"
     h, w = grey.shape
     sha_p = hashlib.sha256(grey.tobytes() + f"{h}x{w}".encode()).digest()[:16]
+    code = hash_grey(grey, method)
+    framed = np.concatenate([hash_grey(reframe(grey, z, anchor), method) for _, z, anchor in PROBES]) if probes \
+        else None
+    return code, framed, h * w, sha_b, sha_p, ""
+
+
+def hash_grey(grey: np.ndarray, method: str = "phash") -> np.ndarray:
+    """The code words of a grey picture: area-averaged to 64 px square, then imagehash's `method`."""
     small = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA)
-    code = _bits_to_uint64(_FUNCS[method](Image.fromarray(small), hash_size=8).hash)
-    return code, h * w, sha_b, sha_p, ""
+    return _bits_to_uint64(_FUNCS[method](Image.fromarray(small), hash_size=8).hash)
+
+
+def reframe(img: np.ndarray, enlarge: float, anchor: float = 0.5) -> np.ndarray:
+    """The part of a picture that fills the frame when it is enlarged `enlarge` times: centred
+    across, at `anchor` down (0 its top, 0.5 its middle, 1 its bottom)."""
+    h, w = img.shape[:2]
+    ch, cw = max(1, round(h / enlarge)), max(1, round(w / enlarge))
+    y, x = round((h - ch) * anchor), (w - cw) // 2
+    return img[y : y + ch, x : x + cw]
 
 
 def hash_part(dataset: str, start: int, stop: int, method: str) -> tuple[Hashes, list[dict[str, Any]]]:
@@ -94,6 +131,7 @@ def hash_part(dataset: str, start: int, stop: int, method: str) -> tuple[Hashes,
     ds = open_dataset(dataset)
     n = stop - start
     codes = np.zeros((n, 1), np.uint64)
+    probes = np.zeros((n, len(PROBES)), np.uint64)
     pixels = np.zeros(n, np.int64)
     status = np.zeros(n, np.int8)
     sha_b = np.zeros(n, "S16")
@@ -101,14 +139,14 @@ def hash_part(dataset: str, start: int, stop: int, method: str) -> tuple[Hashes,
     rejected = []
     for i, data, meta in ds.iter_encoded(start, stop):
         k = i - start
-        code, pixels[k], sha_b[k], sha_p[k], error = hash_bytes(data, method)
+        code, framed, pixels[k], sha_b[k], sha_p[k], error = hash_record(data, method)
         if code is None:
             status[k] = CORRUPT
             rejected.append({"index": i, "key": meta.get("key"), "status": "corrupt", "reason": error})
         else:
-            codes[k] = code
+            codes[k], probes[k] = code, framed
     ds.close()
-    return Hashes(codes, pixels, status, sha_b, sha_p, method), rejected
+    return Hashes(codes, pixels, status, sha_b, sha_p, method, probes=probes), rejected
 
 
 @dataclass
@@ -159,7 +197,8 @@ def finish_hashing(plan: HashPlan) -> Hashes:
     final = plan.out_dir / f"hashes-{plan.method}.npz"
     if not plan.names:
         hashes = Hashes(np.zeros((0, 1), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int8),
-                        np.zeros(0, "S16"), np.zeros(0, "S16"), plan.method)
+                        np.zeros(0, "S16"), np.zeros(0, "S16"), plan.method,
+                        probes=np.zeros((0, len(PROBES)), np.uint64))
     else:
         missing = [p.name for p in plan.names if not p.exists()]
         if missing:

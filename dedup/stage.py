@@ -2,9 +2,11 @@
 
 Order of work: hashes (computed once per method and saved), exact duplicates (identical bytes
 or pixels), then candidate pairs from the multi-index search (every pair of codes within the
-threshold, identical codes included). With `verify` (the default) each candidate pair is checked
-on its pixels (dedup.verify: a near-similarity alignment, then tile-wise correlation) and only
-the pairs that pass are links; without it the hash distance alone decides. Groups are the
+threshold, identical codes included). With `verify` (the default) the re-framed copies' codes
+propose more pairs (crops, borders, caption bars: dedup.hashing.PROBES), each candidate pair is
+checked on its pixels (dedup.verify: a near-similarity alignment, then tile-wise correlation),
+the closest first within a budget, in parts through the executor, and only the pairs that pass
+are links; without it the hash distance alone decides. Groups are the
 components of the links; in each, one record is kept by an explicit rule (largest resolution,
 then lowest key). A new threshold or verification setting never rehashes.
 """
@@ -25,15 +27,15 @@ from rich.progress import Progress
 
 from shards import dataset_fingerprint, is_complete, open_dataset
 from shards.sheet import write_png
-from wikifaces.core.errors import BadConfig, MissingInput
-from wikifaces.core.executor import Executor
+from wikifaces.core.errors import MissingInput
+from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_open, atomic_write_json
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import write_jsonl
 
 from .clusters import KEEP_RULE, components, hamming, select_keepers
 from .config import DedupConfig, DedupStageConfig
-from .hashing import CORRUPT, Hashes, hash_images
+from .hashing import CORRUPT, PROBES, Hashes, hash_images
 from .search import find_pairs
 from .verify import prepare, verify
 
@@ -60,7 +62,9 @@ def default_out_dir(dataset: str | os.PathLike[str]) -> Path:
 def _hash_stamp(config: DedupConfig, dataset: Path) -> dict[str, Any]:
     want: dict[str, Any] = {"dataset": dataset_fingerprint(dataset), "method": config.method}
     if config.method == "ae":
-        want.update(bits=config.ae_bits, epochs=config.ae_epochs, seed=config.seed)
+        want.update(bits=config.ae_bits, epochs=config.ae_epochs, seed=config.seed, edits=config.ae_edits)
+    else:  # hashes saved before the re-framed copies were hashed are stale once, then never again
+        want["probes"] = [list(p) for p in PROBES]
     return want
 
 
@@ -89,7 +93,7 @@ def load_or_hash(config: DedupConfig, dataset: Path, out_dir: Path, progress: bo
     if config.method == "ae":
         from .ae import ae_hash_images
 
-        hashes = ae_hash_images(dataset, config.ae_bits, config.ae_epochs, config.seed)
+        hashes = ae_hash_images(dataset, config.ae_bits, config.ae_epochs, config.seed, edits=config.ae_edits)
         hashes.save(path)
     else:
         hashes = hash_images(dataset, out_dir, config.method, config.workers, config.part_size, progress, executor)
@@ -139,19 +143,19 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     n = len(hashes)
     valid = hashes.status != CORRUPT
     exact, same_code, near, near_rec = _links(config, hashes, valid, progress)
+    framed = _framed(config, hashes, valid, near_rec, progress)
+    via = {(a, b): (int(k), int(d)) for a, b, _, d, k in framed.tolist()}
+    proposed_at = np.concatenate([near_rec[:, 2], framed[:, 3]])  # the distance that made each a candidate
+    near_rec = np.concatenate([near_rec, framed[:, :3]])
     ds = open_dataset(dataset)
     agreement: dict[tuple[int, int], float] = {}
     candidates = len(same_code) + len(near_rec)
+    checked, reached = 0, None
     if config.verify:
-        if candidates > config.max_verified_pairs:
-            ds.close()
-            raise BadConfig(
-                f"{candidates:,} candidate pairs within hash distance {config.candidate_threshold} to verify, more "
-                f"than max_verified_pairs ({config.max_verified_pairs:,}; about 5 ms each): lower "
-                "--candidate-threshold, or pass --no-verify to trust the hash alone (--threshold)")
-        same_code, near_rec, agreement = _verified(config, ds, same_code, near_rec, progress)
+        same_code, near_rec, agreement, checked, reached = _verified(config, dataset, same_code, near_rec,
+                                                                     proposed_at, progress, executor)
     labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
-    clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement)
+    clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via)
     removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
     keep_mask = valid.copy()
     keep_mask[removed] = False
@@ -173,12 +177,15 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     counts = {
         "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
         "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
-        "candidate_pairs": candidates, "verified_pairs": len(agreement),
-        "verified_links": sum(1 for a in agreement.values() if a >= config.min_agreement),
+        "candidate_pairs": candidates, "framed_pairs": len(framed),
+        "framed_links": sum(1 for a, b in near_rec[:, :2].tolist() if (min(a, b), max(a, b)) in via),
+        "verified_pairs": checked, "unverified_pairs": candidates - checked if config.verify else 0,
+        "verified_up_to_distance": reached, "verified_links": len(agreement),
         "largest_cluster": max((c["size"] for c in clusters), default=0),
         "cluster_sizes": dict(sorted(Counter(c["size"] for c in clusters).items())),
     }
     summary = {"method": config.method, "threshold": _radius(config), "verify": config.verify,
+               "probe_threshold": config.probe_threshold if config.verify else None,
                "min_agreement": config.min_agreement if config.verify else None, "keep_rule": KEEP_RULE,
                "dataset": str(dataset), **counts}
     atomic_write_json(out / "summary.json", summary)
@@ -202,46 +209,123 @@ def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: boo
     return exact, same_code, near, near_rec
 
 
+def _framed(config: DedupConfig, hashes: Hashes, valid: np.ndarray, near_rec: np.ndarray, progress: bool = False
+            ) -> np.ndarray:
+    """With verification, the candidate pairs proposed by a re-framed copy: (i, j, distance of
+    their own codes, distance of the re-framed copy to the other's code, which re-framing), i < j,
+    each pair once and none already proposed by the codes themselves."""
+    empty = np.zeros((0, 5), np.int64)
+    if not config.verify or config.probe_threshold is None or hashes.probes is None or not valid.any():
+        return empty
+    idx = np.flatnonzero(valid)
+    uniq, first, inverse = np.unique(hashes.codes[idx], axis=0, return_index=True, return_inverse=True)
+    rep = idx[first[inverse.ravel()]]  # pairs are between the first records of their codes, as near_rec's
+    found = []
+    with Progress(disable=not progress or len(idx) < 100_000, transient=True) as bar:
+        for k, (name, _, _) in enumerate(PROBES):
+            task = bar.add_task(f"searching re-framed copies ({name}) within {config.probe_threshold}",
+                                total=len(idx))
+            q = find_pairs(uniq, config.probe_threshold, queries=hashes.probes[idx, k],
+                           on_progress=lambda done, _, t=task: bar.update(t, completed=done))
+            a, b = rep[q[:, 0]], idx[first[q[:, 1]]]
+            found.append(np.stack([a, b, q[:, 2], np.full(len(q), k)], axis=1))
+    rows = np.concatenate(found).astype(np.int64)
+    rows = rows[rows[:, 0] != rows[:, 1]]
+    rows[:, :2] = np.sort(rows[:, :2], axis=1)
+    rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # the closest re-framing first
+    keys = rows[:, 0] * len(hashes) + rows[:, 1]
+    rows = rows[np.unique(keys, return_index=True)[1]]
+    keys = rows[:, 0] * len(hashes) + rows[:, 1]
+    rows = rows[~np.isin(keys, np.sort(near_rec[:, :2], axis=1) @ np.array([len(hashes), 1]))]
+    own = hamming(hashes.codes, rows[:, 0], rows[:, 1]) if len(rows) else np.zeros(0, np.int64)
+    return np.column_stack([rows[:, :2], own, rows[:, 2:]]).astype(np.int64) if len(rows) else empty
+
+
 def _radius(config: DedupConfig) -> int:
     return config.candidate_threshold if config.verify else config.threshold
 
 
-def _verified(config: DedupConfig, ds: Any, same_code: np.ndarray, near_rec: np.ndarray, progress: bool
-              ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], float]]:
-    """The candidate pairs that pass verification, and every checked pair's agreement. Pictures
-    are prepared once each (64 px grey, 4 kB) while their pairs are checked, in index order."""
-    pairs = np.concatenate([np.column_stack([same_code, np.zeros(len(same_code), np.int64)]), near_rec]
-                           ).astype(np.int64) if len(same_code) + len(near_rec) else np.zeros((0, 3), np.int64)
-    pairs = np.sort(pairs[:, :2], axis=1)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    cache: dict[int, np.ndarray] = {}
-    agreement: dict[tuple[int, int], float] = {}
-    with Progress(disable=not progress or len(pairs) < 1000, transient=True) as bar:
-        task = bar.add_task("verifying candidate pairs", total=len(pairs))
-        for i, j in pairs[order].tolist():
-            for k in (i, j):
-                if k not in cache:
-                    cache[k] = prepare(ds[k].image).astype(np.uint8)
-            agreement[(i, j)] = verify(cache[i].astype(np.float32), cache[j].astype(np.float32),
-                                       min_agreement=0.0).agreement
-            if len(cache) > 200_000:  # pairs come in index order: the low indices are done with
-                for k in sorted(cache)[:100_000]:
-                    if k < i:
-                        del cache[k]
-            bar.advance(task)
+def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_rec: np.ndarray,
+              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None
+              ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], float], int, int | None]:
+    """The candidate pairs that pass verification, their agreement, how many pairs were checked,
+    and the hash distance up to which candidates were checked. At most `max_verified_pairs` are checked, the
+    closest first (by the distance that proposed them): a bounded run whose summary says how far
+    it got, rather than a refusal or a run of days. Large sets are checked in parts through the
+    executor (local processes, or a Dask cluster), small ones here."""
+    pairs = np.concatenate([np.column_stack([same_code, np.zeros(len(same_code), np.int64)]),
+                            np.column_stack([near_rec[:, :2], proposed_at])]).astype(np.int64) \
+        if len(same_code) + len(near_rec) else np.zeros((0, 3), np.int64)
+    pairs[:, :2] = np.sort(pairs[:, :2], axis=1)
+    reached = int(pairs[:, 2].max()) if len(pairs) else None
+    if len(pairs) > config.max_verified_pairs:
+        order = np.argsort(pairs[:, 2], kind="stable")[: config.max_verified_pairs]
+        reached = int(pairs[order[-1], 2])
+        log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %d); the rest stay apart "
+                    "(max_verified_pairs)", f"{len(pairs):,}", f"{config.max_verified_pairs:,}", reached)
+        pairs = pairs[order]
+    pairs = np.unique(pairs[:, :2], axis=0)  # in index order: each part reads nearby records
+    parts = [pairs[a : a + VERIFY_PART] for a in range(0, len(pairs), VERIFY_PART)]
+    scores = np.zeros(0)
+    if len(parts) > 1:
+        got: dict[int, np.ndarray] = {}
+        fan_out(executor, verify_part, list(enumerate(parts)), str(dataset), on_result=lambda r: got.update([r]),
+                label="verifying candidate pairs", progress=progress, workers=config.workers)
+        scores = np.concatenate([got[k] for k in range(len(parts))])
+    elif parts:
+        with Progress(disable=not progress or len(pairs) < 1000, transient=True) as bar:
+            task = bar.add_task("verifying candidate pairs", total=len(pairs))
+            scores = verify_part((0, parts[0]), str(dataset), lambda: bar.advance(task))[1]
+    n = int(pairs.max()) + 1 if len(pairs) else 1
+    checked = pairs[:, 0] * n + pairs[:, 1]  # sorted, as the pairs are
 
     def passing(rows: np.ndarray) -> np.ndarray:
         if not len(rows):
             return rows
-        keep = [agreement[(min(a, b), max(a, b))] >= config.min_agreement for a, b in rows[:, :2].tolist()]
-        return rows[np.array(keep, bool)]
+        ends = np.sort(rows[:, :2], axis=1)
+        key = ends[:, 0] * n + ends[:, 1]
+        pos = np.minimum(np.searchsorted(checked, key), max(len(checked) - 1, 0))
+        ok = (checked[pos] == key) & (scores[pos] >= config.min_agreement) if len(checked) else np.zeros(len(key), bool)
+        return rows[ok]
 
-    return passing(same_code), passing(near_rec), agreement
+    linked = scores >= config.min_agreement
+    agreement = dict(zip(map(tuple, pairs[linked].tolist()), scores[linked].tolist(), strict=True))
+    return passing(same_code), passing(near_rec), agreement, len(pairs), reached
+
+
+VERIFY_PART = 50_000  # candidate pairs a part of fan-out (~2-3 minutes on one core)
+
+
+def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None) -> tuple[int, np.ndarray]:
+    """(part number, agreement of each (i, j) pair of the part), reading the pictures from the
+    dataset: a part of fan-out. Pictures are prepared once each (64 px grey, 4 kB) while their
+    pairs are checked, in index order."""
+    number, pairs = part
+    cv2.setNumThreads(1)
+    ds = open_dataset(dataset)
+    cache: dict[int, np.ndarray] = {}
+    out = np.zeros(len(pairs), np.float64)
+    try:
+        for k, (i, j) in enumerate(pairs.tolist()):
+            for x in (i, j):
+                if x not in cache:
+                    cache[x] = prepare(ds[x].image).astype(np.uint8)
+            out[k] = verify(cache[i].astype(np.float32), cache[j].astype(np.float32), min_agreement=0.0).agreement
+            if len(cache) > 200_000:  # pairs come in index order: the low indices are done with
+                for x in sorted(cache)[:100_000]:
+                    if x < i:
+                        del cache[x]
+            if tick is not None:
+                tick()
+    finally:
+        ds.close()
+    return number, out
 
 
 def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, labels: np.ndarray,
               exact: np.ndarray, same_code: np.ndarray | None = None, near_rec: np.ndarray | None = None,
-              agreement: dict[tuple[int, int], float] | None = None
+              agreement: dict[tuple[int, int], float] | None = None,
+              via: dict[tuple[int, int], tuple[int, int]] | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(clusters with their members, one row per removed record): in each group one record is
     kept by the explicit rule (largest, then lowest key), the others removed with the reason."""
@@ -271,13 +355,18 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
             entries.append({"index": m, "key": key_of[m], "pixels": int(hashes.pixels[m]), "distance": d,
                             "agreement": agree, "kept": False})
             why = (f"identical to {key_of[keep]}" if is_exact else f"{config.method} distance {d} to {key_of[keep]}")
+            framing = None if other is None else (via or {}).get((min(m, other), max(m, other)))
             if agree is not None and not is_exact:
-                why += f"; verified against {ds.read_meta(other)['key']} ({agree:.0%} of tiles agree)"
+                found = "" if framing is None else \
+                    f", proposed by its {PROBES[framing[0]][0]} re-framed at distance {framing[1]}"
+                why += f"; verified against {ds.read_meta(other)['key']} ({agree:.0%} of tiles agree{found})"
             removed_rows.append({
                 "index": m, "key": key_of[m], "status": "duplicate", "cluster": cid,
                 "reason": why + f" (cluster {cid}, kept by rule)",
                 "keep_index": keep, "keep_key": key_of[keep], "distance": d, "exact": is_exact,
-                "link": None if other is None else {"index": other, "distance": link_d, "agreement": agree},
+                "link": None if other is None else {
+                    "index": other, "distance": link_d, "agreement": agree,
+                    "reframed": None if framing is None else {"as": PROBES[framing[0]][0], "distance": framing[1]}},
             })
         agrees = [e["agreement"] for e in entries if e.get("agreement") is not None]
         clusters.append({"cluster": cid, "size": len(members), "keep": keep, "keep_key": key_of[keep],

@@ -67,6 +67,21 @@ def test_index_pairs_equal_brute_force_for_128_bit_codes():
     np.testing.assert_array_equal(find_pairs(codes, 14), brute_force_pairs(codes, 14))
 
 
+@pytest.mark.parametrize("t", [0, 6, 10])
+def test_query_pairs_equal_brute_force(t):
+    codes = planted_codes(20_000, t)
+    rng = np.random.default_rng(1)
+    queries = codes[rng.choice(len(codes), 3000, replace=False)].copy()  # near copies of indexed codes
+    flips = rng.integers(0, 64, (3000, 3))
+    for k in range(3):  # 0 to 3 bits flipped
+        queries ^= (np.uint64(1) << flips[:, k].astype(np.uint64)) * (rng.random(3000) < 0.5).astype(np.uint64)
+    queries[:500] = rng.integers(0, 2**63, 500, dtype=np.int64).astype(np.uint64)  # and strangers
+    got = find_pairs(codes, t, queries=queries)
+    want = brute_force_pairs(codes, t, queries=queries)
+    assert len(want) > 300
+    np.testing.assert_array_equal(got, want)  # every (query, code) pair, sorted, none twice
+
+
 def test_search_reports_progress_up_to_every_code():
     codes = planted_codes(20_000, 5)
     seen: list[tuple[int, int]] = []
@@ -199,11 +214,34 @@ def test_find_duplicates_recovers_planted_pairs(lsun_set):
     gallery = cv2.imread(str(out / "gallery.png"))
     assert gallery is not None and gallery.shape[0] >= 96 and gallery.std() > 10
     pairs = np.load(out / "pairs.npy")
-    assert pairs.shape[1] == 3 and (pairs[:, 2] <= DedupConfig().candidate_threshold).all()
+    # within the candidate radius, but for the pairs a re-framed copy proposed
+    assert pairs.shape[1] == 3 and (pairs[:, 2] > DedupConfig().candidate_threshold).sum() == s.counts["framed_links"]
     # why each near-duplicate was linked: its hash distance and the verification's agreement
     near = [r for r in removed if not r["exact"]]
     assert near and all(r["link"]["agreement"] >= DedupConfig().min_agreement and "tiles agree" in r["reason"]
                         for r in near)
+
+
+def test_verification_in_parts_and_within_a_budget(lsun_set, tmp_path, monkeypatch):
+    """Checked in parts through worker processes, the groups are those of one pass; past the budget,
+    the closest candidates are checked, the rest stay apart, and the summary says how far it got."""
+    import dedup.stage
+
+    dataset, _ = lsun_set
+    whole = find_duplicates(DedupConfig(), dataset, tmp_path / "whole", progress=False)
+    monkeypatch.setattr(dedup.stage, "VERIFY_PART", 7)
+    parts = find_duplicates(DedupConfig(workers=2), dataset, tmp_path / "parts", progress=False)
+    assert whole.counts["candidate_pairs"] > 14  # several parts
+    for name in ("removed.jsonl", "clusters.jsonl"):
+        assert list(read_jsonl(whole.out_dir / name)) == list(read_jsonl(parts.out_dir / name))
+    budget = whole.counts["candidate_pairs"] // 3
+    s = find_duplicates(DedupConfig(max_verified_pairs=budget), dataset, tmp_path / "budget", progress=False)
+    c = s.counts
+    assert c["verified_pairs"] == budget and c["unverified_pairs"] == c["candidate_pairs"] - budget
+    assert c["verified_up_to_distance"] < whole.counts["verified_up_to_distance"]
+    assert 0 < c["verified_links"] < whole.counts["verified_links"]
+    links = [r["link"] for r in read_jsonl(s.out_dir / "removed.jsonl") if r["link"]]
+    assert links and all(k["distance"] <= c["verified_up_to_distance"] or k["reframed"] for k in links)
 
 
 def test_new_threshold_does_not_rehash(lsun_set):
@@ -270,6 +308,28 @@ def test_autoencoder_hash_method(lsun_set):
     assert verify_dataset(dataset).ok
 
 
+def test_autoencoder_learns_from_edited_copies():
+    """The denoiser's inputs are edited copies of its targets: moved, re-toned, some with a caption
+    bar; the same generator seed gives the same edits."""
+    import torch
+
+    from dedup.ae import edit_batch
+
+    crops = np.stack([cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA)
+                      for img, _ in random_crops(64, 2, seed=4)])[:64]
+    x = torch.from_numpy(crops.reshape(len(crops), -1)).float() / 255
+    edited = edit_batch(x, torch.Generator().manual_seed(0))
+    assert edited.shape == x.shape and 0 <= edited.min() and edited.max() <= 1
+    assert torch.equal(edited, edit_batch(x, torch.Generator().manual_seed(0)))
+    change = (edited - x).abs().mean(dim=1)
+    assert (change > 0.01).all()  # every copy edited ...
+    corr = torch.nn.functional.cosine_similarity(edited - edited.mean(1, keepdim=True), x - x.mean(1, keepdim=True))
+    assert corr.median() > 0.5  # ... and still the same picture
+    bottom = edited.view(-1, 32, 32, 3)[:, 28:].reshape(len(x), -1)
+    barred = (bottom.std(dim=1) < 0.02).float().mean()
+    assert 0.05 < barred < 0.5  # about a quarter carry a caption bar
+
+
 def test_cli_lsun_sample_import_and_dedup(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["lsun-sample", str(tmp_path / "lmdb"), "--n", "80", "--size", "96"])
@@ -281,15 +341,17 @@ def test_cli_lsun_sample_import_and_dedup(tmp_path):
     assert r.exit_code == 0 and "imported 80" in r.output, r.output
     r = runner.invoke(app, ["dedup", str(tmp_path / "root/interim/lsun/bedroom/shards"), "--threshold", "6",
                             "--root", str(tmp_path / "root")])
-    assert r.exit_code == 0 and "80 records" in r.output, r.output
+    assert r.exit_code == 0 and "80 records" in r.output and "re-framed within 10" in r.output, r.output
+    r = runner.invoke(app, ["dedup", str(tmp_path / "root/interim/lsun/bedroom/shards"), "--probe-threshold", "-1",
+                            "--root", str(tmp_path / "root")])
+    assert r.exit_code == 0 and "80 records" in r.output and "re-framed" not in r.output, r.output
     r = runner.invoke(app, ["dedup", str(tmp_path / "nothing"), "--root", str(tmp_path / "root")])
     assert r.exit_code == 1 and "no dataset" in r.output
 
 
 def test_verification_tells_an_edited_copy_from_another_shot_of_the_scene():
-    """dedup.verify (not yet wired into the stage): a rotated, shifted, captioned or re-toned copy of a
-    real photograph is the same picture; another photograph is not. (The other view of a stereo pair still
-    passes at 64 px: the open part of issue 17.)"""
+    """dedup.verify: a rotated, shifted, captioned or re-toned copy of a real photograph is the same
+    picture; another photograph is not."""
     from dedup.verify import prepare, verify
     from wikifaces.fixtures.samples import available_photos, load_rgb
 
@@ -307,3 +369,47 @@ def test_verification_tells_an_edited_copy_from_another_shot_of_the_scene():
     assert abs(verify(a, prepare(copies["rotate3"])).rotation) == pytest.approx(3, abs=1)
     for other in ("camera", "coffee", "chelsea"):
         assert not verify(a, prepare(photos[other])).same, other
+
+
+def _square(img: np.ndarray, size: int = 64) -> np.ndarray:
+    """As lsun-import stores a picture: shorter side to `size`, centre crop."""
+    h, w = img.shape[:2]
+    s = size / min(h, w)
+    img = cv2.resize(img, (max(size, round(w * s)), max(size, round(h * s))), interpolation=cv2.INTER_AREA)
+    y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+    return np.ascontiguousarray(img[y : y + size, x : x + size])
+
+
+def test_reframed_copies_propose_captioned_and_cropped_pairs(tmp_path):
+    """A caption bar under a picture, or a 10 % crop, moves its hash too far for the candidate
+    radius; the re-framed copies (top and centre enlarged) bring those pairs to verification, which
+    links them, and no two different photographs end in one group."""
+    from wikifaces.fixtures.samples import available_photos, load_rgb
+
+    photos = [(p.id, load_rgb(path)) for p, path in available_photos(demo_only=False)
+              if not p.id.startswith(("cv-left", "cv-right"))][:16]
+    with ShardWriter(tmp_path / "ds", name="t", image_size=(64, 64), encoding="png") as w:
+        for pid, img in photos:
+            h, wd = img.shape[:2]
+            bar = np.full((h // 8, wd, 3), 20, np.uint8)
+            cv2.putText(bar, "Photo: Jane Doe / CC BY-SA", (4, h // 12), cv2.FONT_HERSHEY_SIMPLEX, h / 320,
+                        (240, 240, 240), max(1, h // 160), cv2.LINE_AA)
+            cropped = img[h // 20 : h - h // 20, wd // 20 : wd - wd // 20]
+            w.add(_square(img), {"key": f"{pid}", "photo": pid})
+            w.add(_square(np.concatenate([img, bar])), {"key": f"{pid}~caption", "photo": pid})
+            w.add(_square(cropped), {"key": f"{pid}~crop10", "photo": pid})
+
+    def grouped(config: DedupConfig, out: str) -> tuple[int, list[dict]]:
+        s = find_duplicates(config, tmp_path / "ds", tmp_path / out, progress=False)
+        clusters = list(read_jsonl(s.out_dir / "clusters.jsonl"))
+        for c in clusters:  # never two photographs in one group
+            assert len({m["key"].split("~")[0] for m in c["members"]}) == 1, c["members"]
+        removed = list(read_jsonl(s.out_dir / "removed.jsonl"))
+        return sum(c["size"] - 1 for c in clusters), removed
+
+    linked, removed = grouped(DedupConfig(), "with")
+    linked_without, _ = grouped(DedupConfig(probe_threshold=None), "without")
+    assert linked >= 0.7 * 2 * len(photos) and linked >= linked_without + 4, (linked, linked_without)
+    framed = [r for r in removed if r["link"] and r["link"]["reframed"]]
+    assert framed and all(r["link"]["reframed"]["as"] in ("top", "centre") and "re-framed" in r["reason"]
+                          for r in framed)

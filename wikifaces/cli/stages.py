@@ -248,6 +248,9 @@ def dedup(
     = default(DedupConfig, "verify"),
     candidate_threshold: Annotated[int, typer.Option(min=0, max=64, help="Hamming distance of the pairs checked.")]
     = default(DedupConfig, "candidate_threshold"),
+    probe_threshold: Annotated[int, typer.Option(min=-1, max=64, help="Hamming distance of a re-framed copy's "
+                                                 "hash (crops, borders, captions) for a pair to be checked; -1: off.")]
+    = default(DedupConfig, "probe_threshold"),
     min_agreement: Annotated[float, typer.Option(min=0, max=1, help="Share of tiles that must agree.")]
     = default(DedupConfig, "min_agreement"),
     workers: Annotated[int | None, typer.Option(min=1, help="Processes for hashing.")] = None,
@@ -255,10 +258,13 @@ def dedup(
 ) -> None:
     """Stage `dedup`: exact and near-duplicate groups, one record kept from each."""
     d = DedupConfig(method=method, threshold=threshold, verify=verify, candidate_threshold=candidate_threshold,
+                    probe_threshold=None if probe_threshold < 0 else probe_threshold,
                     min_agreement=min_agreement, workers=workers)
     config = DedupStageConfig(dataset=dataset, dedup=d)
     c = run("dedup", config, root, force).counts
-    how = (f"candidates within {d.candidate_threshold}, {c['verified_links']} of {c['verified_pairs']} verified"
+    framed = "" if d.probe_threshold is None else f" (re-framed within {d.probe_threshold})"
+    how = (f"candidates within {d.candidate_threshold}{framed}, {c['verified_links']} of {c['verified_pairs']} "
+           "verified"
            if d.verify else f"threshold {d.threshold}")
     console.print(f"{c['records']} records: {c['removed']} duplicates removed in {c['clusters']} groups, "
                   f"{c['kept']} kept, {c['corrupt']} unreadable ({d.method}, {how})")
