@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -162,7 +163,7 @@ class DetectPlan:
 
     config: DetectConfig
     root: DataRoot
-    sources: dict[str, list[dict[str, Any]]]  # sha256 -> the image rows using it, in order
+    people: dict[str, list[str]]  # sha256 -> the people whose image rows use it, in order
     shas: list[str]
     done: dict[str, dict[str, Any]]
     todo: list[tuple[str, str]]  # (stored file, sha256)
@@ -187,18 +188,20 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
     (out_dir / WORK_DIR).mkdir(parents=True, exist_ok=True)
     recover_swap(out_dir / SHARDS_DIR)
     recover_swap(out_dir / REJECTED_DIR)
-    sources: dict[str, list[dict[str, Any]]] = {}
+    people: dict[str, list[str]] = {}  # only who uses each source: the rest is read again when writing
     for row in read_jsonl(images_path):
         if row.get("status") == "ok" and row.get("sha256"):
-            sources.setdefault(row["sha256"], []).append(row)
-    shas = list(sources)[: config.limit] if config.limit else list(sources)
+            ids = people.setdefault(row["sha256"], [])
+            if row["person_id"] not in ids:
+                ids.append(row["person_id"])
+    shas = list(people)[: config.limit] if config.limit else list(people)
     chash = item_hash(config, data)
     done = _journal(data, config).latest()
     for sha, r in _previous_results(out_dir, chash).items():
         done.setdefault(sha, r)
     store = data.image_store
     todo = [(str(store / s[:2] / s[2:4] / s), s) for s in shas if s not in done]
-    return DetectPlan(config, data, sources, shas, done, todo, chash)
+    return DetectPlan(config, data, people, shas, done, todo, chash)
 
 
 def detect_batch(tasks: list[tuple[str, str]], config: DetectConfig, work: str | os.PathLike[str]
@@ -235,15 +238,17 @@ def finish_detection(plan: DetectPlan) -> DetectSummary:
     """Write the shards and the faces table from every source's result; mark them as made
     under this config (`faces.key`), so a later run with the same one reuses them."""
     config, out_dir = plan.config, plan.out_dir
-    rows = _table(plan.shas, plan.sources, plan.done, config)
-    kept = _write_shards(out_dir, rows, plan.work, previous_dataset=out_dir / SHARDS_DIR, config=config)
+    statuses: Counter[str] = Counter()
+    kept: list[int] = []
+    # one pass: each row goes to the shards and to the table as it is made, none is held
+    rows = _write_shards(out_dir, _table(plan, statuses), plan.work,
+                         previous_dataset=out_dir / SHARDS_DIR, config=config, kept=kept)
     write_jsonl(out_dir / FACES_FILE, rows)
     atomic_write_text(out_dir / KEY_FILE, plan.chash)
     Journal(out_dir / JOURNAL_FILE, key=lambda r: r["source_sha256"]).remove()
     shutil.rmtree(plan.work, ignore_errors=True)
-    statuses = Counter(r["status"] for r in rows)
-    counts = {"images": len(plan.shas), "faces": kept, "statuses": dict(statuses), "processed_now": len(plan.todo)}
-    return DetectSummary(len(plan.shas), kept, dict(statuses), out_dir / FACES_FILE, counts)
+    counts = {"images": len(plan.shas), "faces": kept[0], "statuses": dict(statuses), "processed_now": len(plan.todo)}
+    return DetectSummary(len(plan.shas), kept[0], dict(statuses), out_dir / FACES_FILE, counts)
 
 
 def batches(items: list[Any], size: int) -> list[list[Any]]:
@@ -280,29 +285,34 @@ def _previous_results(out_dir: Path, chash: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _table(shas: list[str], sources: dict[str, list[dict[str, Any]]], done: dict[str, dict[str, Any]],
-           config: DetectConfig) -> list[dict[str, Any]]:
-    det = detector_info(config)
-    verifier = {"name": config.verify, "threshold": config.verify_threshold}
-    rows = []
-    for sha in shas:
-        result = done[sha]
-        people = sources[sha]
+def _table(plan: DetectPlan, statuses: Counter[str]) -> Iterator[dict[str, Any]]:
+    """The faces table's rows, one source image after another, counting their statuses. The
+    images table is read again for what the rows carry (licence, credit, ...): the sources are in
+    the order of their first image rows, so one pass finds each at its first row."""
+    det = detector_info(plan.config)
+    verifier = {"name": plan.config.verify, "threshold": plan.config.verify_threshold}
+    shas, k = plan.shas, 0
+    for row in read_jsonl(plan.root.raw_wikipedia / "images.jsonl"):
+        if k == len(shas):
+            break
+        if row.get("status") != "ok" or row.get("sha256") != shas[k]:
+            continue
+        sha, k = shas[k], k + 1
+        result, ids = plan.done[sha], plan.people[sha]
         base = {
-            "source_sha256": sha, "person_id": people[0]["person_id"],
-            "person_ids": list(dict.fromkeys(p["person_id"] for p in people)),
-            **{k: people[0].get(k) for k in CARRIED},
+            "source_sha256": sha, "person_id": ids[0], "person_ids": ids, **{c: row.get(c) for c in CARRIED},
             "image_status": result["status"], "image_reason": result["reason"],
             "image_width": result["width"], "image_height": result["height"],
             "detector": det, "verifier": verifier,
         }
-        if not result["faces"]:
-            rows.append({**base, "key": None, "rank": None, "box": None, "neighbors": None, "verify_score": None,
-                         "faces_in_image": 0, "second_face_ratio": 0.0, "crop": None,
-                         "status": result["status"], "reason": result["reason"]})
-        for face in result["faces"]:
-            rows.append({**base, **face})
-    return rows
+        faces = result["faces"] or [{"key": None, "rank": None, "box": None, "neighbors": None, "verify_score": None,
+                                     "faces_in_image": 0, "second_face_ratio": 0.0, "crop": None,
+                                     "status": result["status"], "reason": result["reason"]}]
+        for face in faces:
+            statuses[face["status"]] += 1
+            yield {**base, **face}
+    if k < len(shas):
+        raise RuntimeError("the images table changed while faces were detected: run detect again")
 
 
 def _crop_bytes(key: str, work: Path, encoding: str, old: Any, old_index: dict[str, int]) -> bytes:
@@ -314,9 +324,11 @@ def _crop_bytes(key: str, work: Path, encoding: str, old: Any, old_index: dict[s
     raise FileNotFoundError(f"the crop of face {key} is neither in {work} nor in the previous shards")
 
 
-def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previous_dataset: Path,
-                  config: DetectConfig) -> int:
-    """Write kept crops to shards (and a sample of rejected ones), via a temporary folder swap."""
+def _write_shards(out_dir: Path, rows: Iterable[dict[str, Any]], work: Path, previous_dataset: Path,
+                  config: DetectConfig, kept: list[int]) -> Iterator[dict[str, Any]]:
+    """Write kept crops to shards (and a sample of rejected ones), via a temporary folder swap,
+    passing each row on as it is written; the folders are swapped in after the last row, and
+    `kept` then holds how many crops the shards hold."""
     old = open_dataset(previous_dataset) if is_complete(previous_dataset) else None
     old_index = {m["key"]: i for i, m in enumerate(old.iter_meta())} if old is not None else {}
     old_rej = out_dir / REJECTED_DIR
@@ -325,7 +337,7 @@ def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previou
     size = (config.size, config.size)
     params = config.model_dump(mode="json")
     licences: Counter[str] = Counter()
-    kept = 0
+    count = 0
     tmp, tmp_rej = out_dir / f"{SHARDS_DIR}.tmp", out_dir / f"{REJECTED_DIR}.tmp"
     for t in (tmp, tmp_rej):
         shutil.rmtree(t, ignore_errors=True)
@@ -335,6 +347,7 @@ def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previou
             ShardWriter(tmp_rej, name="faces-rejected", image_size=size, encoding=config.encoding,
                         parameters=params, code_version=version) as wr:
         for row in rows:
+            yield row
             if row["key"] is None:
                 continue
             meta = {k: row[k] for k in ("key", "person_id", "person_ids", "title", "source_sha256", "rank", "box",
@@ -344,7 +357,7 @@ def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previou
             if row["status"] == "ok":
                 w.add_encoded(_crop_bytes(row["key"], work, config.encoding, old, old_index), meta)
                 licences[row["licence"] or "unknown"] += 1
-                kept += 1
+                count += 1
             elif wr.count < REJECTED_SAMPLES:
                 with contextlib.suppress(FileNotFoundError):
                     wr.add_encoded(_crop_bytes(row["key"], work, config.encoding, old_r, old_r_index), meta)
@@ -354,7 +367,7 @@ def _write_shards(out_dir: Path, rows: list[dict[str, Any]], work: Path, previou
             ds.close()
     swap_dir(tmp, out_dir / SHARDS_DIR)
     swap_dir(tmp_rej, out_dir / REJECTED_DIR)
-    return kept
+    kept.append(count)
 
 
 def read_face_crops(root: str | os.PathLike[str] | None = None) -> Any:

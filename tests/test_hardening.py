@@ -27,7 +27,7 @@ from scraping.images import fetch_images
 from scraping.names import collect_names
 from wikifaces.core.identity import results_hash
 from wikifaces.core.imaging import composite_alpha, decode_rgb
-from wikifaces.core.tables import Journal, read_jsonl
+from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
 from wikifaces.fixtures.standin import StandinServer, build_corpus
 
 from .conftest import CONTACT, REPO
@@ -432,6 +432,31 @@ def test_a_journal_of_only_a_torn_line_starts_afresh(tmp_path):
     with Journal(path, key=lambda r: r["id"]) as j:
         j.append({"id": "a"})
     assert Journal(path, key=lambda r: r["id"]).latest() == {"a": {"id": "a"}}
+
+
+def test_tables_are_read_as_streams_and_forgive_only_a_torn_last_line(tmp_path):
+    """read_jsonl holds one row at a time (a 20 MB table's first row costs kilobytes, not the
+    table), skips a killed writer's half last line, and refuses a damaged line elsewhere."""
+    import tracemalloc
+
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, ({"id": i, "v": "x" * 2000, "note": "caf\u00e9 \u2028 line"} for i in range(10_000)))
+    tracemalloc.start()
+    rows = read_jsonl(path)
+    first = next(rows)
+    held = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    rows.close()
+    assert first["id"] == 0 and held < 1_000_000, held
+    assert [r["id"] for r in read_jsonl(path)] == list(range(10_000))
+    assert next(read_jsonl(path))["note"] == "caf\u00e9 \u2028 line"  # only "\n" ends a line
+    with open(path, "ab") as fh:
+        fh.write(b'{"id": 10000, "v": "hal')
+    assert sum(1 for _ in read_jsonl(path)) == 10_000
+    damaged = tmp_path / "d.jsonl"
+    damaged.write_text('{"id": 1}\n{"id": 2\n{"id": 3}\n')
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        list(read_jsonl(damaged))
 
 
 def test_journals_are_keyed_by_the_code_not_by_unrelated_edits(tmp_path):

@@ -17,26 +17,25 @@ from wikifaces.core.files import atomic_open
 
 
 def read_jsonl(path: str | os.PathLike[str], missing_ok: bool = True) -> Iterator[dict[str, Any]]:
-    """Rows of a JSON-lines file. A torn last line (a killed writer) is skipped; a bad line
-    anywhere else is an error, because it means the file was damaged, not interrupted."""
+    """Rows of a JSON-lines file, streamed (a table of millions of rows is never held). A torn
+    last line (a killed writer) is skipped; a bad line anywhere else is an error, because it
+    means the file was damaged, not interrupted."""
     p = Path(path)
     if not p.exists():
         if missing_ok:
             return
         raise FileNotFoundError(p)
-    lines = p.read_text(encoding="utf-8").split("\n")
-    tail = lines.pop()  # "" when the file ends with a newline, as every complete file does
-    for n, line in enumerate(lines, 1):
-        if line.strip():
+    with p.open(encoding="utf-8", newline="\n") as fh:  # lines end at "\n" only, as we write them
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
             try:
-                yield json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError:
+                if not line.endswith("\n"):
+                    return  # torn final line of a killed writer
                 raise ValueError(f"{p}: line {n} is not valid JSON") from None
-    if tail.strip():
-        try:
-            yield json.loads(tail)
-        except json.JSONDecodeError:
-            return  # torn final line of a killed writer
+            yield row
 
 
 def jsonl_line(row: dict[str, Any]) -> str:
