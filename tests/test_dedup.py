@@ -251,10 +251,10 @@ def test_new_threshold_does_not_rehash(lsun_set):
     stamp = hashes.stat().st_mtime_ns
     wider = find_duplicates(DedupConfig(threshold=10, verify=False), dataset, progress=False)
     stricter = find_duplicates(DedupConfig(min_agreement=0.95, candidate_threshold=12), dataset, progress=False)
-    framed = find_duplicates(DedupConfig(probe_threshold=4, max_verified_pairs=50), dataset, progress=False)
+    framed = find_duplicates(DedupConfig(probe_threshold=4, max_verified_pairs=10), dataset, progress=False)
     assert hashes.stat().st_mtime_ns == stamp  # the saved hashes were read, not recomputed
     assert wider.removed >= first.removed and stricter.counts["verified_pairs"] > 0
-    assert framed.counts["verified_pairs"] == 50
+    assert framed.counts["verified_pairs"] == 10 < framed.counts["candidate_pairs"]
 
 
 def test_exact_duplicates_and_corrupt_records(tmp_path):
