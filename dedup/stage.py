@@ -142,8 +142,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     hashes = load_or_hash(config, dataset, out, progress, executor)
     n = len(hashes)
     valid = hashes.status != CORRUPT
-    exact, same_code, near, near_rec = _links(config, hashes, valid, progress)
-    framed = _framed(config, hashes, valid, near_rec, progress)
+    exact, same_code, near, near_rec, framed = _links(config, hashes, valid, progress)
     via = {(a, b): (int(k), int(d)) for a, b, _, d, k in framed.tolist()}
     proposed_at = np.concatenate([near_rec[:, 2], framed[:, 3]])  # the distance that made each a candidate
     near_rec = np.concatenate([near_rec, framed[:, :3]])
@@ -193,33 +192,34 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
 
 
 def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: bool = False
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(exact links, same-code links, near pairs of distinct codes, those pairs as records with
-    their distance): 1. identical bytes or pixels 2. identical codes 3. codes within the threshold."""
+    their distance, the pairs re-framed copies propose): 1. identical bytes or pixels 2. identical
+    codes 3. codes within the threshold 4. with verification, see `_framed`."""
     exact = exact_edges(hashes, valid) if config.exact else np.zeros((0, 2), np.int64)
     idx = np.flatnonzero(valid)
     uniq, first, inverse = np.unique(hashes.codes[idx], axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    same_code = np.stack([idx[first[inverse]], idx], axis=1)
+    rep = idx[first[inverse.ravel()]]  # each record's first record with its code
+    same_code = np.stack([rep, idx], axis=1)
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
     with Progress(disable=not progress or len(uniq) < 100_000, transient=True) as bar:
         task = bar.add_task(f"searching pairs within distance {_radius(config)}", total=len(uniq))
         near = find_pairs(uniq, _radius(config), on_progress=lambda done, _: bar.update(task, completed=done))
     near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
-    return exact, same_code, near, near_rec
+    framed = _framed(config, hashes, idx, uniq, idx[first], rep, near_rec, progress)
+    return exact, same_code, near, near_rec, framed
 
 
-def _framed(config: DedupConfig, hashes: Hashes, valid: np.ndarray, near_rec: np.ndarray, progress: bool = False
-            ) -> np.ndarray:
+def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarray, holder: np.ndarray,
+            rep: np.ndarray, near_rec: np.ndarray, progress: bool = False) -> np.ndarray:
     """With verification, the candidate pairs proposed by a re-framed copy: (i, j, distance of
     their own codes, distance of the re-framed copy to the other's code, which re-framing), i < j,
-    each pair once and none already proposed by the codes themselves."""
+    each pair once and none already proposed by the codes themselves. `idx` are the valid records,
+    `uniq` their distinct codes, `holder` each code's first record, `rep` each valid record's: the
+    pairs are between first records, as `near_rec`'s are."""
     empty = np.zeros((0, 5), np.int64)
-    if not config.verify or config.probe_threshold is None or hashes.probes is None or not valid.any():
+    if not config.verify or config.probe_threshold is None or hashes.probes is None or not len(idx):
         return empty
-    idx = np.flatnonzero(valid)
-    uniq, first, inverse = np.unique(hashes.codes[idx], axis=0, return_index=True, return_inverse=True)
-    rep = idx[first[inverse.ravel()]]  # pairs are between the first records of their codes, as near_rec's
     found = []
     with Progress(disable=not progress or len(idx) < 100_000, transient=True) as bar:
         for k, (name, _, _) in enumerate(PROBES):
@@ -227,7 +227,7 @@ def _framed(config: DedupConfig, hashes: Hashes, valid: np.ndarray, near_rec: np
                                 total=len(idx))
             q = find_pairs(uniq, config.probe_threshold, queries=hashes.probes[idx, k],
                            on_progress=lambda done, _, t=task: bar.update(t, completed=done))
-            a, b = rep[q[:, 0]], idx[first[q[:, 1]]]
+            a, b = rep[q[:, 0]], holder[q[:, 1]]
             found.append(np.stack([a, b, q[:, 2], np.full(len(q), k)], axis=1))
     rows = np.concatenate(found).astype(np.int64)
     rows = rows[rows[:, 0] != rows[:, 1]]
