@@ -233,12 +233,17 @@ def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarr
     rows = rows[rows[:, 0] != rows[:, 1]]
     rows[:, :2] = np.sort(rows[:, :2], axis=1)
     rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # the closest re-framing first
-    keys = rows[:, 0] * len(hashes) + rows[:, 1]
-    rows = rows[np.unique(keys, return_index=True)[1]]
-    keys = rows[:, 0] * len(hashes) + rows[:, 1]
-    rows = rows[~np.isin(keys, np.sort(near_rec[:, :2], axis=1) @ np.array([len(hashes), 1]))]
+    keys, first = np.unique(_pair_keys(rows, len(hashes)), return_index=True)
+    rows = rows[first[~np.isin(keys, _pair_keys(near_rec, len(hashes)))]]
     own = hamming(hashes.codes, rows[:, 0], rows[:, 1]) if len(rows) else np.zeros(0, np.int64)
     return np.column_stack([rows[:, :2], own, rows[:, 2:]]).astype(np.int64) if len(rows) else empty
+
+
+def _pair_keys(rows: np.ndarray, n: int) -> np.ndarray:
+    """One int64 per pair of `rows` (record indices below `n` in its first two columns), the
+    same whichever way round: (min, max) packed."""
+    ends = np.sort(rows[:, :2], axis=1)
+    return ends[:, 0] * n + ends[:, 1]
 
 
 def _radius(config: DedupConfig) -> int:
@@ -277,13 +282,12 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
             task = bar.add_task("verifying candidate pairs", total=len(pairs))
             scores = verify_part((0, parts[0]), str(dataset), lambda: bar.advance(task))[1]
     n = int(pairs.max()) + 1 if len(pairs) else 1
-    checked = pairs[:, 0] * n + pairs[:, 1]  # sorted, as the pairs are
+    checked = _pair_keys(pairs, n)  # sorted, as the pairs are
 
     def passing(rows: np.ndarray) -> np.ndarray:
         if not len(rows):
             return rows
-        ends = np.sort(rows[:, :2], axis=1)
-        key = ends[:, 0] * n + ends[:, 1]
+        key = _pair_keys(rows, n)
         pos = np.minimum(np.searchsorted(checked, key), max(len(checked) - 1, 0))
         ok = (checked[pos] == key) & (scores[pos] >= config.min_agreement) if len(checked) else np.zeros(len(key), bool)
         return rows[ok]
