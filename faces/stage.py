@@ -190,7 +190,7 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
     recover_swap(out_dir / REJECTED_DIR)
     people: dict[str, list[str]] = {}  # only who uses each source: the rest is read again when writing
     for row in read_jsonl(images_path):
-        if row.get("status") == "ok" and row.get("sha256"):
+        if _is_source(row):
             ids = people.setdefault(row["sha256"], [])
             if row["person_id"] not in ids:
                 ids.append(row["person_id"])
@@ -202,6 +202,12 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
     store = data.image_store
     todo = [(str(store / s[:2] / s[2:4] / s), s) for s in shas if s not in done]
     return DetectPlan(config, data, people, shas, done, todo, chash)
+
+
+def _is_source(row: dict[str, Any]) -> bool:
+    """Whether an images-table row is a downloaded image to detect faces in (planning and writing
+    the table must agree on it)."""
+    return row.get("status") == "ok" and bool(row.get("sha256"))
 
 
 def detect_batch(tasks: list[tuple[str, str]], config: DetectConfig, work: str | os.PathLike[str]
@@ -295,7 +301,7 @@ def _table(plan: DetectPlan, statuses: Counter[str]) -> Iterator[dict[str, Any]]
     for row in read_jsonl(plan.root.raw_wikipedia / "images.jsonl"):
         if k == len(shas):
             break
-        if row.get("status") != "ok" or row.get("sha256") != shas[k]:
+        if not _is_source(row) or row["sha256"] != shas[k]:
             continue
         sha, k = shas[k], k + 1
         result, ids = plan.done[sha], plan.people[sha]
