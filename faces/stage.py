@@ -16,6 +16,7 @@ import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ from wikifaces.core.files import atomic_write_bytes, atomic_write_text, recover_
 from wikifaces.core.identity import results_hash, stage_key
 from wikifaces.core.imaging import ImageProblem, decode_rgb
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.tables import Journal, RowIndex, read_jsonl, write_jsonl
 from wikifaces.core.version import code_version
 
 from .config import DetectConfig
@@ -46,6 +47,7 @@ SHARDS_DIR = "shards"
 REJECTED_DIR = "rejected"
 WORK_DIR = "work"
 REJECTED_SAMPLES = 256
+RESULTS_BATCH = 1000  # sources whose results are read back at a time when writing the table
 CARRIED = ("title", "file", "url", "licence", "licence_url", "artist", "credit", "attribution_required")
 
 
@@ -165,7 +167,6 @@ class DetectPlan:
     root: DataRoot
     people: dict[str, list[str]]  # sha256 -> the people whose image rows use it, in order
     shas: list[str]
-    done: dict[str, dict[str, Any]]
     todo: list[tuple[str, str]]  # (stored file, sha256)
     chash: str
 
@@ -196,12 +197,10 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
                 ids.append(row["person_id"])
     shas = list(people)[: config.limit] if config.limit else list(people)
     chash = item_hash(config, data)
-    done = _journal(data, config).latest()
-    for sha, r in _previous_results(out_dir, chash).items():
-        done.setdefault(sha, r)
+    done = _results(data, config, chash).has(shas)
     store = data.image_store
-    todo = [(str(store / s[:2] / s[2:4] / s), s) for s in shas if s not in done]
-    return DetectPlan(config, data, people, shas, done, todo, chash)
+    todo = [(str(store / s[:2] / s[2:4] / s), s) for s, d in zip(shas, done.tolist(), strict=True) if not d]
+    return DetectPlan(config, data, people, shas, todo, chash)
 
 
 def _is_source(row: dict[str, Any]) -> bool:
@@ -229,9 +228,8 @@ def _save_crops(result: dict[str, Any], work: Path, encoding: str) -> dict[str, 
 
 
 def record_results(plan: DetectPlan, results: list[dict[str, Any]]) -> None:
-    """Journal finished results (a killed run resumes from them)."""
+    """Journal finished results (a killed run resumes from them; the table is written from them)."""
     journal_results(plan.root, plan.config, results)
-    plan.done.update((r["source_sha256"], r) for r in results)
 
 
 def journal_results(root: DataRoot, config: DetectConfig, results: list[dict[str, Any]]) -> None:
@@ -275,48 +273,80 @@ def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | DataRoot |
     return finish_detection(plan)
 
 
-def _previous_results(out_dir: Path, chash: str) -> dict[str, dict[str, Any]]:
-    """Per-source results of a completed earlier run with the same config, from faces.jsonl."""
+def _results(root: DataRoot, config: DetectConfig, chash: str) -> RowIndex:
+    """Where each source's result lies, not the results (~1 kB each, gigabytes for millions):
+    the faces table of a completed earlier run with the same config, then the journal (whose
+    results win)."""
+    index = RowIndex()
+    out_dir = root.faces
     key = out_dir / KEY_FILE
-    if not key.exists() or key.read_text() != chash or not is_complete(out_dir / SHARDS_DIR):
-        return {}
-    out: dict[str, dict[str, Any]] = {}
-    for row in read_jsonl(out_dir / FACES_FILE):
-        r = out.setdefault(row["source_sha256"], {"source_sha256": row["source_sha256"], "faces": [],
-                                                  "status": row["image_status"], "reason": row["image_reason"],
-                                                  "width": row["image_width"], "height": row["image_height"]})
+    if key.exists() and key.read_text() == chash and is_complete(out_dir / SHARDS_DIR):
+        index.add(out_dir / FACES_FILE, group=_source)
+    journal = _journal(root, config)
+    index.add(journal.path, group=_source, keep=journal.current)
+    return index
+
+
+def _source(row: dict[str, Any]) -> str:
+    return row["source_sha256"]
+
+
+def _read_results(index: RowIndex, shas: list[str]) -> dict[str, dict[str, Any]]:
+    """The results of `shas`: a journalled one (the last), else one rebuilt from the earlier faces
+    table's rows of that source."""
+    journalled: dict[str, dict[str, Any]] = {}
+    previous: dict[str, dict[str, Any]] = {}
+    for row in index.rows(shas):
+        if "image_status" not in row:  # a journal row: a whole result
+            journalled[row["source_sha256"]] = row
+            continue
+        r = previous.setdefault(row["source_sha256"], {"source_sha256": row["source_sha256"], "faces": [],
+                                                       "status": row["image_status"], "reason": row["image_reason"],
+                                                       "width": row["image_width"], "height": row["image_height"]})
         if row.get("rank") is not None:
             r["faces"].append({k: row[k] for k in ("rank", "box", "neighbors", "verify_score", "faces_in_image",
                                                    "second_face_ratio", "status", "reason", "crop", "key")})
-    return out
+    return {**previous, **journalled}
 
 
 def _table(plan: DetectPlan, statuses: Counter[str]) -> Iterator[dict[str, Any]]:
     """The faces table's rows, one source image after another, counting their statuses. The
     images table is read again for what the rows carry (licence, credit, ...): the sources are in
-    the order of their first image rows, so one pass finds each at its first row."""
+    the order of their first image rows, so one pass finds each at its first row; their results
+    are read back from the journal (and the earlier table) a batch of sources at a time."""
     det = detector_info(plan.config)
     verifier = {"name": plan.config.verify, "threshold": plan.config.verify_threshold}
+    index = _results(plan.root, plan.config, plan.chash)
+    sources = _source_rows(plan)
+    while batch := list(islice(sources, RESULTS_BATCH)):
+        results = _read_results(index, [sha for sha, _ in batch])
+        for sha, row in batch:
+            if sha not in results:
+                raise RuntimeError(f"no detection result for source {sha}: run detect again with --force")
+            result, ids = results[sha], plan.people[sha]
+            base = {
+                "source_sha256": sha, "person_id": ids[0], "person_ids": ids, **{c: row.get(c) for c in CARRIED},
+                "image_status": result["status"], "image_reason": result["reason"],
+                "image_width": result["width"], "image_height": result["height"],
+                "detector": det, "verifier": verifier,
+            }
+            faces = result["faces"] or [{"key": None, "rank": None, "box": None, "neighbors": None,
+                                         "verify_score": None, "faces_in_image": 0, "second_face_ratio": 0.0,
+                                         "crop": None, "status": result["status"], "reason": result["reason"]}]
+            for face in faces:
+                statuses[face["status"]] += 1
+                yield {**base, **face}
+
+
+def _source_rows(plan: DetectPlan) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(sha256, first images-table row) of each planned source, in order."""
     shas, k = plan.shas, 0
     for row in read_jsonl(plan.root.raw_wikipedia / "images.jsonl"):
         if k == len(shas):
-            break
-        if not _is_source(row) or row["sha256"] != shas[k]:
-            continue
-        sha, k = shas[k], k + 1
-        result, ids = plan.done[sha], plan.people[sha]
-        base = {
-            "source_sha256": sha, "person_id": ids[0], "person_ids": ids, **{c: row.get(c) for c in CARRIED},
-            "image_status": result["status"], "image_reason": result["reason"],
-            "image_width": result["width"], "image_height": result["height"],
-            "detector": det, "verifier": verifier,
-        }
-        faces = result["faces"] or [{"key": None, "rank": None, "box": None, "neighbors": None, "verify_score": None,
-                                     "faces_in_image": 0, "second_face_ratio": 0.0, "crop": None,
-                                     "status": result["status"], "reason": result["reason"]}]
-        for face in faces:
-            statuses[face["status"]] += 1
-            yield {**base, **face}
+            return
+        if _is_source(row) and row["sha256"] == shas[k]:
+            yield shas[k], row
+            k += 1
     if k < len(shas):
         raise RuntimeError("the images table changed while faces were detected: run detect again")
 

@@ -10,8 +10,10 @@ import os
 import re
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,11 +21,11 @@ from bs4 import BeautifulSoup
 from rich.progress import Progress
 
 from wikifaces.core.errors import MissingInput
-from wikifaces.core.files import atomic_write_text
+from wikifaces.core.files import atomic_open, atomic_write_text
 from wikifaces.core.identity import results_hash, stage_key
 from wikifaces.core.imaging import check_image
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.tables import Journal, RowIndex, jsonl_line, read_jsonl
 
 from .config import ImagesConfig
 from .http import BadUrl, DisallowedHost, HttpError, PoliteClient, TooLarge
@@ -136,56 +138,52 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     names_path = out_dir / NAMES_FILE
     if not names_path.exists():
         raise MissingInput(f"{names_path} does not exist: run the names stage first")
-    people = list(read_jsonl(names_path))
-    if config.limit is not None:
-        people = people[: config.limit]
     takedowns = Takedowns.load(config.takedown_file or out_dir / TAKEDOWN_FILE)
     store = ImageStore(data.image_store)
     client = PoliteClient(config.http, cache_path=out_dir / CACHE_FILE)
     chash = item_hash(config, data)
     journal = Journal(out_dir / JOURNAL_FILE, key=row_key, version=stage_key(chash))
     key = out_dir / KEY_FILE
+    # Earlier results are indexed, not held: each chunk of people reads back only its own rows.
+    earlier = RowIndex()
+    if key.exists() and key.read_text() == chash:
+        earlier.add(out_dir / IMAGES_FILE, group=_person)
+    earlier.add(journal.path, group=_person, keep=journal.current)
+    people = islice(read_jsonl(names_path), config.limit)
+    tally = _Tally()
     try:
-        done: dict[str, dict[str, Any]] = {}
-        if key.exists() and key.read_text() == chash:
-            for r in read_jsonl(out_dir / IMAGES_FILE):
-                done[row_key(r)] = r
-        done.update(journal.latest())
-        run = _Fetch(config, client, store, takedowns, journal, done)
-        known = _known_listings(done)
-        order: list[str] = []  # the table's row keys, person by person
-        fetched = 0
-        # People go through in chunks, so that only one chunk's listings (with their imageinfo,
-        # several kB a file) are held at a time: a million people's would not fit.
-        for start in range(0, len(people), CHUNK_PEOPLE):
-            chunk = people[start : start + CHUNK_PEOPLE]
-            listings = _listings(run, chunk, known, progress)
-            pairs = [(p, c) for p in chunk for c in listings.get(p["person_id"], [])]
-            keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p, c in pairs]
-            todo = [pc for pc, k in zip(pairs, keys, strict=True)
-                    if k not in done or (config.retry_failed and done[k]["status"] in RETRYABLE)]
-            _fetch(run, todo, progress)
-            fetched += len(todo)
-            order.extend(keys)
-        rows = [done[k] for k in order]
-        rows = _apply_takedowns(rows, takedowns, store)
-        write_jsonl(out_dir / IMAGES_FILE, rows)
+        # People go through in chunks, and each chunk's rows are written to the table as it ends:
+        # only one chunk's listings (with their imageinfo, several kB a file) and rows are held.
+        with atomic_open(out_dir / IMAGES_FILE, "w") as table:
+            while chunk := list(islice(people, CHUNK_PEOPLE)):
+                done = {row_key(r): r for r in earlier.rows(p["person_id"] for p in chunk)}
+                run = _Fetch(config, client, store, takedowns, journal, done)
+                listings = _listings(run, chunk, _known_listings(done), progress)
+                pairs = [(p, c) for p in chunk for c in listings.get(p["person_id"], [])]
+                keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p, c in pairs]
+                todo = [pc for pc, k in zip(pairs, keys, strict=True)
+                        if k not in done or (config.retry_failed and done[k]["status"] in RETRYABLE)]
+                _fetch(run, todo, progress)
+                tally.fetched += len(todo)
+                tally.people += len(chunk)
+                rows = _take_down((done[k] for k in keys), takedowns)
+                tally.add(rows)
+                table.writelines(jsonl_line(r) for r in rows)
+        _remove_taken_down(tally.dropped, out_dir / IMAGES_FILE, store)
         atomic_write_text(key, chash)
         journal.remove()
     finally:
         journal.close()
         client.close()
-    statuses = Counter(r["status"] for r in rows)
-    per_person = Counter(r["person_id"] for r in rows if r["status"] == "ok")
-    routes = Counter(route for r in rows for route in r.get("routes") or [])
-    counts = {"people": len(people), "files": len(rows), "statuses": dict(statuses), "fetched_now": fetched,
-              "routes": dict(routes), "people_with_images": len(per_person),
-              "images_per_person": dict(sorted(Counter(per_person.values()).items())),
+    statuses = tally.statuses
+    counts = {"people": tally.people, "files": tally.files, "statuses": dict(statuses), "fetched_now": tally.fetched,
+              "routes": dict(tally.routes), "people_with_images": tally.people_with_images,
+              "images_per_person": dict(sorted(tally.per_person.items())),
               "api_requests": client.stats["api_requests"], "downloads": client.stats["downloads"],
               "download_bytes": client.stats["download_bytes"], "retries": client.stats["retries"],
               "warnings": list(client.warnings)}
 
-    return ImagesSummary(len(people), dict(statuses), statuses.get("ok", 0), client.stats["api_requests"],
+    return ImagesSummary(tally.people, dict(statuses), statuses.get("ok", 0), client.stats["api_requests"],
                          out_dir / IMAGES_FILE, counts)
 
 
@@ -435,18 +433,49 @@ def _ruled_out(info: dict[str, Any], url: Any, config: ImagesConfig) -> tuple[st
     return None
 
 
-def _apply_takedowns(rows: list[dict[str, Any]], takedowns: Takedowns, store: ImageStore) -> list[dict[str, Any]]:
-    """Take down listed people, files and hashes in every row, old or new, and delete their
-    stored bytes unless a kept row still uses them."""
-    out, dropped = [], set()
+def _person(row: dict[str, Any]) -> str:
+    return row["person_id"]
+
+
+@dataclass
+class _Tally:
+    """What the summary counts, added up chunk by chunk as the table is written."""
+
+    people: int = 0
+    files: int = 0
+    fetched: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    routes: Counter[str] = field(default_factory=Counter)
+    per_person: Counter[int] = field(default_factory=Counter)  # how many people have N ok files
+    people_with_images: int = 0
+    dropped: set[str] = field(default_factory=set)  # sha256s of taken-down rows
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """One chunk's rows (a person's rows all lie in one chunk)."""
+        self.files += len(rows)
+        self.statuses.update(r["status"] for r in rows)
+        self.routes.update(route for r in rows for route in r.get("routes") or [])
+        ok = Counter(r["person_id"] for r in rows if r["status"] == "ok")
+        self.per_person.update(ok.values())
+        self.people_with_images += len(ok)
+        self.dropped.update(r["sha256"] for r in rows if r["status"] == "taken_down" and r.get("sha256"))
+
+
+def _take_down(rows: Iterable[dict[str, Any]], takedowns: Takedowns) -> list[dict[str, Any]]:
+    """Rows with listed people, files and hashes taken down, old rows or new."""
+    out = []
     for row in rows:
         hit = takedowns.hit(row)
         if hit and row["status"] != "taken_down":
             row = {**row, "status": "taken_down", "reason": hit}
-        if row["status"] == "taken_down" and row.get("sha256"):
-            dropped.add(row["sha256"])
         out.append(row)
-    kept = {r["sha256"] for r in out if r["status"] == "ok"}
-    for sha in dropped - kept:
-        store.remove(sha)
     return out
+
+
+def _remove_taken_down(dropped: set[str], table: Path, store: ImageStore) -> None:
+    """Delete the stored bytes of taken-down files unless a kept row of the table still uses them
+    (the table is read again only when something was taken down)."""
+    if dropped:
+        kept = {r["sha256"] for r in read_jsonl(table) if r["status"] == "ok" and r.get("sha256") in dropped}
+        for sha in dropped - kept:
+            store.remove(sha)

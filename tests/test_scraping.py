@@ -429,6 +429,44 @@ def test_people_in_chunks_give_the_rows_of_one_pass(tmp_path, named_root, server
     assert len([e for e in server.log if e.endpoint == "upload"]) == one_pass  # each file downloaded once
 
 
+def test_a_rerun_streams_the_table_chunk_by_chunk(tmp_path, monkeypatch):
+    """A million people's image rows are gigabytes as dicts: a run holds one chunk's rows (earlier
+    results are read back through an offset index) and writes the table as chunks end. Here a
+    finished table of 20,000 people is rerun (nothing to fetch) in chunks of 1,000; it is rewritten
+    unchanged while the run's Python heap peaks far below what the rows take."""
+    import tracemalloc
+
+    import scraping.images
+    from scraping.images import IMAGES_FILE, KEY_FILE, _base_row, item_hash
+    from scraping.names import NAMES_FILE
+    from wikifaces.core.paths import DataRoot
+    from wikifaces.core.tables import write_jsonl
+
+    data = DataRoot.resolve(tmp_path)
+    out = data.raw_wikipedia
+    people = [{"person_id": f"Q{i}", "title": f"Person {i}", "pageid": i} for i in range(20_000)]
+    write_jsonl(out / NAMES_FILE, people)
+    rows = [{**_base_row(p), "status": "no_image", "reason": "nothing on Commons " + "." * 500} for p in people]
+    write_jsonl(out / IMAGES_FILE, rows)
+    config = ImagesConfig(http=HttpConfig(contact=CONTACT))
+    (out / KEY_FILE).write_text(item_hash(config, data))
+    tracemalloc.start()
+    rows_cost = tracemalloc.get_traced_memory()[0]
+    copy = [dict(r) for r in read_jsonl(out / IMAGES_FILE)]
+    rows_cost = tracemalloc.get_traced_memory()[0] - rows_cost
+    del copy
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 1000)
+    s = fetch_images(config, tmp_path, progress=False)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    assert list(read_jsonl(out / IMAGES_FILE)) == rows
+    assert s.people == 20_000 and s.counts["files"] == 20_000 and s.counts["fetched_now"] == 0
+    assert s.statuses == {"no_image": 20_000} and s.api_requests == 0
+    assert peak < rows_cost / 5, (peak, rows_cost)
+
+
 _RUN_IMAGES = textwrap.dedent("""
     import sys
     from scraping.config import HttpConfig, ImagesConfig

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from wikifaces.core.files import atomic_open
 
@@ -20,22 +23,87 @@ def read_jsonl(path: str | os.PathLike[str], missing_ok: bool = True) -> Iterato
     """Rows of a JSON-lines file, streamed (a table of millions of rows is never held). A torn
     last line (a killed writer) is skipped; a bad line anywhere else is an error, because it
     means the file was damaged, not interrupted."""
+    for _, row in read_jsonl_at(path, missing_ok):
+        yield row
+
+
+def read_jsonl_at(path: str | os.PathLike[str], missing_ok: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(byte offset, row) of a JSON-lines file, streamed, by `read_jsonl`'s rules."""
     p = Path(path)
     if not p.exists():
         if missing_ok:
             return
         raise FileNotFoundError(p)
-    with p.open(encoding="utf-8", newline="\n") as fh:  # lines end at "\n" only, as we write them
+    offset = 0
+    with p.open("rb") as fh:  # lines end at b"\n" only, as we write them (U+2028 inside a value is no break)
         for n, line in enumerate(fh, 1):
+            at, offset = offset, offset + len(line)
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                if not line.endswith("\n"):
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                if not line.endswith(b"\n"):
                     return  # torn final line of a killed writer
                 raise ValueError(f"{p}: line {n} is not valid JSON") from None
-            yield row
+            yield at, row
+
+
+class RowIndex:
+    """Where each group's rows lie in JSON-lines files, 16 bytes a row, so that one group's rows
+    (one person's image rows, one source's results) are read back when needed instead of holding
+    whole tables as dicts (a million people's image rows are gigabytes that way).
+
+    Groups are told apart by Python's string hash (built and used in one process); a row read back
+    is checked to be of a wanted group, so a collision costs a read, never a wrong row."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], bool] | None,
+                                np.ndarray, np.ndarray]] = []
+
+    def add(self, path: str | os.PathLike[str], group: Callable[[dict[str, Any]], str],
+            keep: Callable[[dict[str, Any]], bool] | None = None) -> int:
+        """Index a file's rows (those `keep` accepts; it may also tidy the row, as it is applied
+        again on reading); later files' rows come after earlier files' in `rows`. Returns how many."""
+        hashes, offsets = array("q"), array("q")
+        for at, row in read_jsonl_at(path):
+            if keep is None or keep(row):
+                hashes.append(hash(group(row)))
+                offsets.append(at)
+        h, o = np.frombuffer(hashes, np.int64), np.frombuffer(offsets, np.int64)
+        order = np.argsort(h, kind="stable")  # a group's rows stay in file order
+        self._files.append((Path(path), group, keep, h[order], o[order]))
+        return len(h)
+
+    def __len__(self) -> int:
+        return sum(len(f[3]) for f in self._files)
+
+    def has(self, groups: list[str]) -> np.ndarray:
+        """Whether each group has rows, by hash alone (no read): a collision would say yes for a
+        group without rows, a chance of ~1e-7 among two million groups."""
+        h = np.fromiter((hash(g) for g in groups), np.int64, len(groups))
+        out = np.zeros(len(groups), bool)
+        for f in self._files:
+            out |= np.isin(h, f[3])
+        return out
+
+    def rows(self, groups: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """The rows of `groups`, file after file, each file's in its order."""
+        wanted = set(groups)
+        keys = np.unique(np.fromiter((hash(g) for g in wanted), np.int64, len(wanted)))
+        for path, group, keep, h, o in self._files:
+            lo, hi = np.searchsorted(h, keys, "left"), np.searchsorted(h, keys, "right")
+            n = hi - lo
+            if not n.any():
+                continue
+            starts = np.repeat(lo - (np.cumsum(n) - n), n)
+            offsets = np.sort(o[starts + np.arange(int(n.sum()))])
+            with path.open("rb") as fh:
+                for at in offsets.tolist():
+                    fh.seek(at)
+                    row = json.loads(fh.readline())
+                    if (keep is None or keep(row)) and group(row) in wanted:
+                        yield row
 
 
 def jsonl_line(row: dict[str, Any]) -> str:
@@ -75,9 +143,12 @@ class Journal:
         """(key, row) of this version's rows in the order written, streamed (a later row of a key
         overrides an earlier one): for journals too big to hold as `latest()` does."""
         for row in read_jsonl(self.path):
-            if self.version is not None and row.pop(VERSION_KEY, None) != self.version:
-                continue
-            yield self.key(row), row
+            if self.current(row):
+                yield self.key(row), row
+
+    def current(self, row: dict[str, Any]) -> bool:
+        """Whether a row read from this journal was written under this version (its stamp is removed)."""
+        return self.version is None or row.pop(VERSION_KEY, None) == self.version
 
     def latest(self) -> dict[str, dict[str, Any]]:
         return dict(self.rows())
