@@ -45,7 +45,8 @@ class PublishConfig(BaseModel):
     category: str = Field(default="bedroom", pattern=r"^[A-Za-z0-9_.-]+$")  # for source = lsun
     size: Annotated[int | None, Field(ge=8, le=1024)] = 64
     # QOI, lossless, in blocks of 64 records a value: 4.4-5.3x a JPEG ImageFolder per item and 7.3-7.7x in
-    # batches (2 cores; the anchor's speed varies between runs) at 1.98x its size on disk; JPEG q95 4:4:4 is the smallest (bench/shards_read.py, README's table)
+    # batches (2 cores; the anchor's speed varies between runs) at 1.98x its size on disk; JPEG q95 4:4:4
+    # is the smallest (bench/shards_read.py, README's table)
     encoding: Literal["qoi", "jpeg", "png", "raw"] = "qoi"
     quality: Annotated[int, Field(ge=50, le=100)] = 95
     block: Annotated[int, Field(ge=1, le=4096)] = 64  # records per LMDB value (1: readable by format-1 readers)
