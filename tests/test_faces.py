@@ -279,6 +279,36 @@ def test_stage_writes_shards_table_and_receipt(images_root):
     assert (images_root / "interim/faces/faces.jsonl").read_text() == before
 
 
+def test_finishing_reads_results_back_instead_of_holding_them(tmp_path):
+    """detect writes its table from the journal a batch of sources at a time: with 20,000 journalled
+    results of ~2 kB each, finishing peaks far below what holding them would take."""
+    import hashlib
+    import tracemalloc
+
+    import faces.stage as stage
+    from wikifaces.core.paths import DataRoot
+    from wikifaces.core.tables import write_jsonl
+
+    n = 20_000
+    root = DataRoot.resolve(tmp_path)
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
+    write_jsonl(root.raw_wikipedia / "images.jsonl", ({"status": "ok", "sha256": sha, "person_id": f"Q{i // 2}",
+                                                       "title": f"Person {i // 2}", "file": f"File:P{i}.jpg"}
+                                                      for i, sha in enumerate(shas)))
+    reason = "no face found " + "." * 2000
+    stage.journal_results(root, DetectConfig(), [{"source_sha256": sha, "faces": [], "status": "no_face",
+                                                  "reason": reason, "width": 960, "height": 1200} for sha in shas])
+    tracemalloc.start()
+    plan = stage.plan_detection(DetectConfig(), root)
+    s = stage.finish_detection(plan)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert not plan.todo and s.statuses == {"no_face": n}
+    rows = list(read_jsonl(root.faces / "faces.jsonl"))
+    assert [r["source_sha256"] for r in rows] == shas and rows[-1]["image_reason"] == reason
+    assert peak < n * 1000, peak  # holding the results alone would take over 2 kB each
+
+
 _RUN = textwrap.dedent("""
     import sys
     from faces import DetectConfig, detect_faces
