@@ -40,7 +40,9 @@ JOURNAL_FILE = "images.journal.jsonl"
 KEY_FILE = "images.key"  # the results hash images.jsonl was made under
 TAKEDOWN_FILE = "takedown.txt"
 RETRYABLE = {"http_error", "corrupt", "not_image"}
-CHUNK_PEOPLE = 5000  # people listed and fetched at a time (a multiple of 50: requests stay full)
+# People listed and fetched at a time (a multiple of 50: requests stay full). A person costs ~30 kB
+# while their chunk is open (listings with imageinfo, rows; measured by bench/scale.py), so a chunk ~30 MB.
+CHUNK_PEOPLE = 1000
 # Every person ends as one row with one of these (a closed set).
 ImageStatus = Literal["ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url",
                       "http_error", "not_image", "unsupported", "too_small", "too_large", "corrupt"]
