@@ -71,36 +71,25 @@ _SEARCH = textwrap.dedent("""
     import numpy as np
     from dedup.search import find_pairs
     codes = np.load(sys.argv[1]); t = int(sys.argv[2])
+    tp = int(sys.argv[3]) if len(sys.argv) > 3 else None  # with a probe threshold: the re-framed searches too
     find_pairs(codes[:2000], t)  # compile outside the clock
-    t0 = time.perf_counter()
-    uniq = np.unique(codes)
-    pairs = find_pairs(uniq, t)
-    seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "pairs": len(pairs), "unique": len(uniq), "rss_mb": rss}))
-""")
-
-
-_DEFAULT = textwrap.dedent("""
-    import json, resource, sys, time
-    import numpy as np
-    from dedup.search import find_pairs
-    codes = np.load(sys.argv[1]); t, tp = int(sys.argv[2]), int(sys.argv[3])
-    rng = np.random.default_rng(1)
-    find_pairs(codes[:2000], t)  # compile outside the clock
-    find_pairs(codes[:2000], tp, queries=codes[:100])
+    if tp is not None:
+        find_pairs(codes[:2000], tp, queries=codes[:100])
     t0 = time.perf_counter()
     uniq = np.unique(codes)
     pairs = len(find_pairs(uniq, t))
     own = time.perf_counter() - t0
     framed = 0
-    for p in (0.18, 0.29):  # per-bit flips between a real picture's phash and its re-framed copies'
+    rng = np.random.default_rng(1)
+    # per-bit flips between a real picture's phash and its re-framed copies' (centre, top)
+    for p in (0.18, 0.29) if tp is not None else ():
         flips = np.packbits(rng.random((len(uniq), 64)) < p, axis=1, bitorder="little").view(np.uint64).ravel()
         q = find_pairs(uniq, tp, queries=uniq ^ flips)
         framed += int((q[:, 0] != q[:, 1]).sum())
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "own_seconds": own, "pairs": pairs, "framed": framed, "rss_mb": rss}))
+    print(json.dumps({"seconds": seconds, "own_seconds": own, "pairs": pairs, "framed": framed, "unique": len(uniq),
+                      "rss_mb": rss}))
 """)
 
 
@@ -108,18 +97,19 @@ def with_verification(codes_path: Path, ms: float) -> dict:
     """The default (verified) settings at scale: both searches measured, the verification of the
     candidates (within the budget) computed from the measured cost a pair over all cores."""
     d = DedupConfig()
-    out = subprocess.run([sys.executable, "-c", _DEFAULT, str(codes_path), str(d.candidate_threshold),
-                          str(d.probe_threshold)], capture_output=True, text=True, check=True, cwd=ROOT)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = ours(codes_path, d.candidate_threshold, d.probe_threshold)
     r["candidates"] = r["pairs"] + r["framed"]
     r["verified"] = min(r["candidates"], d.max_verified_pairs)
     r["verify_seconds"] = r["verified"] * ms / 1000 / (os.cpu_count() or 1)
     return r
 
 
-def ours(codes_path: Path, t: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", _SEARCH, str(codes_path), str(t)], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+def ours(codes_path: Path, t: int, probe_threshold: int | None = None) -> dict:
+    """Our search in a child process (its own peak memory); with `probe_threshold`, the re-framed
+    copies' searches as well."""
+    extra = [] if probe_threshold is None else [str(probe_threshold)]
+    out = subprocess.run([sys.executable, "-c", _SEARCH, str(codes_path), str(t), *extra], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
