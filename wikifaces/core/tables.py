@@ -12,7 +12,7 @@ import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +49,14 @@ def read_jsonl_at(path: str | os.PathLike[str], missing_ok: bool = True) -> Iter
             yield at, row
 
 
+class _IndexedFile(NamedTuple):
+    path: Path
+    group: Callable[[dict[str, Any]], str]
+    keep: Callable[[dict[str, Any]], bool] | None
+    hashes: np.ndarray  # sorted, a row's group hash each
+    offsets: np.ndarray  # the rows' byte offsets, in the same order
+
+
 class RowIndex:
     """Where each group's rows lie in JSON-lines files, 16 bytes a row, so that one group's rows
     (one person's image rows, one source's results) are read back when needed instead of holding
@@ -58,8 +66,7 @@ class RowIndex:
     is checked to be of a wanted group, so a collision costs a read, never a wrong row."""
 
     def __init__(self) -> None:
-        self._files: list[tuple[Path, Callable[[dict[str, Any]], str], Callable[[dict[str, Any]], bool] | None,
-                                np.ndarray, np.ndarray]] = []
+        self._files: list[_IndexedFile] = []
 
     def add(self, path: str | os.PathLike[str], group: Callable[[dict[str, Any]], str],
             keep: Callable[[dict[str, Any]], bool] | None = None) -> int:
@@ -72,11 +79,11 @@ class RowIndex:
                 offsets.append(at)
         h, o = np.frombuffer(hashes, np.int64), np.frombuffer(offsets, np.int64)
         order = np.argsort(h, kind="stable")  # a group's rows stay in file order
-        self._files.append((Path(path), group, keep, h[order], o[order]))
+        self._files.append(_IndexedFile(Path(path), group, keep, h[order], o[order]))
         return len(h)
 
     def __len__(self) -> int:
-        return sum(len(f[3]) for f in self._files)
+        return sum(len(f.hashes) for f in self._files)
 
     def has(self, groups: list[str]) -> np.ndarray:
         """Whether each group has rows, by hash alone (no read): a collision would say yes for a
@@ -84,7 +91,7 @@ class RowIndex:
         h = np.fromiter((hash(g) for g in groups), np.int64, len(groups))
         out = np.zeros(len(groups), bool)
         for f in self._files:
-            out |= np.isin(h, f[3])
+            out |= np.isin(h, f.hashes)
         return out
 
     def rows(self, groups: Iterable[str]) -> Iterator[dict[str, Any]]:
