@@ -11,10 +11,12 @@ pages of the LMDB files a stage maps and reads, which the kernel can drop at wil
 written. Between the smallest and the largest size:
 `memory growth ratio` (peak at the largest over peak at the smallest) and `throughput ratio`
 (items per second, largest over smallest). LSUN is extrapolated to bedroom's 3,033,042 images with
-each stage's rate at the largest size (the search's own growth: bench/dedup_scale.py).
+each stage's rate at the largest size (the search's own growth: bench/dedup_scale.py). names: the
+Wikidata dump source over generated dumps of several sizes (humans), the route of a real run.
 
     .venv/bin/python bench/scale.py faces --sizes 1000 10000 [--paper-people 1000000]
     .venv/bin/python bench/scale.py lsun --sizes 30000 300000 --work /big/disk
+    .venv/bin/python bench/scale.py names --sizes 100000 1000000 --work /big/disk
 """
 
 from __future__ import annotations
@@ -129,6 +131,29 @@ def _downloaded(images_jsonl: Path) -> dict:
     return {"files": len(ok), "bytes": sum(r["bytes"] for r in ok),
             "pixels": sum(r["width"] * r["height"] for r in ok),
             "median_aspect": aspects[len(aspects) // 2] if aspects else 1.0}
+
+
+# -- names from a Wikidata dump ----------------------------------------------------------------------------
+def names_size(n: int, work: Path, sources: Path) -> list[dict]:
+    """`names --source wikidata-dump` over a generated dump of n humans (realistic entities; about
+    two in three have an image, a Commons category or an article and are kept). Page ids are not
+    asked (the paper counts those requests); the dump is kept in --work for reruns."""
+    from scraping.config import NamesConfig
+    from wikifaces.fixtures.wikidata import dump_entities, write_dump
+
+    dump = sources / f"wikidata-humans-{n}.json"
+    if dump.exists():
+        print(f"reusing the generated dump {dump}", flush=True)
+    else:
+        t0 = time.perf_counter()
+        write_dump(dump, dump_entities(None, fillers=n, human_share=1.0))
+        print(f"generated {n:,} entities in {time.perf_counter() - t0:.0f} s ({dump.stat().st_size / 2**20:,.0f} MiB)",
+              flush=True)
+    names = NamesConfig(source="wikidata-dump", dump_file=dump, resolve_pages=False)
+    config = names.model_copy(update={"http": names.http.model_copy(update={"contact": "scale rehearsal (offline)"})})
+    row = run_stage("names", config.model_dump(mode="json"), work / f"names-{n}")
+    print(_row(n, row), flush=True)
+    return [row]
 
 
 # -- LSUN -------------------------------------------------------------------------------------------------
@@ -296,8 +321,8 @@ def _row(size: int, r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("build", choices=("faces", "lsun"))
-    ap.add_argument("--sizes", type=int, nargs="+", help="people (faces) or images (lsun)")
+    ap.add_argument("build", choices=("faces", "lsun", "names"))
+    ap.add_argument("--sizes", type=int, nargs="+", help="people (faces), images (lsun) or humans in the dump (names)")
     ap.add_argument("--until", choices=FACES_STAGES, default=FACES_STAGES[-1],
                     help="faces: run the stages up to this one (the rest need it)")
     ap.add_argument("--results", type=Path, default=None,
@@ -321,8 +346,9 @@ def main() -> None:
     else:
         work = Path(tempfile.mkdtemp(prefix="wikifaces-scale-", dir=args.work))
         sources = args.work or work  # generated LSUN sources outlive a run's work folder when --work is given
-        results = {n: faces_size(n, work, args.until) if args.build == "faces" else lsun_size(n, work, sources)
-                   for n in sorted(args.sizes)}
+        build = {"faces": lambda n: faces_size(n, work, args.until), "lsun": lambda n: lsun_size(n, work, sources),
+                 "names": lambda n: names_size(n, work, sources)}[args.build]
+        results = {n: build(n) for n in sorted(args.sizes)}
         (work / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     sizes = sorted(results)
     small, large = results[sizes[0]], results[sizes[-1]]

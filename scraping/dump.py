@@ -33,7 +33,7 @@ from wikifaces.core.identity import results_hash, stage_key
 from wikifaces.core.tables import Journal
 
 from .config import NamesConfig
-from .wikidata import EntityReader
+from .wikidata import EntityReader, PeopleSink
 
 log = logging.getLogger("wikifaces.scraping")
 
@@ -41,6 +41,8 @@ log = logging.getLogger("wikifaces.scraping")
 # with or without the older "numeric-id" key; the longer the needle, the faster `find` skips.
 NEEDLE = b'"id":"Q5"},"type":"wikibase-entityid"'
 JOURNAL_FILE = "names-dump.journal.jsonl"
+# rows found since the last checkpoint that force the next one: the stage holds at most these
+CHECKPOINT_ROWS = 5000
 
 
 class DumpError(UserError):
@@ -49,8 +51,6 @@ class DumpError(UserError):
 
 @dataclass
 class DumpResult:
-    rows: list[dict[str, Any]]
-    rejected: list[dict[str, Any]]
     lines: int
     entities_parsed: int
     resumed_from_line: int
@@ -229,8 +229,9 @@ def _strip(line: bytes) -> bytes:
     return line[:-1] if line.endswith(b",") else line
 
 
-def read_dump(config: NamesConfig, out_dir: Path, progress: bool = True) -> DumpResult:
-    """Every human in the dump that passes the filters, in dump order; journalled, resumable."""
+def read_dump(config: NamesConfig, out_dir: Path, sink: PeopleSink, progress: bool = True) -> DumpResult:
+    """Every human in the dump that passes the filters, in dump order, handed to `sink` as each
+    checkpoint is journalled (a resumed run hands the journalled ones first); resumable."""
     path = Path(config.dump_file or "")
     if not path.is_file():
         raise MissingInput(f"the Wikidata dump {path} does not exist (download latest-all.json.gz from "
@@ -238,10 +239,12 @@ def read_dump(config: NamesConfig, out_dir: Path, progress: bool = True) -> Dump
     source = f"wikidata-dump:{path.name}"
     version = stage_key(results_hash(config.model_copy(update={"limit": None, "resolve_pages": False}), out_dir))
     journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: str(r["upto"]), version=version)
-    done = sorted(journal.latest().values(), key=lambda r: r["upto"])
-    rows = [row for rec in done for row in rec["rows"]]
-    rejected = [row for rec in done for row in rec["rejected"]]
-    start = done[-1]["upto"] if done else 0
+    start = people = 0
+    for _, rec in journal.rows():  # streamed: a resumed run's journal holds every row found so far
+        if rec["upto"] <= start:  # checkpoints are written in line order; anything else is not ours
+            continue
+        start = rec["upto"]
+        people += _hand(sink, rec["rows"], rec["rejected"])
     parsed = 0
     reader = EntityReader(config, source)
     stream, raw, decompressor = open_dump(path, config.dump_chunk_bytes)
@@ -259,8 +262,8 @@ def read_dump(config: NamesConfig, out_dir: Path, progress: bool = True) -> Dump
     sys.setswitchinterval(min(interval, 0.0001))
     try:
         with stream, Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"reading {path.name}", total=size, people=len(rows))
-            for lines, hits in scan_lines(stream, start, config.dump_chunk_bytes):
+            task = bar.add_task(f"reading {path.name}", total=size, people=people)
+            for lines, hits in [] if sink.full else scan_lines(stream, start, config.dump_chunk_bytes):
                 for number, line in hits:
                     parsed += 1
                     try:
@@ -273,19 +276,17 @@ def read_dump(config: NamesConfig, out_dir: Path, progress: bool = True) -> Dump
                         row["dump_line"] = number
                         pending.append(row)
                 now = time.monotonic()
-                if now - last >= config.dump_checkpoint_seconds or (config.limit and len(rows) + len(pending)
-                                                                    >= config.limit):
+                limit_near = config.limit is not None and people + len(pending) >= config.limit
+                if now - last >= config.dump_checkpoint_seconds or len(pending) >= CHECKPOINT_ROWS or limit_near:
                     journal.append({"upto": lines, "rows": pending, "rejected": pending_rejected})
-                    rows += pending
-                    rejected += pending_rejected
+                    people += _hand(sink, pending, pending_rejected)
                     pending, pending_rejected, last, journalled = [], [], now, lines
-                    bar.update(task, completed=raw.read_bytes, people=len(rows))
-                    if config.limit and len(rows) >= config.limit:
+                    bar.update(task, completed=raw.read_bytes, people=people)
+                    if sink.full:
                         break
             if lines != journalled or pending or pending_rejected:
                 journal.append({"upto": lines, "rows": pending, "rejected": pending_rejected})
-                rows += pending
-                rejected += pending_rejected
+                _hand(sink, pending, pending_rejected)
     except (OSError, EOFError) as exc:
         raise DumpError(f"{path} could not be read to the end after line {lines:,}: {exc}. The lines before are "
                         "journalled; a damaged download must be fetched again.") from exc
@@ -293,7 +294,16 @@ def read_dump(config: NamesConfig, out_dir: Path, progress: bool = True) -> Dump
         sys.setswitchinterval(interval)
         journal.close()
         raw.close()
-    return DumpResult(rows, rejected, lines, parsed, start, decompressor)
+    return DumpResult(lines, parsed, start, decompressor)
+
+
+def _hand(sink: PeopleSink, rows: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> int:
+    """Rows found (and lines rejected) to the sink; how many rows."""
+    for row in rows:
+        sink.person(row)
+    for row in rejected:
+        sink.rejected(row)
+    return len(rows)
 
 
 def _malformed(number: int, line: bytes, error: str) -> dict[str, Any]:

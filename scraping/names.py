@@ -10,11 +10,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from wikifaces.core.errors import MissingInput
+from wikifaces.core.files import atomic_open
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import write_jsonl
+from wikifaces.core.tables import jsonl_line, write_jsonl
 
 from .config import NamesConfig
 from .dump import forget_dump, read_dump
@@ -22,6 +23,7 @@ from .http import HttpError, PoliteClient
 from .mediawiki import category_members, list_page_links, resolve_titles, wikidata_facts
 from .sparql import forget_sparql, query_people
 from .titles import normalise_title
+from .wikidata import PeopleSink
 
 log = logging.getLogger("wikifaces.scraping")
 
@@ -29,6 +31,8 @@ INVALID_TITLE = re.compile(r"[<>\[\]{}|\x00-\x1f\x7f]")
 NAMES_FILE = "names.jsonl"
 REJECTED_FILE = "names-rejected.jsonl"
 CACHE_FILE = "http-cache.sqlite"
+# people of a Wikidata source whose page ids are asked together (100 requests of 50 titles)
+RESOLVE_BATCH = 5000
 
 
 # Why a title or a person was left out: a closed set (rows of names-rejected.jsonl).
@@ -167,38 +171,79 @@ def collect_names(config: NamesConfig, root: str | os.PathLike[str] | None = Non
 
 
 def _collect_wikidata(config: NamesConfig, client: PoliteClient, out_dir: Path, progress: bool) -> NamesSummary:
-    """Humans from the Query Service or the dump, then (optionally) their articles' page ids."""
+    """Humans from the Query Service or the dump, then (optionally) their articles' page ids;
+    written as they arrive (`_Output`), never held as a table."""
     counts: dict[str, Any] = {}
-    rejected: list[dict[str, Any]] = []
-    if config.source == "wikidata-sparql":
-        sparql = query_people(config, out_dir, progress)
-        rows = sparql.rows
-        counts.update(slices=sparql.slices, resumed_slices=sparql.resumed_slices, halvings=sparql.halvings,
-                      route_splits=sparql.route_splits, sparql=sparql.stats)
-    else:
-        dump = read_dump(config, out_dir, progress)
-        rows, rejected = dump.rows, dump.rejected
-        counts.update(dump_lines=dump.lines, entities_parsed=dump.entities_parsed,
-                      resumed_from_line=dump.resumed_from_line, decompressor=dump.decompressor)
-    candidates = len(rows)
-    if config.limit is not None:
-        rows = rows[: config.limit]
-    if config.resolve_pages:
-        _resolve_pages(config, client, rows)
-    write_jsonl(out_dir / NAMES_FILE, rows)
-    write_jsonl(out_dir / REJECTED_FILE, rejected)
+    with atomic_open(out_dir / NAMES_FILE, "w") as people_fh, atomic_open(out_dir / REJECTED_FILE, "w") as rej_fh:
+        out = _Output(config, client, people_fh, rej_fh)
+        if config.source == "wikidata-sparql":
+            sparql = query_people(config, out_dir, out, progress)
+            counts.update(slices=sparql.slices, resumed_slices=sparql.resumed_slices, halvings=sparql.halvings,
+                          route_splits=sparql.route_splits, sparql=sparql.stats)
+        else:
+            dump = read_dump(config, out_dir, out, progress)
+            counts.update(dump_lines=dump.lines, entities_parsed=dump.entities_parsed,
+                          resumed_from_line=dump.resumed_from_line, decompressor=dump.decompressor)
+        out.flush()
     forget_sparql(out_dir)
     forget_dump(out_dir)
-    statuses = Counter(r["status"] for r in rejected)
-    counts.update({"candidates": candidates, "people": len(rows), "rejected": dict(statuses), "merged": 0,
-                   "with_image": sum(1 for r in rows if r["lead_image"]),
-                   "with_article": sum(1 for r in rows if r["wiki_title"]),
-                   "with_commons_category": sum(1 for r in rows if r["commons_category"]),
-                   "warnings": list(client.warnings), "api_requests": client.stats["api_requests"],
+    counts.update({"candidates": out.found, "people": out.people, "rejected": dict(out.statuses), "merged": 0,
+                   **out.tally, "warnings": list(client.warnings), "api_requests": client.stats["api_requests"],
                    "api_cache_hits": client.stats["api_cache_hits"]})
-    log.info("names: %d people from %s", len(rows), config.source)
-    return NamesSummary(len(rows), candidates, dict(statuses), client.stats["api_requests"],
+    log.info("names: %d people from %s", out.people, config.source)
+    return NamesSummary(out.people, out.found, dict(out.statuses), client.stats["api_requests"],
                         client.stats["api_cache_hits"], out_dir / NAMES_FILE, counts)
+
+
+class _Output(PeopleSink):
+    """names.jsonl and names-rejected.jsonl written as the Wikidata sources find people (millions
+    of them): people are told apart by id and, with `resolve_pages`, their page ids are asked a batch
+    at a time. The stage holds one batch and the ids seen (~0.1 kB a person), not the table (~1.8 kB
+    a person as rows)."""
+
+    def __init__(self, config: NamesConfig, client: PoliteClient, people_fh: IO[str], rejected_fh: IO[str]) -> None:
+        self._config, self._client = config, client
+        self._people_fh, self._rejected_fh = people_fh, rejected_fh
+        self._seen: set[str] = set()
+        self._batch: list[dict[str, Any]] = []
+        self.people = 0
+        self.statuses: Counter[str] = Counter()
+        self.tally = {"with_image": 0, "with_article": 0, "with_commons_category": 0}
+
+    @property
+    def found(self) -> int:
+        """Different people found (those beyond the limit included)."""
+        return len(self._seen)
+
+    @property
+    def full(self) -> bool:
+        return self._config.limit is not None and len(self._seen) >= self._config.limit
+
+    def person(self, row: dict[str, Any]) -> None:
+        if row["person_id"] in self._seen:  # WDQS finds a person once a route and a birth date
+            return
+        full = self.full
+        self._seen.add(row["person_id"])
+        if not full:
+            self._batch.append(row)
+            if len(self._batch) >= (RESOLVE_BATCH if self._config.resolve_pages else 1):
+                self.flush()
+
+    def rejected(self, row: dict[str, Any]) -> None:
+        self.statuses[row["status"]] += 1
+        self._rejected_fh.write(jsonl_line(row))
+
+    def flush(self) -> None:
+        """Resolve the batch's page ids and write its rows."""
+        if self._config.resolve_pages:
+            _resolve_pages(self._config, self._client, self._batch)
+        for r in self._batch:
+            self._people_fh.write(jsonl_line(r))
+            self.tally["with_image"] += bool(r["lead_image"])
+            self.tally["with_article"] += bool(r["wiki_title"])
+            self.tally["with_commons_category"] += bool(r["commons_category"])
+        self.people += len(self._batch)
+        self._batch.clear()
 
 
 def _resolve_pages(config: NamesConfig, client: PoliteClient, rows: list[dict[str, Any]]) -> None:

@@ -24,11 +24,11 @@ import requests
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from wikifaces.core.identity import results_hash, stage_key
-from wikifaces.core.tables import Journal
+from wikifaces.core.tables import Journal, RowIndex
 
 from .config import HttpConfig, NamesConfig
 from .http import HttpError, parse_retry_after
-from .wikidata import file_name, person_row, year_of
+from .wikidata import PeopleSink, file_name, person_row, year_of
 
 log = logging.getLogger("wikifaces.scraping")
 
@@ -262,7 +262,6 @@ def _birth_order(row: dict[str, Any]) -> tuple[int, int]:
 
 @dataclass
 class SparqlResult:
-    rows: list[dict[str, Any]]
     slices: int
     resumed_slices: int
     halvings: int
@@ -274,30 +273,34 @@ def _horizon() -> int:
     return dt.date(dt.date.today().year + 1, 1, 1).toordinal()
 
 
-def query_people(config: NamesConfig, out_dir: Path, progress: bool = True) -> SparqlResult:
-    """Every human that passes the filters, slice by slice; journalled, resumable."""
+def query_people(config: NamesConfig, out_dir: Path, sink: PeopleSink, progress: bool = True) -> SparqlResult:
+    """Every human that passes the filters, slice by slice, handed to `sink` (which tells people
+    found twice apart); journalled, resumable. A resumed run indexes its journal and reads a done
+    slice's rows back when it comes to it."""
     source = "wikidata-sparql"
     version = stage_key(results_hash(config.model_copy(update={"limit": None, "resolve_pages": False}), out_dir))
     journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["id"], version=version)
-    done = {r["id"]: r for r in journal.latest().values()}
+    index = RowIndex()
+    if journal.path.exists():
+        index.add(journal.path, group=lambda r: r["id"], keep=journal.current)
+    done = {key for key, _ in journal.rows()} if len(index) else set()
     client = WdqsClient(config.http)
-    people: dict[str, dict[str, Any]] = {}
     counts = collections.Counter()
     first = dt.date(config.born_after, 1, 1).toordinal() if config.born_after is not None else None
     horizon = _horizon()
 
     def take(rows: list[dict[str, Any]]) -> None:
         for r in rows:
-            people.setdefault(r["person_id"], r)
+            sink.person(r)
 
     def full() -> bool:
-        return config.limit is not None and len(people) >= config.limit
+        return sink.full
 
     def run(s: Slice) -> list[dict[str, Any]] | None:
         """A slice's rows (from the journal or WDQS); None when WDQS timed out on it."""
         if s.id in done:
             counts["resumed"] += 1
-            return done[s.id]["rows"]
+            return list(index.rows([s.id]))[-1]["rows"]
         try:
             bindings = client.select(build_query(config, s))
         except SparqlTimeout as exc:
@@ -338,9 +341,9 @@ def query_people(config: NamesConfig, out_dir: Path, progress: bool = True) -> S
             ceiling: float | None = None  # after a timeout: grow past half the failed width only slowly
             while cursor < horizon and not full():
                 # a window the journal already has, whole or as routes, is taken as it was
-                known = [d for d in done.values() if d["id"].startswith(f"{cursor}:")]
+                known = [d for d in done if d.startswith(f"{cursor}:")]
                 if known:
-                    end = int(known[0]["id"].split(":")[1])
+                    end = int(known[0].split(":")[1])
                     s = Slice(cursor, end)
                     rows = run(s) if s.id in done else run_split(s)
                 else:
@@ -363,7 +366,7 @@ def query_people(config: NamesConfig, out_dir: Path, progress: bool = True) -> S
                 take(rows)
                 cursor = end
                 bar.update(task, completed=cursor - lo, year=dt.date.fromordinal(min(cursor, horizon - 1)).year,
-                           people=len(people))
+                           people=sink.found)
             if first is None and not full():
                 s = Slice(None, None, undated=True)
                 rows = run(s)
@@ -371,8 +374,7 @@ def query_people(config: NamesConfig, out_dir: Path, progress: bool = True) -> S
     finally:
         journal.close()
         client.close()
-    rows = list(people.values())
-    return SparqlResult(rows, counts["slices"], counts["resumed"], counts["halvings"], counts["route_splits"],
+    return SparqlResult(counts["slices"], counts["resumed"], counts["halvings"], counts["route_splits"],
                         {k: float(v) for k, v in client.stats.items()})
 
 

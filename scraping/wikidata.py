@@ -8,7 +8,7 @@ never deprecated) is what the entity readers here mean too, so the sources agree
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import msgspec
@@ -16,6 +16,23 @@ import msgspec
 from .config import NamesConfig
 
 HUMAN = "Q5"
+
+
+class PeopleSink(Protocol):
+    """Where a Wikidata source hands its rows as it finds them (names' writer): a source that finds
+    millions of people never holds them."""
+
+    @property
+    def full(self) -> bool:
+        """The limit of people is reached: the source may stop."""
+
+    @property
+    def found(self) -> int:
+        """Different people handed so far."""
+
+    def person(self, row: dict[str, Any]) -> None: ...
+
+    def rejected(self, row: dict[str, Any]) -> None: ...
 _YEAR = re.compile(r"^([+-]?)(\d+)-")
 
 
