@@ -12,10 +12,46 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 import msgspec
+import numpy as np
 
 from .config import NamesConfig
 
 HUMAN = "Q5"
+
+
+class IdSet:
+    """Wikidata ids seen, ~10 bytes each (a set of strings takes ~100): the numbers of Q-ids in a
+    sorted array, the newest in a small set merged into it now and then; other ids in a set."""
+
+    MERGE = 4096
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, np.int64)
+        self._recent: set[int] = set()
+        self._other: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent) + len(self._other)
+
+    def add(self, qid: str) -> bool:
+        """Add an id; whether it was new."""
+        if not (qid[:1] == "Q" and qid[1:].isdigit()):
+            if qid in self._other:
+                return False
+            self._other.add(qid)
+            return True
+        n = int(qid[1:])
+        if n in self._recent:
+            return False
+        i = int(np.searchsorted(self._sorted, n))
+        if i < len(self._sorted) and self._sorted[i] == n:
+            return False
+        self._recent.add(n)
+        if len(self._recent) >= max(self.MERGE, len(self._sorted) >> 6):  # the set stays ~1/64 of the array
+            new = np.sort(np.fromiter(self._recent, np.int64, len(self._recent)))
+            self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, new), new)  # a copy, no sort
+            self._recent.clear()
+        return True
 
 
 class PeopleSink(Protocol):
