@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]  # our scripts shadow packages
@@ -36,7 +37,7 @@ sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("bench")]  # ou
 import numpy as np  # noqa: E402
 
 from faces.config import DetectConfig, IdentityConfig  # noqa: E402
-from faces.identity import KEPT, Face, check_person, image_routes, journalled_descriptors, verdict_rows  # noqa: E402
+from faces.identity import KEPT, Face, FaceTable, check_person, journalled_descriptors, person_verdicts  # noqa: E402
 from faces.judge import FaceJudge, descriptor_version  # noqa: E402
 from faces.stage import process_image  # noqa: E402
 from shards.format import decode_image  # noqa: E402
@@ -114,7 +115,8 @@ def score(pairs: list[tuple[str, bool | None]]) -> tuple[float, float, int, int]
     return precision, recall, len(kept), len(true)
 
 
-def standin_build(people: int, root: Path) -> tuple[list[dict], dict[str, np.ndarray], dict, dict]:
+def standin_build(people: int, root: Path
+                  ) -> tuple[FaceTable, np.ndarray, np.ndarray, Callable[[str, str], bool | None]]:
     """Run names -> images -> detect -> identity on a stand-in; what the sweep needs, and the truth."""
     import json
 
@@ -131,11 +133,11 @@ def standin_build(people: int, root: Path) -> tuple[list[dict], dict[str, np.nda
     run_stage("detect", DetectConfig(), root, progress=False)
     run_stage("identity", IdentityConfig(), root, progress=False)
     ds = open_dataset(root / "interim/faces/shards")
-    metas = list(ds.iter_meta())
+    table = FaceTable(ds.iter_meta())
     ds.close()
     by_key = journalled_descriptors(root)
-    descriptors = np.stack([by_key[m["key"]] for m in metas])  # row i: metas[i]
-    routes = image_routes(root / "raw/wikipedia/images.jsonl")
+    descriptors = np.stack([by_key[table.key(i)] for i in range(len(table))])  # row i: record i
+    levels = table.anchor_levels(root / "raw/wikipedia/images.jsonl")
     # truth: a face is the person when its file shows the person's own subject and only one face
     from wikifaces.fixtures.samples import all_photos
 
@@ -159,7 +161,7 @@ def standin_build(people: int, root: Path) -> tuple[list[dict], dict[str, np.nda
             return False if shows != who else None
         return shows == who and photos[lead.photo].faces == 1
 
-    return metas, descriptors, routes, truth  # type: ignore[return-value]
+    return table, descriptors, levels, truth
 
 
 def main() -> None:
@@ -177,8 +179,8 @@ def main() -> None:
           f"{n_faces} (person, face) pairs ({time.perf_counter() - t0:.0f} s)")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        metas, descriptors, routes, truth = standin_build(args.people, Path(tmp))
-        print(f"stand-in: {args.people} people, {len(metas)} kept faces ({time.perf_counter() - t0:.0f} s)")
+        table, descriptors, levels, truth = standin_build(args.people, Path(tmp))
+        print(f"stand-in: {args.people} people, {len(table)} kept faces ({time.perf_counter() - t0:.0f} s)")
         rows_at = {}
         print("\n| threshold | real precision | real recall | stand-in precision | stand-in recall | all precision "
               "| all recall |")
@@ -193,7 +195,7 @@ def main() -> None:
                     (v.status, t) for (f, t), v in zip(people, check_person([f for f, _ in people], cfg), strict=True))
             real = [x for kind, xs in real_by.items() if kind != "outnumbered" for x in xs]
             by_kind[th] = {kind: score(xs) for kind, xs in real_by.items()}
-            rows_at[th] = verdict_rows(cfg, metas, descriptors, routes)
+            rows_at[th] = list(person_verdicts(cfg, table, descriptors, levels))
             stand = [(r["status"], truth(r["person_id"], r["source_sha256"])) for r in rows_at[th]]
             rp, rr, _, _ = score(real)
             sp, sr, _, _ = score(stand)

@@ -25,11 +25,13 @@ and publish), `identity.jsonl` with one row per person and face, and `descriptor
 from __future__ import annotations
 
 import base64
-import io
+import itertools
 import logging
 import os
 import shutil
+from array import array
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,10 +41,10 @@ import numpy as np
 from shards import ShardWriter, is_complete, open_dataset
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
-from wikifaces.core.files import atomic_write_bytes, recover_swap, swap_dir
+from wikifaces.core.files import atomic_open, recover_swap, swap_dir
 from wikifaces.core.identity import config_hash, stage_key
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
+from wikifaces.core.tables import Journal, jsonl_line, read_jsonl
 from wikifaces.core.version import code_version
 
 from .config import IdentityConfig
@@ -53,6 +55,7 @@ CHECKED_DIR = "checked"
 IDENTITY_FILE = "identity.jsonl"
 JOURNAL_FILE = "descriptors.jsonl"  # every face's descriptor, appended as computed: kept across runs
 DESCRIPTORS_FILE = "descriptors.npy"
+WORK_FILE = "descriptors.work.npy"  # every candidate's descriptor while the stage runs
 SHEET_FILE = "identity-people.png"
 # borders of the people sheet (RGB): what the check said about each face
 STATUS_COLOURS = {"verified": (46, 160, 67), "identity_unchecked": (150, 150, 150), "other_person": (215, 40, 40),
@@ -63,7 +66,6 @@ DEPICTS_ROUTES = ("depicts",)  # Commons' structured data says the file depicts 
 # A face's identity status for one person: a closed set.
 IdentityStatus = Literal["verified", "identity_unchecked", "other_person", "ambiguous_identity"]
 KEPT: tuple[IdentityStatus, ...] = ("verified", "identity_unchecked")
-SLIM = ("key", "person_id", "person_ids", "source_sha256")  # the metadata the check reads
 
 
 @dataclass
@@ -158,14 +160,14 @@ def _reference(faces: list[Face], d: np.ndarray, config: IdentityConfig) -> tupl
 
 
 # -- descriptors (a unit of fan-out) -----------------------------------------------------------------------------------
-def describe_batch(part: tuple[str, list[int]], margin: float) -> list[tuple[str, str]]:
+def describe_batch(part: tuple[str, Sequence[int]], margin: float) -> list[tuple[str, str]]:
     """(face key, descriptor as base64 float32) for the records `part` names in the candidate shards."""
     import cv2
 
     from .judge import FaceJudge
 
     cv2.setNumThreads(1)  # the batches are the parallelism
-    path, indices = part
+    path, indices = part[0], [int(i) for i in part[1]]
     ds = open_dataset(path)
     try:
         judge = FaceJudge(margin=margin)
@@ -205,6 +207,153 @@ def reset_identity(root: DataRoot) -> None:
     (root.faces / JOURNAL_FILE).unlink(missing_ok=True)
 
 
+class FaceTable:
+    """The candidate faces as the check reads them, in columns: keys and source images as bytes
+    arrays, people interned, (person, face) pairs as int32 arrays: ~0.15 kB a face, where dicts of
+    metadata, a key index and route sets took ~1.2 kB (a million people's faces: a few hundred MB,
+    not gigabytes)."""
+
+    def __init__(self, metas: Iterable[dict[str, Any]]) -> None:
+        keys, sources = _BytesColumn(), _BytesColumn()
+        self.person_index: dict[str, int] = {}
+        pair_person, pair_face = array("i"), array("i")
+        for i, m in enumerate(metas):
+            keys.add(m["key"])
+            sources.add(m["source_sha256"])
+            for pid in dict.fromkeys(m.get("person_ids") or [m["person_id"]]):
+                pair_person.append(self.person_index.setdefault(pid, len(self.person_index)))
+                pair_face.append(i)
+        self.keys, self.sources = keys.array(), sources.array()
+        self.people = list(self.person_index)
+        self.pair_person = np.frombuffer(pair_person, np.int32) if pair_person else np.empty(0, np.int32)
+        self.pair_face = np.frombuffer(pair_face, np.int32) if pair_face else np.empty(0, np.int32)
+        self._order = np.argsort(self.keys, kind="stable")
+        self._sorted = self.keys[self._order]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def find(self, key: str) -> int | None:
+        """The index of the face with this key, or None."""
+        b = key.encode()
+        j = int(np.searchsorted(self._sorted, b))
+        return int(self._order[j]) if j < len(self._sorted) and self._sorted[j] == b else None
+
+    def key(self, i: int) -> str:
+        return self.keys[i].decode()
+
+    def source(self, i: int) -> str:
+        return self.sources[i].decode()
+
+    def groups(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(person, their pairs' positions) per person in order of first appearance, each person's
+        faces in record order."""
+        order = np.argsort(self.pair_person, kind="stable")
+        people = self.pair_person[order]
+        cuts = np.flatnonzero(np.diff(people)) + 1
+        for span in np.split(order, cuts) if len(order) else []:
+            yield int(self.pair_person[span[0]]), span
+
+    def anchor_levels(self, images_path: Path) -> np.ndarray:
+        """Per (person, face) pair: `anchor_level` of every route by which the person reached the
+        face's image (the images table's ok rows; the level of a union of routes is the highest)."""
+        keys, levels = _BytesColumn(), array("b")
+        for r in read_jsonl(images_path):
+            if r.get("status") == "ok" and r.get("sha256") and (p := self.person_index.get(r["person_id"])) is not None:
+                keys.add(f"{p:08x}{r['sha256']}")
+                levels.append(anchor_level(set(r.get("routes") or ["lead"])))
+        out = np.zeros(len(self.pair_person), np.int8)
+        known = keys.array()
+        if not len(known):
+            return out
+        order = np.argsort(known, kind="stable")
+        known, level = known[order], np.frombuffer(levels, np.int8)[order]
+        starts = np.flatnonzero(np.r_[True, known[1:] != known[:-1]])
+        known, best = known[starts], np.maximum.reduceat(level, starts)
+        step = 4096
+        for a in range(0, len(out), step):
+            q = np.array([b"%08x" % p + s for p, s in zip(self.pair_person[a : a + step].tolist(),
+                                                           self.sources[self.pair_face[a : a + step]].tolist(),
+                                                           strict=True)], dtype="S")
+            j = np.minimum(np.searchsorted(known, q), len(known) - 1)
+            out[a : a + len(q)] = np.where(known[j] == q, best[j], 0)
+        return out
+
+
+class _BytesColumn:
+    """Strings gathered into a fixed-width bytes array a chunk at a time (a Python list of them
+    would hold ~80 bytes a string until the end)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._open: list[bytes] = []
+
+    def add(self, value: str) -> None:
+        self._open.append(value.encode())
+        if len(self._open) == 4096:
+            self._chunks.append(np.array(self._open, dtype="S"))
+            self._open = []
+
+    def array(self) -> np.ndarray:
+        if self._open:
+            self._chunks.append(np.array(self._open, dtype="S"))
+            self._open = []
+        return np.concatenate(self._chunks) if self._chunks else np.empty(0, "S1")
+
+
+def person_verdicts(config: IdentityConfig, table: FaceTable, descriptors: np.ndarray, levels: np.ndarray
+                    ) -> Iterator[dict[str, Any]]:
+    """One row per (person, face), person after person: every person whose images hold the face.
+    `descriptors` row i is record i's; `levels` the pairs' anchor levels (`FaceTable.anchor_levels`)."""
+    for p, pairs in table.groups():
+        pid = table.people[p]
+        idx = table.pair_face[pairs].tolist()
+        faces = [Face(table.key(i), table.source(i), descriptors[i], int(lv))
+                 for i, lv in zip(idx, levels[pairs].tolist(), strict=True)]
+        for i, f, v in zip(idx, faces, check_person(faces, config), strict=True):
+            yield {"person_id": pid, "key": f.key, "index": i, "source_sha256": f.source, "anchor": f.anchor,
+                   "status": v.status, "distance": None if v.distance is None else round(v.distance, 4),
+                   "reference": v.reference, "reason": v.reason}
+
+
+class _Choice:
+    """Per face, the row it is kept by (verified before unchecked, then the nearest; the first of
+    equals) and every person it is kept for, in columns: what the checked set is written from."""
+
+    def __init__(self, n: int) -> None:
+        self.kept = np.zeros(n, np.int32)  # people the face is kept for
+        self.rank = np.zeros(n, np.int8)
+        self.order_distance = np.zeros(n, np.float64)  # distance, 0 for none (the order of choice)
+        self.person = np.zeros(n, np.int32)
+        self.first = np.zeros(n, np.int32)
+        self.distance = np.full(n, np.nan)
+        self.reference = np.zeros(n, np.int8)  # into self.references
+        self.references: list[str | None] = [None]
+        self.more: dict[int, list[int]] = {}  # faces kept for several people: all of them
+
+    def add(self, i: int, person: int, row: dict[str, Any]) -> None:
+        rank, dist = KEPT.index(row["status"]), row["distance"] or 0.0
+        if self.kept[i] == 0:
+            self.first[i] = person
+        else:
+            self.more.setdefault(i, [int(self.first[i])]).append(person)
+        if self.kept[i] == 0 or (rank, dist) < (self.rank[i], self.order_distance[i]):
+            if row["reference"] not in self.references:
+                self.references.append(row["reference"])
+            self.rank[i], self.order_distance[i], self.person[i] = rank, dist, person
+            self.distance[i] = np.nan if row["distance"] is None else row["distance"]
+            self.reference[i] = self.references.index(row["reference"])
+        self.kept[i] += 1
+
+    def identity(self, i: int, model: str) -> dict[str, Any]:
+        d = float(self.distance[i])
+        return {"status": KEPT[self.rank[i]], "distance": None if np.isnan(d) else d,
+                "reference": self.references[self.reference[i]], "model": model}
+
+    def people(self, i: int) -> list[int]:
+        return self.more.get(i) or [int(self.first[i])]
+
+
 def check_identities(config: IdentityConfig, root: str | os.PathLike[str] | DataRoot | None = None,
                      progress: bool = True, force: bool = False, executor: Executor | None = None) -> IdentitySummary:
     """Describe every kept face (resumable per batch), check each person's faces, write the checked set."""
@@ -221,54 +370,40 @@ def check_identities(config: IdentityConfig, root: str | os.PathLike[str] | Data
         reset_identity(data)
     recover_swap(data.faces / CHECKED_DIR / "shards")
     ds = open_dataset(candidates)
-    # Per face only what the check reads (its full metadata is read again for the faces written)
-    # and its descriptor in one float32 matrix: a million people's faces fit in memory.
-    metas = [{k: m[k] for k in SLIM if k in m} for m in ds.iter_meta()]
+    # Per face only what the check reads, in columns (its full metadata is read again for the
+    # faces written).
+    table = FaceTable(ds.iter_meta())
     margin = float(ds.manifest.provenance.parameters.get("margin", 0.25))
     ds.close()
-    index = {m["key"]: i for i, m in enumerate(metas)}
-    descriptors = np.zeros((len(metas), 128), np.float32)
-    described = np.zeros(len(metas), bool)
+    # on disk, paged in as the check reads them: 0.5 kB a face (a GB for two million) need not be held
+    work = data.faces / WORK_FILE
+    descriptors = np.lib.format.open_memmap(work, mode="w+", dtype=np.float32, shape=(len(table), 128))
+    described = np.zeros(len(table), bool)
     journal = _journal(data)
 
     def record(result: list[tuple[str, str]]) -> None:
         for key, b64 in result:
             journal.append({"key": key, "d": b64})
-            i = index[key]
+            i = table.find(key)
+            if i is None:
+                raise RuntimeError(f"a descriptor came back for face {key}, which the candidates lack")
             descriptors[i], described[i] = _decode(b64), True
 
     for key, row in journal.rows():  # streamed: the journal holds every face ever described
-        if (i := index.get(key)) is not None:
+        if (i := table.find(key)) is not None:
             descriptors[i], described[i] = _decode(row["d"]), True
-    todo = np.flatnonzero(~described).tolist()
+    todo = np.flatnonzero(~described)  # batches are slices of it (8 bytes a face, not a Python int each)
     parts = [(str(candidates), todo[i : i + config.batch_size]) for i in range(0, len(todo), config.batch_size)]
     try:
         fan_out(executor, describe_batch, parts, margin, on_result=record, label="describing faces",
                 progress=progress, workers=config.workers)
     finally:
         journal.close()
-    rows = verdict_rows(config, metas, descriptors, image_routes(images_path))
-    kept = _write_checked(data, config, rows, descriptors, descriptor_version())
-    people_sheet(candidates, rows, data.faces / SHEET_FILE)
-    statuses = Counter(r["status"] for r in rows)
-    people = {r["person_id"] for r in rows}
-    per_person = Counter(r["person_id"] for r in rows if r["status"] in KEPT and (config.keep_unchecked
-                                                                                  or r["status"] == "verified"))
-    counts = {"people": len(people), "faces": len(metas), "kept": kept, "statuses": dict(statuses),
-              "described_now": len(todo), "model": descriptor_version(),
-              "people_verified": len({r["person_id"] for r in rows if r["status"] == "verified"}),
-              "faces_per_person": dict(sorted(Counter(per_person.values()).items())),
-              "references": dict(Counter(r["reference"] for r in rows if r["reference"]))}
-    return IdentitySummary(len(people), len(metas), kept, dict(statuses), data.faces / IDENTITY_FILE, counts)
-
-
-def image_routes(images_path: Path) -> dict[tuple[str, str], set[str]]:
-    """(person, source sha256) -> the routes by which that person reached that image."""
-    out: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for r in read_jsonl(images_path):
-        if r.get("status") == "ok" and r.get("sha256"):
-            out[(r["person_id"], r["sha256"])].update(r.get("routes") or ["lead"])
-    return out
+    counts = _decide(data, config, table, descriptors, table.anchor_levels(images_path), descriptor_version(),
+                     described_now=len(todo))
+    work.unlink()  # unmapped when the stage returns (Linux keeps a mapped file's pages until then)
+    return IdentitySummary(counts["people"], len(table), counts["kept"], counts["statuses"],
+                           data.faces / IDENTITY_FILE, counts)
 
 
 def anchor_level(routes: set[str]) -> int:
@@ -276,64 +411,86 @@ def anchor_level(routes: set[str]) -> int:
     return 2 if routes & set(ANCHOR_ROUTES) else 1 if routes & set(DEPICTS_ROUTES) else 0
 
 
-def verdict_rows(config: IdentityConfig, metas: list[dict[str, Any]], descriptors: np.ndarray,
-                  routes: dict[tuple[str, str], set[str]]) -> list[dict[str, Any]]:
-    """One row per (person, face): every person whose images hold the face. `descriptors` row i
-    is record i's (metas[i]) descriptor."""
-    by_person: dict[str, list[int]] = defaultdict(list)
-    for i, m in enumerate(metas):
-        for pid in dict.fromkeys(m.get("person_ids") or [m["person_id"]]):
-            by_person[pid].append(i)
-    rows = []
-    for pid, idx in by_person.items():
-        faces = [Face(metas[i]["key"], metas[i]["source_sha256"], descriptors[i],
-                      anchor_level(routes.get((pid, metas[i]["source_sha256"]), set()))) for i in idx]
-        for i, f, v in zip(idx, faces, check_person(faces, config), strict=True):
-            rows.append({"person_id": pid, "key": f.key, "index": i, "source_sha256": f.source, "anchor": f.anchor,
-                         "status": v.status, "distance": None if v.distance is None else round(v.distance, 4),
-                         "reference": v.reference, "reason": v.reason})
-    return rows
+def _decide(data: DataRoot, config: IdentityConfig, table: FaceTable, descriptors: np.ndarray, levels: np.ndarray,
+            model: str, described_now: int, sheet_people: int = 8) -> dict[str, Any]:
+    """The verdicts, person after person, into identity.jsonl as they are made (tallied, and the
+    choice of each kept face noted in columns); then the checked set and the people sheet."""
+    keep = set(KEPT if config.keep_unchecked else ("verified",))
+    choice = _Choice(len(table))
+    statuses: Counter[str] = Counter()
+    references: Counter[str] = Counter()
+    faces_per_person: Counter[int] = Counter()
+    verified_people = 0
+    sheet = _sheet_people(table, sheet_people)
+    sheet_rows: list[dict[str, Any]] = []
+    by_person = itertools.groupby(person_verdicts(config, table, descriptors, levels), key=lambda r: r["person_id"])
+    with atomic_open(data.faces / IDENTITY_FILE, "w") as out:
+        for pid, rows in by_person:
+            p, kept, verified = table.person_index[pid], 0, False
+            for r in rows:
+                out.write(jsonl_line(r))
+                statuses[r["status"]] += 1
+                if r["reference"]:
+                    references[r["reference"]] += 1
+                verified |= r["status"] == "verified"
+                if r["status"] in keep:
+                    choice.add(r["index"], p, r)
+                    kept += 1
+                if p in sheet:
+                    sheet_rows.append(r)
+            verified_people += verified
+            if kept:
+                faces_per_person[kept] += 1
+    kept_faces = _write_checked(data, config, table, choice, descriptors, statuses, model)
+    people_sheet(data.faces / "shards", sheet_rows, data.faces / SHEET_FILE, people=sheet_people)
+    return {"people": len(table.people), "faces": len(table), "kept": kept_faces, "statuses": dict(statuses),
+            "described_now": described_now, "model": model, "people_verified": verified_people,
+            "faces_per_person": dict(sorted(faces_per_person.items())), "references": dict(references)}
 
 
-def _write_checked(data: DataRoot, config: IdentityConfig, rows: list[dict[str, Any]], descriptors: np.ndarray,
-                   model: str) -> int:
+def _sheet_people(table: FaceTable, n: int) -> set[int]:
+    """The people the sheet shows: those with the most faces (then by id)."""
+    counts = np.bincount(table.pair_person, minlength=len(table.people))
+    if len(counts) > n:
+        floor = np.partition(counts, len(counts) - n)[len(counts) - n]
+        candidates = np.flatnonzero(counts >= floor)
+    else:
+        candidates = np.arange(len(counts))
+    ranked = sorted(candidates.tolist(), key=lambda p: (-int(counts[p]), table.people[p]))
+    return set(ranked[:n])
+
+
+def _write_checked(data: DataRoot, config: IdentityConfig, table: FaceTable, choice: _Choice, descriptors: np.ndarray,
+                   statuses: Counter[str], model: str) -> int:
     """The checked candidate set: each kept face once, filed under the person it is verified for
     (or, unchecked, the first person it came with); `person_ids` lists every person it is kept for."""
-    keep = set(KEPT if config.keep_unchecked else ("verified",))
-    rank = {"verified": 0, "identity_unchecked": 1}
-    chosen: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["status"] in keep:
-            chosen[r["index"]].append(r)
     out = data.faces / CHECKED_DIR
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "shards.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     src = open_dataset(data.faces / "shards")
     m = src.manifest
-    order = sorted(chosen)
+    order = np.flatnonzero(choice.kept > 0)
     size = (m.image.height, m.image.width) if m.image.height and m.image.width else None
+    # each candidate once, from a dataset whose writer checked its keys: no need to hold them all again
     with ShardWriter(tmp, name="faces-checked", image_size=size, encoding=m.image.encoding,
                      parameters={**m.provenance.parameters, "identity": config.model_dump(mode="json"),
                                  "descriptor": model},
-                     code_version=code_version()) as w:
+                     code_version=code_version(), check_keys=False) as w:
         licences: Counter[str] = Counter()
-        for i in order:
-            best = min(chosen[i], key=lambda r: (rank[r["status"]], r["distance"] or 0.0))
-            meta = {**src.read_meta(i), "person_id": best["person_id"],
-                    "person_ids": [r["person_id"] for r in chosen[i]],
-                    "identity": {"status": best["status"], "distance": best["distance"],
-                                 "reference": best["reference"], "model": model}}
+        for i in order.tolist():
+            meta = {**src.read_meta(i), "person_id": table.people[choice.person[i]],
+                    "person_ids": [table.people[p] for p in choice.people(i)], "identity": choice.identity(i, model)}
             w.add_encoded(src.read_bytes(i), meta)
             licences[meta.get("licence") or "unknown"] += 1
         w.summary["licences"] = dict(licences)
-        w.summary["identity"] = dict(Counter(r["status"] for r in rows))
+        w.summary["identity"] = dict(statuses)
     src.close()
-    descs = descriptors[np.array(order, np.int64)]
-    buf = io.BytesIO()
-    np.save(buf, descs)
-    atomic_write_bytes(out / DESCRIPTORS_FILE, buf.getvalue())  # row i: record i of the checked set
-    write_jsonl(data.faces / IDENTITY_FILE, rows)
+    with atomic_open(out / DESCRIPTORS_FILE, "wb") as fh:  # row i: record i of the checked set; in pieces
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(descriptors.dtype),
+                                                  "fortran_order": False, "shape": (len(order), descriptors.shape[1])})
+        for a in range(0, len(order), 4096):
+            fh.write(np.ascontiguousarray(descriptors[order[a : a + 4096]]).tobytes())
     swap_dir(tmp, out / "shards")
     return len(order)
 
