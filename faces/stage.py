@@ -13,14 +13,16 @@ import contextlib
 import logging
 import os
 import shutil
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
+import numpy as np
 
 from shards import ShardWriter, is_complete, open_dataset
 from shards.format import encode_image
@@ -159,15 +161,62 @@ def face_key(sha256: str, rank: int) -> str:
     return f"{sha256[:24]}-{rank:02d}"
 
 
+class Shas(Sequence[str]):
+    """Source sha256s (hex) in a bytes array, 64 bytes each: a plan of millions of images holds
+    no Python string per image."""
+
+    def __init__(self, hexes: np.ndarray) -> None:
+        self.array = hexes
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        return self.array[i].decode()
+
+    def __iter__(self) -> Iterator[str]:
+        return (b.decode() for b in self.array.tolist())
+
+
+class Tasks(Sequence[tuple[str, str]]):
+    """(stored file, sha256) of the sources still to detect, made when asked for from their
+    positions among the plan's sources."""
+
+    def __init__(self, shas: Shas, positions: np.ndarray, store: Path) -> None:
+        self.shas, self.positions, self.store = shas, positions, store
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> tuple[str, str]:  # type: ignore[override]
+        s = self.shas[int(self.positions[i])]
+        return str(self.store / s[:2] / s[2:4] / s), s
+
+
+class Batches(Sequence[list[Any]]):
+    """Consecutive slices of `size` items, each made when asked for (fan-out parts)."""
+
+    def __init__(self, items: Sequence[Any], size: int) -> None:
+        self.items, self.size = items, size
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // self.size)
+
+    def __getitem__(self, k: int) -> list[Any]:  # type: ignore[override]
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return [self.items[i] for i in range(k * self.size, min((k + 1) * self.size, len(self.items)))]
+
+
 @dataclass
 class DetectPlan:
     """What a detection run has to do: the sources in order, and those not yet done."""
 
     config: DetectConfig
     root: DataRoot
-    people: dict[str, list[str]]  # sha256 -> the people whose image rows use it, in order
-    shas: list[str]
-    todo: list[tuple[str, str]]  # (stored file, sha256)
+    shared: dict[str, list[str]]  # sha256 -> the people whose image rows use it, for the sources of several
+    shas: Shas
+    todo: Tasks
     chash: str
 
     @property
@@ -180,7 +229,10 @@ class DetectPlan:
 
 
 def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot | None = None) -> DetectPlan:
-    """Read the images table and the journal: which source images still need detecting."""
+    """Read the images table and the journal: which source images still need detecting. The
+    sources are a bytes array in order of first use; who uses each is kept only for the sources
+    that several image rows use (the rest name their person in their one row): ~70 bytes an image
+    and ~0.3 kB a reused one, where dicts and task tuples took ~0.5 kB an image."""
     data = root if isinstance(root, DataRoot) else DataRoot.resolve(root)
     images_path = data.raw_wikipedia / "images.jsonl"
     if not images_path.exists():
@@ -189,18 +241,55 @@ def plan_detection(config: DetectConfig, root: str | os.PathLike[str] | DataRoot
     (out_dir / WORK_DIR).mkdir(parents=True, exist_ok=True)
     recover_swap(out_dir / SHARDS_DIR)
     recover_swap(out_dir / REJECTED_DIR)
-    people: dict[str, list[str]] = {}  # only who uses each source: the rest is read again when writing
-    for row in read_jsonl(images_path):
-        if _is_source(row):
-            ids = people.setdefault(row["sha256"], [])
-            if row["person_id"] not in ids:
-                ids.append(row["person_id"])
-    shas = list(people)[: config.limit] if config.limit else list(people)
+    shas, shared = _plan_sources(images_path, config.limit)
     chash = item_hash(config, data)
     done = _results(data, config, chash).has(shas)
-    store = data.image_store
-    todo = [(str(store / s[:2] / s[2:4] / s), s) for s, d in zip(shas, done.tolist(), strict=True) if not d]
-    return DetectPlan(config, data, people, shas, todo, chash)
+    return DetectPlan(config, data, shared, shas, Tasks(shas, np.flatnonzero(~done), data.image_store), chash)
+
+
+def _plan_sources(images_path: Path, limit: int | None) -> tuple[Shas, dict[str, list[str]]]:
+    """(the sources in order of first use, who uses each source that several rows use), in two
+    passes over the images table: the first keeps 8 bytes a row (the sha's hash) to find where each
+    source is first used and which are used again; the second keeps those sources' sha256s and the
+    people of the reused ones. A hash shared by two different sha256s is caught in the second pass."""
+    hashes = array("q", (hash(row["sha256"]) for row in read_jsonl(images_path) if _is_source(row)))
+    rows = len(hashes)
+    unique, first, uses = np.unique(np.frombuffer(hashes, np.int64) if rows else np.empty(0, np.int64),
+                                    return_index=True, return_counts=True)
+    firsts = np.sort(first)  # the source rows that are a source's first use
+    again = set(unique[uses > 1].tolist())
+    del hashes, unique, first, uses
+    column: list[bytes] = []
+    chunks: list[np.ndarray] = []
+    by_hash: dict[int, str] = {}  # the sha256 first seen with each reused hash
+    shared: dict[str, list[str]] = {}
+    collided: dict[str, int] = {}  # sha256 -> first row, of a source whose hash an earlier source has
+    j = k = 0
+    for row in read_jsonl(images_path):
+        if not _is_source(row):
+            continue
+        sha = row["sha256"]
+        if k < len(firsts) and j == firsts[k]:
+            column.append(sha.encode())
+            k += 1
+            if len(column) == 4096:
+                chunks.append(np.array(column, "S64"))
+                column = []
+        if (hs := hash(sha)) in again:
+            if by_hash.setdefault(hs, sha) != sha:
+                collided.setdefault(sha, j)
+            ids = shared.setdefault(sha, [])
+            if row["person_id"] not in ids:
+                ids.append(row["person_id"])
+        j += 1
+    if j != rows:
+        raise RuntimeError("the images table changed while detection was planned: run detect again")
+    chunks.append(np.array(column, "S64"))
+    shas = np.concatenate(chunks)
+    if collided:
+        shas = np.insert(shas, np.searchsorted(firsts, list(collided.values())),
+                         np.array([sha.encode() for sha in collided], "S64"))
+    return Shas(shas[:limit] if limit else shas), shared
 
 
 def _is_source(row: dict[str, Any]) -> bool:
@@ -255,8 +344,8 @@ def finish_detection(plan: DetectPlan) -> DetectSummary:
     return DetectSummary(len(plan.shas), kept[0], dict(statuses), out_dir / FACES_FILE, counts)
 
 
-def batches(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def batches(items: Sequence[Any], size: int) -> Batches:
+    return Batches(items, size)
 
 
 def detect_faces(config: DetectConfig, root: str | os.PathLike[str] | DataRoot | None = None, progress: bool = True,
@@ -323,7 +412,7 @@ def _table(plan: DetectPlan, statuses: Counter[str]) -> Iterator[dict[str, Any]]
         for sha, row in batch:
             if sha not in results:
                 raise RuntimeError(f"no detection result for source {sha}: run detect again with --force")
-            result, ids = results[sha], plan.people[sha]
+            result, ids = results[sha], plan.shared.get(sha) or [row["person_id"]]
             base = {
                 "source_sha256": sha, "person_id": ids[0], "person_ids": ids, **{c: row.get(c) for c in CARRIED},
                 "image_status": result["status"], "image_reason": result["reason"],

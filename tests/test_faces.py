@@ -309,6 +309,63 @@ def test_finishing_reads_results_back_instead_of_holding_them(tmp_path):
     assert peak < n * 1000, peak  # holding the results alone would take over 2 kB each
 
 
+def _images_table(root, n: int, reused_every: int = 5) -> list[tuple[str, str]]:
+    """An images table of n source rows: every `reused_every`-th file is also another person's
+    (a later row), and a failed download between; returns (sha256, person) of the rows in order."""
+    import hashlib
+
+    from wikifaces.core.tables import write_jsonl
+
+    rows = []
+    for i in range(n):
+        sha = hashlib.sha256(str(i).encode()).hexdigest()
+        rows.append({"status": "ok", "sha256": sha, "person_id": f"Q{i}", "file": f"File:P{i}.jpg"})
+        if i % reused_every == 0:
+            rows.append({"status": "error", "sha256": None, "person_id": f"Q{i}", "file": f"File:X{i}.jpg"})
+            rows.append({"status": "ok", "sha256": sha, "person_id": f"Q{i + 1}", "file": f"File:P{i}.jpg"})
+    write_jsonl(root.raw_wikipedia / "images.jsonl", rows)
+    return [(r["sha256"], r["person_id"]) for r in rows if r["sha256"]]
+
+
+def test_the_plan_holds_its_sources_in_columns(tmp_path):
+    """Planning 50,000 sources (a fifth of them reused) keeps a bytes array of them, in order of first
+    use, and the people of the reused ones only: ~240 bytes an image at its peak, ~140 held, where
+    dicts and task tuples held ~610."""
+    import tracemalloc
+
+    import faces.stage as stage
+    from wikifaces.core.paths import DataRoot
+
+    root = DataRoot.resolve(tmp_path)
+    used = _images_table(root, 50_000)
+    tracemalloc.start()
+    plan = stage.plan_detection(DetectConfig(), root)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    order = list(dict.fromkeys(sha for sha, _ in used))
+    assert list(plan.shas) == order and len(plan.todo) == len(order)
+    assert plan.todo[7] == (str(root.image_store / order[7][:2] / order[7][2:4] / order[7]), order[7])
+    assert plan.shared[order[5]] == ["Q5", "Q6"] and len(plan.shared) == 10_000
+    assert [len(b) for b in stage.batches(plan.todo, 8)][-2:] == [8, 50_000 % 8 or 8]
+    assert peak < 50_000 * 350, peak
+
+
+def test_the_plan_tells_apart_sources_whose_hashes_collide(tmp_path, monkeypatch):
+    """The plan finds reused sources by the hash of their sha256 first: two different sources
+    with one hash are both planned, each at its first use, each with its own people."""
+    import faces.stage as stage
+    from wikifaces.core.paths import DataRoot
+
+    root = DataRoot.resolve(tmp_path)
+    used = _images_table(root, 40, reused_every=4)
+    shas = list(dict.fromkeys(sha for sha, _ in used))
+    monkeypatch.setattr(stage, "hash", lambda s: 1 if s in (shas[3], shas[17]) else hash(s), raising=False)
+    plan = stage.plan_detection(DetectConfig(), root)
+    assert list(plan.shas) == shas
+    assert plan.shared[shas[3]] == ["Q3"] and plan.shared[shas[17]] == ["Q17"]
+    assert plan.shared[shas[4]] == ["Q4", "Q5"]
+
+
 _RUN = textwrap.dedent("""
     import sys
     from faces import DetectConfig, detect_faces

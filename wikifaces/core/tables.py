@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -85,7 +85,7 @@ class RowIndex:
     def __len__(self) -> int:
         return sum(len(f.hashes) for f in self._files)
 
-    def has(self, groups: list[str]) -> np.ndarray:
+    def has(self, groups: Sequence[str]) -> np.ndarray:
         """Whether each group has rows, by hash alone (no read): a collision would say yes for a
         group without rows, a chance of ~1e-7 among two million groups."""
         h = np.fromiter((hash(g) for g in groups), np.int64, len(groups))
