@@ -125,13 +125,15 @@ def reframe(img: np.ndarray, enlarge: float, anchor: float = 0.5) -> np.ndarray:
     return img[y : y + ch, x : x + cw]
 
 
-def hash_part(dataset: str, start: int, stop: int, method: str) -> tuple[Hashes, list[dict[str, Any]]]:
-    """Hash records start..stop-1 of a dataset (runs in a worker process)."""
+def hash_part(dataset: str, start: int, stop: int, method: str, probes: bool = True
+              ) -> tuple[Hashes, list[dict[str, Any]]]:
+    """Hash records start..stop-1 of a dataset (runs in a worker process); with `probes`, the
+    re-framed copies too."""
     cv2.setNumThreads(1)
     ds = open_dataset(dataset)
     n = stop - start
     codes = np.zeros((n, 1), np.uint64)
-    probes = np.zeros((n, len(PROBES)), np.uint64)
+    framed_codes = np.zeros((n, len(PROBES)), np.uint64) if probes else None
     pixels = np.zeros(n, np.int64)
     status = np.zeros(n, np.int8)
     sha_b = np.zeros(n, "S16")
@@ -139,14 +141,16 @@ def hash_part(dataset: str, start: int, stop: int, method: str) -> tuple[Hashes,
     rejected = []
     for i, data, meta in ds.iter_encoded(start, stop):
         k = i - start
-        code, framed, pixels[k], sha_b[k], sha_p[k], error = hash_record(data, method)
+        code, framed, pixels[k], sha_b[k], sha_p[k], error = hash_record(data, method, probes)
         if code is None:
             status[k] = CORRUPT
             rejected.append({"index": i, "key": meta.get("key"), "status": "corrupt", "reason": error})
         else:
-            codes[k], probes[k] = code, framed
+            codes[k] = code
+            if framed_codes is not None:
+                framed_codes[k] = framed
     ds.close()
-    return Hashes(codes, pixels, status, sha_b, sha_p, method, probes=probes), rejected
+    return Hashes(codes, pixels, status, sha_b, sha_p, method, probes=framed_codes), rejected
 
 
 @dataclass
@@ -157,6 +161,7 @@ class HashPlan:
     parts_dir: Path
     spans: list[tuple[int, int]]
     names: list[Path]
+    probes: bool = True
 
     @property
     def todo(self) -> list[tuple[int, int, str]]:
@@ -165,25 +170,26 @@ class HashPlan:
 
 
 def plan_hashing(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
-                 part_size: int = PART_SIZE) -> HashPlan:
+                 part_size: int = PART_SIZE, probes: bool = True) -> HashPlan:
     if method not in _FUNCS:
         raise ValueError(f"hash method must be one of {sorted(_FUNCS)}, not {method!r}")
     n = len(open_dataset(dataset))
     out = Path(out_dir)
-    # parts are valid for this dataset, this method and this code only
-    key = hashlib.sha256(stage_key(f"{method}:{dataset_fingerprint(dataset)}").encode()).hexdigest()[:16]
+    # parts are valid for this dataset, this method (with or without the re-framed copies) and this code only
+    what = f"{method}:{dataset_fingerprint(dataset)}" + ("" if probes else ":no-probes")
+    key = hashlib.sha256(stage_key(what).encode()).hexdigest()[:16]
     parts_dir = out / f"hash-parts-{method}-{key}"
     parts_dir.mkdir(parents=True, exist_ok=True)
     spans = [(a, min(n, a + part_size)) for a in range(0, n, part_size)]
     names = [parts_dir / f"part-{k:05d}.npz" for k in range(len(spans))]
-    return HashPlan(str(dataset), method, out, parts_dir, spans, names)
+    return HashPlan(str(dataset), method, out, parts_dir, spans, names, probes)
 
 
-def hash_part_file(part: tuple[int, int, str], dataset: str, method: str) -> str:
+def hash_part_file(part: tuple[int, int, str], dataset: str, method: str, probes: bool = True) -> str:
     """Hash records start..stop-1 and save them (and the unreadable ones) at `path`: a part of
     fan-out whose result is a file, not a payload."""
     start, stop, path = part
-    hashes, rejected = hash_part(dataset, start, stop, method)
+    hashes, rejected = hash_part(dataset, start, stop, method, probes)
     target = Path(path)
     with atomic_open(target.with_suffix(".rejected.jsonl"), "w") as fh:
         for row in rejected:
@@ -198,7 +204,7 @@ def finish_hashing(plan: HashPlan) -> Hashes:
     if not plan.names:
         hashes = Hashes(np.zeros((0, 1), np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int8),
                         np.zeros(0, "S16"), np.zeros(0, "S16"), plan.method,
-                        probes=np.zeros((0, len(PROBES)), np.uint64))
+                        probes=np.zeros((0, len(PROBES)), np.uint64) if plan.probes else None)
     else:
         missing = [p.name for p in plan.names if not p.exists()]
         if missing:
@@ -216,13 +222,13 @@ def finish_hashing(plan: HashPlan) -> Hashes:
 
 def hash_images(dataset: str | os.PathLike[str], out_dir: str | os.PathLike[str], method: str = "phash",
                 workers: int | None = None, part_size: int = PART_SIZE, progress: bool = True,
-                executor: Executor | None = None) -> Hashes:
+                executor: Executor | None = None, probes: bool = True) -> Hashes:
     """Hash every record of a shard dataset into `out_dir/hashes-<method>.npz` (returned), in parts
-    through the executor (local processes by default). Parts already hashed for this dataset,
-    method and code are reused, so a killed run resumes."""
-    plan = plan_hashing(dataset, out_dir, method, part_size)
+    through the executor (local processes by default); with `probes`, the re-framed copies too.
+    Parts already hashed for this dataset, method and code are reused, so a killed run resumes."""
+    plan = plan_hashing(dataset, out_dir, method, part_size, probes)
     todo = plan.todo
-    fan_out(executor, hash_part_file, todo, plan.dataset, method, on_result=lambda path: None,
+    fan_out(executor, hash_part_file, todo, plan.dataset, method, probes, on_result=lambda path: None,
             label=f"hashing ({method})", progress=progress, workers=workers)
     hashes = finish_hashing(plan)
     hashes.parts_computed = len(todo)
