@@ -5,12 +5,13 @@ person without any candidate as one file-less row (`no_image`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import islice
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bs4 import BeautifulSoup
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.files import atomic_open, atomic_write_text
@@ -153,21 +154,28 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     earlier.add(journal.path, group=_person, keep=journal.current)
     people = islice(read_jsonl(names_path), config.limit)
     tally = _Tally()
+    total = _count_lines(names_path) if progress else 0
+    total = min(total, config.limit) if config.limit is not None else total
     try:
         # People go through in chunks, and each chunk's rows are written to the table as it ends:
         # only one chunk's listings (with their imageinfo, several kB a file) and rows are held.
-        with atomic_open(out_dir / IMAGES_FILE, "w") as table:
+        # One bar for everyone (with the time left), and one for the chunk's step under it.
+        with atomic_open(out_dir / IMAGES_FILE, "w") as table, \
+                Progress(*Progress.get_default_columns(), disable=not progress, transient=True) as bar:
+            overall = bar.add_task("people done", total=total)
             while chunk := list(islice(people, CHUNK_PEOPLE)):
                 done = {row_key(r): r for r in earlier.rows(p["person_id"] for p in chunk)}
                 run = _Fetch(config, client, store, takedowns, journal, done)
-                listings = _listings(run, chunk, _known_listings(done), progress)
+                listings = _listings(run, chunk, _known_listings(done), bar)
                 pairs = [(p, c) for p in chunk for c in listings.get(p["person_id"], [])]
                 keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p, c in pairs]
                 todo = [pc for pc, k in zip(pairs, keys, strict=True)
                         if k not in done or (config.retry_failed and done[k]["status"] in RETRYABLE)]
-                _fetch(run, todo, progress)
+                _fetch(run, todo, bar)
                 tally.fetched += len(todo)
                 tally.people += len(chunk)
+                bar.advance(overall, len(chunk))
+                bar.refresh()  # each chunk's end is shown, however fast the chunk went
                 rows = _take_down((done[k] for k in keys), takedowns)
                 tally.add(rows)
                 table.writelines(jsonl_line(r) for r in rows)
@@ -238,7 +246,7 @@ def _known_listings(rows: dict[str, dict[str, Any]]) -> dict[str, list[dict[str,
     return out
 
 
-def _listings(run: _Fetch, people: list[dict[str, Any]], known: dict[str, list[dict[str, Any]]], progress: bool
+def _listings(run: _Fetch, people: list[dict[str, Any]], known: dict[str, list[dict[str, Any]]], bar: Progress
               ) -> dict[str, list[dict[str, Any]]]:
     """Each of `people`'s candidate files, in route order, at most `max_images_per_person`:
     [{"file", "routes", "info"}] (info: imageinfo when the listing brought it). Journalled per
@@ -248,8 +256,7 @@ def _listings(run: _Fetch, people: list[dict[str, Any]], known: dict[str, list[d
            if p["person_id"] in known}
     wanted = [p for p in people if p["person_id"] not in out]
     media = _wikidata_media(run, wanted)
-    with Progress(disable=not progress or len(wanted) < 20, transient=True) as bar:
-        task = bar.add_task("listing candidate files", total=len(wanted))
+    with _step(bar, "listing candidate files", len(wanted)) as task:
         for p in wanted:
             cands = _candidates(run, p, media.get(p["person_id"]))
             out[p["person_id"]] = cands
@@ -260,6 +267,22 @@ def _listings(run: _Fetch, people: list[dict[str, Any]], known: dict[str, list[d
                 run.rows[row_key(listing)] = listing
             bar.advance(task)
     return out
+
+
+@contextlib.contextmanager
+def _step(bar: Progress, label: str, total: int) -> Iterator[TaskID]:
+    """A bar for one step of one chunk, under the overall one, gone when the step ends."""
+    task = bar.add_task(label, total=total)
+    try:
+        yield task
+    finally:
+        bar.remove_task(task)
+
+
+def _count_lines(path: Path) -> int:
+    """Lines of a file, read in blocks (a million people's names file in about a second)."""
+    with open(path, "rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
 
 
 def _wikidata_media(run: _Fetch, people: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[str]]]:
@@ -325,16 +348,15 @@ def _candidates(run: _Fetch, person: dict[str, Any], media: tuple[list[str], lis
     return list(found.values())
 
 
-def _fetch(run: _Fetch, todo: list[tuple[dict[str, Any], dict[str, Any]]], progress: bool) -> None:
+def _fetch(run: _Fetch, todo: list[tuple[dict[str, Any], dict[str, Any]]], bar: Progress) -> None:
     """Every candidate's row: those the metadata settles at once, then the downloads (2 in flight)."""
     for p, c in todo:
         if not c["file"]:
             run.finish(_base_row(p), "no_image", "no lead image, no Wikidata image, nothing on Commons"
                        if run.config.max_images_per_person > 1 else "the article has no (free) lead image")
     downloads = _plan_downloads(run, [(p, c) for p, c in todo if c["file"]])
-    with Progress(disable=not progress or not downloads, transient=True) as bar, \
+    with _step(bar, "downloading portraits", len(downloads)) as task, \
             ThreadPoolExecutor(run.config.http.max_concurrent_downloads, thread_name_prefix="download") as pool:
-        task = bar.add_task("downloading portraits", total=len(downloads))
         futures = [pool.submit(_download, run, row, url) for row, url in downloads]
         for fut in as_completed(futures):
             run.finish(fut.result())

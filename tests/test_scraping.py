@@ -236,6 +236,25 @@ def test_images_rows_licences_and_store(named_root, server, corpus):
     assert not (named_root / "raw/wikipedia/images.journal.jsonl").exists()
 
 
+def test_one_bar_counts_every_person_across_the_chunks(named_root, server, monkeypatch):
+    """People go through in chunks; the terminal shows one bar for all of them (with the time left)
+    and, under it, the chunk's listing and downloading."""
+    import io
+
+    import rich
+    from rich.console import Console
+
+    import scraping.images
+
+    out = io.StringIO()
+    monkeypatch.setattr(rich, "_console", Console(file=out, force_terminal=True, width=150))
+    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 5)
+    s = fetch_images(lead_images(limit=12, http=http(server)), named_root, progress=True)
+    text = out.getvalue()
+    assert s.people == 12 and "people done" in text and "listing candidate files" in text
+    assert "downloading portraits" in text and all(f"{p}%" in text for p in (42, 83, 100))  # 5, 10, 12 of 12
+
+
 def test_thumbnail_width_and_original(named_root, server):
     fetch_images(lead_images(thumb_width=250, limit=6, http=http(server)), named_root, progress=False)
     rows = [r for r in image_rows(named_root) if r["status"] == "ok"]
