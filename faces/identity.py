@@ -44,7 +44,7 @@ from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_open, recover_swap, swap_dir
 from wikifaces.core.identity import config_hash, stage_key
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import Journal, jsonl_line, read_jsonl
+from wikifaces.core.tables import BytesColumn, Journal, jsonl_line, read_jsonl
 from wikifaces.core.version import code_version
 
 from .config import IdentityConfig
@@ -214,7 +214,7 @@ class FaceTable:
     not gigabytes)."""
 
     def __init__(self, metas: Iterable[dict[str, Any]]) -> None:
-        keys, sources = _BytesColumn(), _BytesColumn()
+        keys, sources = BytesColumn(), BytesColumn()
         self.person_index: dict[str, int] = {}
         pair_person, pair_face = array("i"), array("i")
         for i, m in enumerate(metas):
@@ -257,7 +257,7 @@ class FaceTable:
     def anchor_levels(self, images_path: Path) -> np.ndarray:
         """Per (person, face) pair: `anchor_level` of every route by which the person reached the
         face's image (the images table's ok rows; the level of a union of routes is the highest)."""
-        keys, levels = _BytesColumn(), array("b")
+        keys, levels = BytesColumn(), array("b")
         for r in read_jsonl(images_path):
             if r.get("status") == "ok" and r.get("sha256") and (p := self.person_index.get(r["person_id"])) is not None:
                 keys.add(f"{p:08x}{r['sha256']}")
@@ -278,27 +278,6 @@ class FaceTable:
             j = np.minimum(np.searchsorted(known, q), len(known) - 1)
             out[a : a + len(q)] = np.where(known[j] == q, best[j], 0)
         return out
-
-
-class _BytesColumn:
-    """Strings gathered into a fixed-width bytes array a chunk at a time (a Python list of them
-    would hold ~80 bytes a string until the end)."""
-
-    def __init__(self) -> None:
-        self._chunks: list[np.ndarray] = []
-        self._open: list[bytes] = []
-
-    def add(self, value: str) -> None:
-        self._open.append(value.encode())
-        if len(self._open) == 4096:
-            self._chunks.append(np.array(self._open, dtype="S"))
-            self._open = []
-
-    def array(self) -> np.ndarray:
-        if self._open:
-            self._chunks.append(np.array(self._open, dtype="S"))
-            self._open = []
-        return np.concatenate(self._chunks) if self._chunks else np.empty(0, "S1")
 
 
 def person_verdicts(config: IdentityConfig, table: FaceTable, descriptors: np.ndarray, levels: np.ndarray

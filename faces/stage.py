@@ -32,7 +32,7 @@ from wikifaces.core.files import atomic_write_bytes, atomic_write_text, recover_
 from wikifaces.core.identity import results_hash, stage_key
 from wikifaces.core.imaging import ImageProblem, decode_rgb
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import Journal, RowIndex, read_jsonl, write_jsonl
+from wikifaces.core.tables import BytesColumn, Journal, RowIndex, read_jsonl, write_jsonl
 from wikifaces.core.version import code_version
 
 from .config import DetectConfig
@@ -259,8 +259,7 @@ def _plan_sources(images_path: Path, limit: int | None) -> tuple[Shas, dict[str,
     firsts = np.sort(first)  # the source rows that are a source's first use
     again = set(unique[uses > 1].tolist())
     del hashes, unique, first, uses
-    column: list[bytes] = []
-    chunks: list[np.ndarray] = []
+    column = BytesColumn()
     by_hash: dict[int, str] = {}  # the sha256 first seen with each reused hash
     shared: dict[str, list[str]] = {}
     collided: dict[str, int] = {}  # sha256 -> first row, of a source whose hash an earlier source has
@@ -270,11 +269,8 @@ def _plan_sources(images_path: Path, limit: int | None) -> tuple[Shas, dict[str,
             continue
         sha = row["sha256"]
         if k < len(firsts) and j == firsts[k]:
-            column.append(sha.encode())
+            column.add(sha)
             k += 1
-            if len(column) == 4096:
-                chunks.append(np.array(column, "S64"))
-                column = []
         if (hs := hash(sha)) in again:
             if by_hash.setdefault(hs, sha) != sha:
                 collided.setdefault(sha, j)
@@ -284,8 +280,7 @@ def _plan_sources(images_path: Path, limit: int | None) -> tuple[Shas, dict[str,
         j += 1
     if j != rows:
         raise RuntimeError("the images table changed while detection was planned: run detect again")
-    chunks.append(np.array(column, "S64"))
-    shas = np.concatenate(chunks)
+    shas = column.array()
     if collided:
         shas = np.insert(shas, np.searchsorted(firsts, list(collided.values())),
                          np.array([sha.encode() for sha in collided], "S64"))

@@ -49,6 +49,27 @@ def read_jsonl_at(path: str | os.PathLike[str], missing_ok: bool = True) -> Iter
             yield at, row
 
 
+class BytesColumn:
+    """Strings gathered into a fixed-width bytes array a chunk at a time (a Python list of them
+    would hold ~80 bytes a string until the end): a column of millions of keys or sha256s."""
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._open: list[bytes] = []
+
+    def add(self, value: str) -> None:
+        self._open.append(value.encode())
+        if len(self._open) == 4096:
+            self._chunks.append(np.array(self._open, dtype="S"))
+            self._open = []
+
+    def array(self) -> np.ndarray:
+        if self._open:
+            self._chunks.append(np.array(self._open, dtype="S"))
+            self._open = []
+        return np.concatenate(self._chunks) if self._chunks else np.empty(0, "S1")
+
+
 class _IndexedFile(NamedTuple):
     path: Path
     group: Callable[[dict[str, Any]], str]
