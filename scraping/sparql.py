@@ -280,10 +280,15 @@ def query_people(config: NamesConfig, out_dir: Path, sink: PeopleSink, progress:
     source = "wikidata-sparql"
     version = stage_key(results_hash(config.model_copy(update={"limit": None, "resolve_pages": False}), out_dir))
     journal = Journal(out_dir / JOURNAL_FILE, key=lambda r: r["id"], version=version)
+    done: set[str] = set()  # the slices journalled, noted while the journal is indexed (one read)
+
+    def slice_id(row: dict[str, Any]) -> str:
+        done.add(row["id"])
+        return row["id"]
+
     index = RowIndex()
     if journal.path.exists():
-        index.add(journal.path, group=lambda r: r["id"], keep=journal.current)
-    done = {key for key, _ in journal.rows()} if len(index) else set()
+        index.add(journal.path, group=slice_id, keep=journal.current)
     client = WdqsClient(config.http)
     counts = collections.Counter()
     first = dt.date(config.born_after, 1, 1).toordinal() if config.born_after is not None else None

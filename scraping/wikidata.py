@@ -69,6 +69,8 @@ class PeopleSink(Protocol):
     def person(self, row: dict[str, Any]) -> None: ...
 
     def rejected(self, row: dict[str, Any]) -> None: ...
+
+
 _YEAR = re.compile(r"^([+-]?)(\d+)-")
 
 
