@@ -7,20 +7,24 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import orjson
+
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.files import atomic_open
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import jsonl_line, write_jsonl
+from wikifaces.core.tables import jsonl_line
 
 from .config import NamesConfig
 from .dump import forget_dump, read_dump
 from .http import HttpError, PoliteClient
-from .mediawiki import category_members, list_page_links, resolve_titles, wikidata_facts
+from .mediawiki import Resolved, category_members, list_page_links, resolve_titles, wikidata_facts
 from .sparql import forget_sparql, query_people
 from .titles import normalise_title
 from .wikidata import IdSet, PeopleSink
@@ -31,7 +35,8 @@ INVALID_TITLE = re.compile(r"[<>\[\]{}|\x00-\x1f\x7f]")
 NAMES_FILE = "names.jsonl"
 REJECTED_FILE = "names-rejected.jsonl"
 CACHE_FILE = "http-cache.sqlite"
-# people of a Wikidata source whose page ids are asked together (100 requests of 50 titles)
+WORK_FILE = "names.work.sqlite"  # the Wikipedia route's, while it runs
+# titles or people handled together: page ids asked (100 requests of 50 titles), Wikidata facts, rows held
 RESOLVE_BATCH = 5000
 
 
@@ -51,21 +56,21 @@ class NamesSummary:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def _gather(config: NamesConfig, client: PoliteClient) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
-    """(normalised title -> its sources, in arrival order; rows for titles MediaWiki forbids)."""
-    candidates: dict[str, list[str]] = {}
-    invalid: list[dict[str, Any]] = []
+def _gather(config: NamesConfig, client: PoliteClient, work: _NamesWork, reject: Callable[[dict[str, Any]], None]
+            ) -> int:
+    """Every title from every source into the work file (in arrival order, with its sources); a
+    row for each title MediaWiki forbids. Returns how many of those there were."""
+    invalid = 0
 
     def add(title: str, source: str) -> None:
+        nonlocal invalid
         t = normalise_title(title.split("#", 1)[0])
         if INVALID_TITLE.search(t):  # never sent: "|" would split a batch, the rest are illegal in titles
-            invalid.append({"input": t, "sources": [source], "status": "invalid",
-                            "reason": "the title contains characters MediaWiki forbids", "title": None,
-                            "pageid": None})
+            invalid += 1
+            reject({"input": t, "sources": [source], "status": "invalid",
+                    "reason": "the title contains characters MediaWiki forbids", "title": None, "pageid": None})
         elif t:
-            srcs = candidates.setdefault(t, [])
-            if source not in srcs:
-                srcs.append(source)
+            work.add_title(t, source)
 
     for cat in config.categories:
         for title, found_in in category_members(client, cat, config.category_depth):
@@ -76,34 +81,92 @@ def _gather(config: NamesConfig, client: PoliteClient) -> tuple[dict[str, list[s
     if config.names_file is not None:
         for title in read_names_file(config.names_file):
             add(title, f"file:{Path(config.names_file).name}")
-    return candidates, invalid
+    return invalid
 
 
-def _people(candidates: dict[str, list[str]], resolved: dict[str, Any], lang: str
-            ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
-    """One row per page (people reached by several titles or routes merged), and a row for every
-    title that named no usable page."""
-    people: dict[int, dict[str, Any]] = {}
-    rejected: list[dict[str, Any]] = []
-    for title, sources in candidates.items():
-        r = resolved[title]
-        if r.status != "ok":
-            rejected.append({"input": title, "sources": sources, "status": r.status, "reason": r.reason,
-                             "title": r.title, "pageid": r.pageid})
-            continue
-        person = people.get(r.pageid)
-        if person is None:
-            person = people[r.pageid] = {
-                "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "label": r.title,
-                "wiki_title": r.title, "pageid": r.pageid, "lang": lang, "source": sources[0], "sources": [],
-                "inputs": [], "lead_image": r.lead_image,
-                "lead_image_width": r.lead_image_size[0] if r.lead_image_size else None,
-                "lead_image_height": r.lead_image_size[1] if r.lead_image_size else None,
-                "image": None, "commons_category": None, "birth_year": None,
-            }
-        person["inputs"].append(title)  # several titles (redirects, spellings) can name one page
+def _person(r: Resolved, sources: list[str], lang: str) -> dict[str, Any]:
+    """The row of a page the first time a title names it."""
+    return {
+        "person_id": r.qid or f"{lang}wiki:{r.pageid}", "title": r.title, "label": r.title,
+        "wiki_title": r.title, "pageid": r.pageid, "lang": lang, "source": sources[0], "sources": [],
+        "inputs": [], "lead_image": r.lead_image,
+        "lead_image_width": r.lead_image_size[0] if r.lead_image_size else None,
+        "lead_image_height": r.lead_image_size[1] if r.lead_image_size else None,
+        "image": None, "commons_category": None, "birth_year": None,
+    }
+
+
+class _NamesWork:
+    """The Wikipedia route's work file (SQLite, beside names.jsonl while the stage runs): titles in
+    order of arrival with their sources, the pages they name with every title that names each
+    (redirects, spellings, several categories), and the rows left for the end. A category of a
+    million members (Living people) is merged here instead of in memory (~1.8 kB a person as
+    rows); the stage holds one batch of `RESOLVE_BATCH` titles or people at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.unlink(missing_ok=True)  # a killed run's: started afresh (the HTTP cache makes that cheap)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.executescript("""
+            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+            CREATE TABLE titles (seq INTEGER PRIMARY KEY, title TEXT NOT NULL UNIQUE, sources BLOB NOT NULL);
+            CREATE TABLE pages (seq INTEGER PRIMARY KEY, pageid INTEGER NOT NULL UNIQUE, row BLOB NOT NULL);
+            CREATE TABLE last (seq INTEGER PRIMARY KEY, row BLOB NOT NULL);
+            BEGIN;
+        """)
+        self.titles = 0
+        self.merged = 0  # titles that named a page another title had named
+
+    def add_title(self, title: str, source: str) -> None:
+        if self.db.execute("INSERT INTO titles (title, sources) VALUES (?, ?) ON CONFLICT (title) DO NOTHING",
+                           (title, orjson.dumps([source]))).rowcount:
+            self.titles += 1
+            return
+        (raw,) = self.db.execute("SELECT sources FROM titles WHERE title = ?", (title,)).fetchone()
+        sources = orjson.loads(raw)
+        if source not in sources:
+            self.db.execute("UPDATE titles SET sources = ? WHERE title = ?", (orjson.dumps([*sources, source]), title))
+
+    def title_batches(self, size: int) -> Iterator[list[tuple[str, list[str]]]]:
+        """(title, its sources) in order of arrival, `size` at a time."""
+        yield from self._batches("SELECT seq, title, sources FROM titles WHERE seq > ? ORDER BY seq LIMIT ?", size,
+                                 lambda row: (row[1], orjson.loads(row[2])))
+
+    def add_person(self, r: Resolved, title: str, sources: list[str], lang: str) -> None:
+        """A title that named a page: a new person, or one more title (and its sources) for one."""
+        found = self.db.execute("SELECT row FROM pages WHERE pageid = ?", (r.pageid,)).fetchone()
+        person = _person(r, sources, lang) if found is None else orjson.loads(found[0])
+        person["inputs"].append(title)
         person["sources"] += [s for s in sources if s not in person["sources"]]
-    return people, rejected
+        if found is None:
+            self.db.execute("INSERT INTO pages (pageid, row) VALUES (?, ?)", (r.pageid, orjson.dumps(person)))
+        else:
+            self.merged += 1
+            self.db.execute("UPDATE pages SET row = ? WHERE pageid = ?", (orjson.dumps(person), r.pageid))
+
+    def people_batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        """Every person's row in order of the first title that named them, `size` at a time."""
+        yield from self._batches("SELECT seq, row FROM pages WHERE seq > ? ORDER BY seq LIMIT ?", size,
+                                 lambda row: orjson.loads(row[1]))
+
+    def put_last(self, row: dict[str, Any]) -> None:
+        """A rejected row whose place is after every other (beyond the limit)."""
+        self.db.execute("INSERT INTO last (row) VALUES (?)", (orjson.dumps(row),))
+
+    def last_rows(self) -> Iterator[dict[str, Any]]:
+        for batch in self._batches("SELECT seq, row FROM last WHERE seq > ? ORDER BY seq LIMIT ?", RESOLVE_BATCH,
+                                   lambda row: orjson.loads(row[1])):
+            yield from batch
+
+    def _batches(self, sql: str, size: int, parse: Callable[[tuple], Any]) -> Iterator[list[Any]]:
+        after = 0
+        while rows := self.db.execute(sql, (after, size)).fetchall():
+            after = rows[-1][0]
+            yield [parse(row) for row in rows]
+
+    def close(self) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
 
 
 def _filter(config: NamesConfig, client: PoliteClient, rows: list[dict[str, Any]]
@@ -265,28 +328,45 @@ def _resolve_pages(config: NamesConfig, client: PoliteClient, rows: list[dict[st
 
 
 def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesSummary:
-    """Titles from every source -> pages (one person each) -> the filters -> the tables."""
-    candidates, invalid = _gather(config, client)
-    resolved = resolve_titles(client, list(candidates), config.lead_images)
-    people, rejected = _people(candidates, resolved, config.http.lang)
-    rejected = invalid + rejected
-    rows = list(people.values())
-    if config.wants_wikidata:
-        rows, dropped = _filter(config, client, rows)
-        rejected += dropped
-    if config.limit is not None:
-        rejected += [_person_rejected(p, "over_limit", f"beyond the limit of {config.limit} people")
-                     for p in rows[config.limit :]]
-        rows = rows[: config.limit]
+    """Titles from every source -> pages (one person each) -> the filters -> the tables, through
+    the work file (`_NamesWork`): a batch of titles or people in memory at a time."""
+    work = _NamesWork(out_dir / WORK_FILE)
+    statuses: Counter[str] = Counter()
+    people = 0
+    try:
+        with atomic_open(out_dir / NAMES_FILE, "w") as people_fh, atomic_open(out_dir / REJECTED_FILE, "w") as rej_fh:
+            def reject(row: dict[str, Any]) -> None:
+                statuses[row["status"]] += 1
+                rej_fh.write(jsonl_line(row))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / NAMES_FILE, rows)
-    write_jsonl(out_dir / REJECTED_FILE, rejected)
-    statuses = Counter(r["status"] for r in rejected)
-    merged = sum(len(p["inputs"]) - 1 for p in people.values())
-    counts = {"titles": len(candidates) + len(invalid), "candidates": len(candidates), "people": len(rows),
-              "rejected": dict(statuses), "merged": merged, "warnings": list(client.warnings),
+            invalid = _gather(config, client, work, reject)
+            for batch in work.title_batches(RESOLVE_BATCH):
+                resolved = resolve_titles(client, [title for title, _ in batch], config.lead_images)
+                for title, sources in batch:
+                    r = resolved[title]
+                    if r.status == "ok":
+                        work.add_person(r, title, sources, config.http.lang)
+                    else:
+                        reject({"input": title, "sources": sources, "status": r.status, "reason": r.reason,
+                                "title": r.title, "pageid": r.pageid})
+            for rows in work.people_batches(RESOLVE_BATCH):
+                if config.wants_wikidata:
+                    rows, dropped = _filter(config, client, rows)
+                    for row in dropped:
+                        reject(row)
+                for p in rows:
+                    if config.limit is not None and people >= config.limit:
+                        work.put_last(_person_rejected(p, "over_limit", f"beyond the limit of {config.limit} people"))
+                    else:
+                        people_fh.write(jsonl_line(p))
+                        people += 1
+            for row in work.last_rows():
+                reject(row)
+    finally:
+        work.close()
+    counts = {"titles": work.titles + invalid, "candidates": work.titles, "people": people,
+              "rejected": dict(statuses), "merged": work.merged, "warnings": list(client.warnings),
               "api_requests": client.stats["api_requests"], "api_cache_hits": client.stats["api_cache_hits"]}
-    log.info("names: %d people from %d candidates", len(rows), len(candidates))
-    return NamesSummary(len(rows), len(candidates), dict(statuses), client.stats["api_requests"],
+    log.info("names: %d people from %d candidates", people, work.titles)
+    return NamesSummary(people, work.titles, dict(statuses), client.stats["api_requests"],
                         client.stats["api_cache_hits"], out_dir / NAMES_FILE, counts)

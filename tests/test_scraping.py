@@ -80,6 +80,34 @@ def test_category_depth_zero_takes_only_its_own_pages(tmp_path, server, corpus):
     assert [r["title"] for r in names_rows(tmp_path)] == [p.title for p in corpus.people[:4]]
 
 
+def test_a_large_category_is_merged_in_the_work_file_not_in_memory(tmp_path, monkeypatch):
+    """The Wikipedia route keeps its titles and pages in a work file (`names.work.sqlite`) and
+    holds one batch at a time: 4,000 people in batches of 250 peak far below their rows' size
+    (~1.8 kB a person held as rows: ~7 MB here). A killed run's work file is started afresh."""
+    import tracemalloc
+
+    import scraping.names
+
+    monkeypatch.setattr(scraping.names, "RESOLVE_BATCH", 250)
+    corpus = build_corpus(4000)
+    work = tmp_path / "raw" / "wikipedia" / "names.work.sqlite"
+    work.parent.mkdir(parents=True)
+    work.write_bytes(b"left by a killed run" * 100)
+    with StandinServer(corpus, port=0) as server:
+        tracemalloc.start()
+        s = collect_names(NamesConfig(categories=("Stand-in people",), category_depth=2, born_after=1800,
+                                      http=http(server)), tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    rows = names_rows(tmp_path)
+    rejected = list(read_jsonl(tmp_path / "raw" / "wikipedia" / "names-rejected.jsonl"))
+    assert len(rows) == s.people and len(rows) + len(rejected) == len(corpus.people) == 4000
+    assert {r["status"] for r in rejected} == {"born_before"} and all(r["birth_year"] >= 1800 for r in rows)
+    assert len({r["person_id"] for r in rows}) == len(rows)
+    assert peak < (2 << 20) + 4000 * 500, peak
+    assert not work.exists()
+
+
 def test_list_page_parser_keeps_only_body_links(corpus):
     titles = parse_list_html(corpus.list_pages["List of stand-in people"])
     people = [p.title for p in corpus.people[:20]]
