@@ -143,11 +143,23 @@ def test_a_damaged_block_is_named_not_misread(tmp_path, crops):
         value = bytearray(txn.get(block_key(8)))
         value[12:16] = (1 << 31).to_bytes(4, "little")  # record 9's start now points far outside
         txn.put(block_key(8), bytes(value))
+        value = bytearray(txn.get(block_key(16)))
+        start = int.from_bytes(value[12:16], "little")
+        value[start:start + 4] = b"junk"  # record 17's image no longer starts like a QOI image
+        txn.put(block_key(16), bytes(value))
     env.close()
     ds = open_dataset(tmp_path / "ds")
     np.testing.assert_array_equal(ds[7].image, crops[7][0])
     with pytest.raises(ShardError, match="points outside"):
         ds[9]
+    # in batches: spans go to the pool while the next is looked up; a look-up failing in the last
+    # span, or a decode failing in the pool, is the same clear error once the other spans are done
+    good = np.tile(np.arange(8), 12)
+    np.testing.assert_array_equal(ds.read_images(good, threads=3)[-8:], np.stack([c[0] for c in crops[:8]]))
+    with pytest.raises(ShardError, match="points outside"):
+        ds.read_images(np.r_[good, 9], threads=3)
+    with pytest.raises(ShardError, match="QOI bytes could not be decoded"):
+        ds.read_images(np.r_[17, good], threads=3)
     report = verify_dataset(tmp_path / "ds", decode=True)
     assert any(p.startswith("record 9: image 1 of a block points outside") for p in report.shards[0].problems)
 
