@@ -157,16 +157,16 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     n = len(hashes)
     valid = hashes.status != CORRUPT
     exact, same_code, near, near_rec, framed = _links(config, hashes, valid, progress)
-    via = {(a, b): (int(k), int(d)) for a, b, _, d, k in framed.tolist()}
+    via = PairTable(framed[:, :2], len(hashes), framed[:, 4], framed[:, 3])  # which re-framing, at what distance
     proposed_at = np.concatenate([near_rec[:, 2], framed[:, 3]])  # the distance that made each a candidate
     near_rec = np.concatenate([near_rec, framed[:, :3]])
     ds = open_dataset(dataset)
-    agreement: dict[tuple[int, int], float] = {}
+    agreement = PairTable.empty(len(hashes))
     candidates = len(same_code) + len(near_rec)
     checked, reached = 0, None
     if config.verify:
         same_code, near_rec, agreement, checked, reached = _verified(config, dataset, same_code, near_rec,
-                                                                     proposed_at, progress, executor)
+                                                                     proposed_at, progress, executor, len(hashes))
     labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
     clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via)
     removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
@@ -191,7 +191,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
         "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
         "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
         "candidate_pairs": candidates, "framed_pairs": len(framed),
-        "framed_links": sum(1 for a, b in near_rec[:, :2].tolist() if (min(a, b), max(a, b)) in via),
+        "framed_links": int(via.holds(near_rec[:, :2]).sum()),
         "verified_pairs": checked, "unverified_pairs": candidates - checked if config.verify else 0,
         "verified_up_to_distance": reached, "verified_links": len(agreement),
         "largest_cluster": max((c["size"] for c in clusters), default=0),
@@ -260,13 +260,54 @@ def _pair_keys(rows: np.ndarray, n: int) -> np.ndarray:
     return ends[:, 0] * n + ends[:, 1]
 
 
+class PairTable:
+    """Values for pairs of records, in columns: the pairs' keys (`_pair_keys`, sorted) and one
+    array a value. Verification's agreements and the re-framings that proposed pairs are kept
+    here, ~24 bytes a pair, where dicts of tuples took ~300: candidate pairs grow with the square
+    of cluster size and are bounded only by `max_verified_pairs` (2M)."""
+
+    def __init__(self, pairs: np.ndarray, n: int, *values: np.ndarray) -> None:
+        keys = _pair_keys(np.asarray(pairs, np.int64).reshape(-1, 2), max(n, 1))
+        order = np.argsort(keys, kind="stable")
+        self.n, self.keys = max(n, 1), keys[order]
+        self.values = [np.asarray(v)[order] for v in values]
+
+    @classmethod
+    def empty(cls, n: int) -> PairTable:
+        return cls(np.zeros((0, 2), np.int64), n, np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _find(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = _pair_keys(np.asarray(rows, np.int64).reshape(-1, 2), self.n)
+        pos = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
+        return pos, (self.keys[pos] == key) if len(self.keys) else np.zeros(len(key), bool)
+
+    def holds(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each pair of `rows` (either way round) is in the table."""
+        return self._find(rows)[1]
+
+    def get(self, a: int, b: int) -> tuple[Any, ...] | None:
+        """The values of the pair (a, b), either way round, or None."""
+        pos, found = self._find(np.array([[a, b]]))
+        return tuple(v[pos[0]].item() for v in self.values) if found[0] else None
+
+    def column(self, rows: np.ndarray, value: int = 0) -> np.ndarray:
+        """One value of each pair of `rows`, every one of which must be in the table."""
+        pos, found = self._find(rows)
+        if not found.all():
+            raise KeyError(f"{int((~found).sum())} pairs are not in the table")
+        return self.values[value][pos]
+
+
 def _radius(config: DedupConfig) -> int:
     return config.candidate_threshold if config.verify else config.threshold
 
 
 def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_rec: np.ndarray,
-              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None
-              ) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], float], int, int | None]:
+              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, records: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, PairTable, int, int | None]:
     """The candidate pairs that pass verification, their agreement, how many pairs were checked,
     and the hash distance up to which candidates were checked. At most `max_verified_pairs` are checked, the
     closest first (by the distance that proposed them): a bounded run whose summary says how far
@@ -307,7 +348,7 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
         return rows[ok]
 
     linked = scores >= config.min_agreement
-    agreement = dict(zip(map(tuple, pairs[linked].tolist()), scores[linked].tolist(), strict=True))
+    agreement = PairTable(pairs[linked], max(records, n), scores[linked])
     return passing(same_code), passing(near_rec), agreement, len(pairs), reached
 
 
@@ -342,8 +383,7 @@ def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None) ->
 
 def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, labels: np.ndarray,
               exact: np.ndarray, same_code: np.ndarray | None = None, near_rec: np.ndarray | None = None,
-              agreement: dict[tuple[int, int], float] | None = None,
-              via: dict[tuple[int, int], tuple[int, int]] | None = None
+              agreement: PairTable | None = None, via: PairTable | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(clusters with their members, one row per removed record): in each group one record is
     kept by the explicit rule (largest, then lowest key), the others removed with the reason."""
@@ -354,7 +394,7 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
     key_of = dict(zip(in_cluster.tolist(), keys, strict=True))
     keepers = select_keepers(labels, in_cluster, hashes.pixels, keys)
     exact_set = set(map(tuple, np.sort(exact, axis=1).tolist())) if len(exact) else set()
-    link = _strongest_links(same_code, near_rec, agreement or {})
+    link = _strongest_links(same_code, near_rec, agreement if agreement is not None else PairTable.empty(n))
 
     clusters: list[dict[str, Any]] = []
     removed_rows: list[dict[str, Any]] = []
@@ -373,7 +413,7 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
             entries.append({"index": m, "key": key_of[m], "pixels": int(hashes.pixels[m]), "distance": d,
                             "agreement": agree, "kept": False})
             why = (f"identical to {key_of[keep]}" if is_exact else f"{config.method} distance {d} to {key_of[keep]}")
-            framing = None if other is None else (via or {}).get((min(m, other), max(m, other)))
+            framing = None if other is None or via is None else via.get(m, other)
             if agree is not None and not is_exact:
                 found = "" if framing is None else \
                     f", proposed by its {PROBES[framing[0]][0]} re-framed at distance {framing[1]}"
@@ -395,23 +435,27 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
 
 
 def _strongest_links(same_code: np.ndarray | None, near_rec: np.ndarray | None,
-                     agreement: dict[tuple[int, int], float]) -> dict[int, tuple[int, int, float]]:
+                     agreement: PairTable) -> dict[int, tuple[int, int, float]]:
     """Per record, the verified link that put it in its group with the best agreement:
-    (the other record, hash distance, agreement). Empty without verification."""
-    if not agreement:
-        return {}
+    (the other record, hash distance, agreement); of equals, the first link listed (same-code
+    links, then near pairs). Empty without verification. In columns: a record is a dict entry,
+    a link is not."""
     parts = []
     if same_code is not None and len(same_code):
         parts.append(np.column_stack([same_code[:, :2], np.zeros(len(same_code), np.int64)]))
     if near_rec is not None and len(near_rec):
         parts.append(near_rec[:, :3])
-    best: dict[int, tuple[int, int, float]] = {}
-    for a, b, d in (np.concatenate(parts).tolist() if parts else []):
-        score = agreement[(min(a, b), max(a, b))]
-        for x, y in ((a, b), (b, a)):
-            if x not in best or score > best[x][2]:
-                best[x] = (y, d, score)
-    return best
+    if not len(agreement) or not parts:
+        return {}
+    rows = (np.concatenate(parts) if len(parts) > 1 else parts[0]).astype(np.int64, copy=False)
+    score = agreement.column(rows[:, :2])
+    x = rows[:, :2].ravel()  # each link both ways round, in the order listed: a0 -> b0, b0 -> a0, a1 -> b1, ...
+    order = np.lexsort((-np.repeat(score, 2), x))  # stable: per record the best score, then the first listed
+    xs = x[order]
+    best = order[np.r_[True, xs[1:] != xs[:-1]]]
+    link, way = np.divmod(best, 2)
+    return dict(zip(x[best].tolist(), zip(rows[link, 1 - way].tolist(), rows[link, 2].tolist(),
+                                          score[link].tolist(), strict=True), strict=True))
 
 
 def cluster_gallery(ds: Any, clusters: list[dict[str, Any]], limit: int, seed: int = 0, tile: int = 96,

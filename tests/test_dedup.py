@@ -257,6 +257,50 @@ def test_new_threshold_does_not_rehash(lsun_set):
     assert framed.counts["verified_pairs"] == 10 < framed.counts["candidate_pairs"]
 
 
+def test_pair_tables_and_strongest_links_agree_with_dicts_in_columns():
+    """Verification's agreements and the re-framings that proposed pairs are columns (`PairTable`),
+    and each record's strongest link is found in columns: the same answers as dicts of tuples and
+    the plain loop (ties included: the first link listed wins), without an object per pair."""
+    import tracemalloc
+
+    from dedup.stage import PairTable, _strongest_links
+
+    rng = np.random.default_rng(0)
+    n = 400
+    pairs = np.unique(np.sort(rng.integers(0, n, (4000, 2)), axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    scores = rng.choice([0.5, 0.75, 1.0], len(pairs))  # few values: many ties
+    table = PairTable(pairs, n, scores)
+    ref = {(a, b): s for (a, b), s in zip(pairs.tolist(), scores.tolist(), strict=True)}
+    probe = rng.integers(0, n, (3000, 2))
+    assert table.holds(probe).tolist() == [(min(a, b), max(a, b)) in ref for a, b in probe.tolist()]
+    for a, b in probe[:300].tolist():
+        got = ref.get((min(a, b), max(a, b)))
+        assert table.get(a, b) == (None if got is None else (got,))
+    with pytest.raises(KeyError):
+        table.column(np.array([[0, 0]]))
+    shuffled = rng.permutation(pairs)
+    same_code = shuffled[:300]
+    near = np.column_stack([shuffled[300:, ::-1], rng.integers(1, 12, len(shuffled) - 300)])  # either way round
+    best: dict[int, tuple[int, int, float]] = {}
+    for a, b, d in np.concatenate([np.column_stack([same_code, np.zeros(300, np.int64)]), near]).tolist():
+        score = ref[(min(a, b), max(a, b))]
+        for x, y in ((a, b), (b, a)):
+            if x not in best or score > best[x][2]:
+                best[x] = (y, d, score)
+    assert _strongest_links(same_code, near, table) == best
+    assert _strongest_links(same_code, near, PairTable.empty(n)) == {}
+    # 300,000 links among 3,000 records: dicts of tuples took ~300 bytes a pair (~90 MB)
+    many = rng.integers(0, 3000, (300_000, 2))
+    many = many[many[:, 0] != many[:, 1]]
+    tracemalloc.start()
+    table = PairTable(many, 3000, rng.random(len(many)))
+    links = _strongest_links(None, np.column_stack([many, np.ones(len(many), np.int64)]), table)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(links) == len(np.unique(many)) and peak < 40e6, peak  # dicts and their loop: 100 MB
+
+
 def test_hashes_alone_skip_the_reframed_copies_until_verification_asks(lsun_set, tmp_path):
     """Without verification nothing searches with the re-framed copies' codes, so they are not
     hashed (2.3-2.9x the time of the code alone); verification hashes them once, and the codes
