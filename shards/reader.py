@@ -7,7 +7,6 @@ datasets with numpy, OpenCV and lmdb alone.
 from __future__ import annotations
 
 import bisect
-import concurrent.futures
 import contextlib
 import os
 import threading
@@ -288,35 +287,26 @@ class Dataset(Sequence[Record]):
         with contextlib.ExitStack() as stack:  # open until decoded: the views below point into the map
             txns = {shard: stack.enter_context(self._env(shard).begin(buffers=True)) for shard in set(shard_of)}
             blocks: dict[int, dict[int, Any]] = {shard: {} for shard in txns}  # each block looked up once
+            views = [self._image(txns[s], i, s, blocks[s]) for s, i in zip(shard_of, local, strict=True)]
             if spec.encoding == "raw":  # no decoding: one copy from the map into the batch
-                for pos, (s, i) in enumerate(zip(shard_of, local, strict=True)):
-                    out[pos] = raw_view(self._image(txns[s], i, s, blocks[s]))
+                for pos, view in enumerate(views):
+                    out[pos] = raw_view(view)
                 return out
             decode = decoder(spec.encoding)
 
-            def work(start: int, views: list[bytes | memoryview]) -> None:
-                for pos, view in enumerate(views, start):
-                    out[pos] = decode(view)
+            def work(span: range) -> None:
+                for pos in span:
+                    out[pos] = decode(views[pos])
 
-            # Look-ups hold the GIL, decoding lets go of it: the batch is cut into one span a thread;
-            # each span is handed to the pool as soon as it is looked up, while this thread looks up
-            # the next, and this thread decodes the last. (Looking up inside the pool's threads
-            # instead made them queue on the GIL: LMDB lets go of it for too short a time.)
+            # Looked up first, then decoded in threads: LMDB's look-ups let go of the GIL for so
+            # short a time that, interleaved with decoding, the threads would queue on it instead.
             workers = min(threads or _CPUS, max(1, len(idx) // 32))
-            step = -(-len(idx) // workers)
-            pending = []
-            try:
-                for a in range(0, len(idx), step):
-                    views = [self._image(txns[s], i, s, blocks[s])
-                             for s, i in zip(shard_of[a:a + step], local[a:a + step], strict=True)]
-                    if a + step < len(idx):
-                        pending.append(_decode_pool(workers - 1).submit(work, a, views))
-                    else:
-                        work(a, views)
-            finally:  # never leave a thread decoding from a transaction that is closing
-                concurrent.futures.wait(pending)
-            for f in pending:
-                f.result()
+            if workers <= 1:
+                work(range(len(idx)))
+            else:
+                step = -(-len(idx) // workers)
+                spans = [range(a, min(a + step, len(idx))) for a in range(0, len(idx), step)]
+                list(_decode_pool(workers).map(work, spans))
         return out
 
     def close(self) -> None:
