@@ -36,8 +36,11 @@ NAMES_FILE = "names.jsonl"
 REJECTED_FILE = "names-rejected.jsonl"
 CACHE_FILE = "http-cache.sqlite"
 WORK_FILE = "names.work.sqlite"  # the Wikipedia route's, while it runs
-# titles or people handled together: page ids asked (100 requests of 50 titles), Wikidata facts, rows held
+# people of a Wikidata source whose page ids are asked together (100 requests of 50 titles)
 RESOLVE_BATCH = 5000
+# titles (then people) of the Wikipedia route handled together: 20 requests of 50 titles; its rows are
+# larger than a Wikidata source's (every title and source that named the page)
+TITLE_BATCH = 1000
 
 
 # Why a title or a person was left out: a closed set (rows of names-rejected.jsonl).
@@ -101,7 +104,7 @@ class _NamesWork:
     order of arrival with their sources, the pages they name with every title that names each
     (redirects, spellings, several categories), and the rows left for the end. A category of a
     million members (Living people) is merged here instead of in memory (~1.8 kB a person as
-    rows); the stage holds one batch of `RESOLVE_BATCH` titles or people at a time."""
+    rows); the stage holds one batch of `TITLE_BATCH` titles or people at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -154,7 +157,7 @@ class _NamesWork:
         self.db.execute("INSERT INTO last (row) VALUES (?)", (orjson.dumps(row),))
 
     def last_rows(self) -> Iterator[dict[str, Any]]:
-        for batch in self._batches("SELECT seq, row FROM last WHERE seq > ? ORDER BY seq LIMIT ?", RESOLVE_BATCH,
+        for batch in self._batches("SELECT seq, row FROM last WHERE seq > ? ORDER BY seq LIMIT ?", TITLE_BATCH,
                                    lambda row: orjson.loads(row[1])):
             yield from batch
 
@@ -340,7 +343,7 @@ def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesS
                 rej_fh.write(jsonl_line(row))
 
             invalid = _gather(config, client, work, reject)
-            for batch in work.title_batches(RESOLVE_BATCH):
+            for batch in work.title_batches(TITLE_BATCH):
                 resolved = resolve_titles(client, [title for title, _ in batch], config.lead_images)
                 for title, sources in batch:
                     r = resolved[title]
@@ -349,7 +352,7 @@ def _collect(config: NamesConfig, client: PoliteClient, out_dir: Path) -> NamesS
                     else:
                         reject({"input": title, "sources": sources, "status": r.status, "reason": r.reason,
                                 "title": r.title, "pageid": r.pageid})
-            for rows in work.people_batches(RESOLVE_BATCH):
+            for rows in work.people_batches(TITLE_BATCH):
                 if config.wants_wikidata:
                     rows, dropped = _filter(config, client, rows)
                     for row in dropped:

@@ -88,7 +88,7 @@ def test_a_large_category_is_merged_in_the_work_file_not_in_memory(tmp_path, mon
 
     import scraping.names
 
-    monkeypatch.setattr(scraping.names, "RESOLVE_BATCH", 250)
+    monkeypatch.setattr(scraping.names, "TITLE_BATCH", 250)
     corpus = build_corpus(4000)
     work = tmp_path / "raw" / "wikipedia" / "names.work.sqlite"
     work.parent.mkdir(parents=True)
