@@ -166,7 +166,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     checked, reached = 0, None
     if config.verify:
         same_code, near_rec, agreement, checked, reached = _verified(config, dataset, same_code, near_rec,
-                                                                     proposed_at, progress, executor, len(hashes))
+                                                                     proposed_at, progress, executor, records=n)
     labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
     clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via)
     removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
@@ -191,7 +191,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
         "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
         "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
         "candidate_pairs": candidates, "framed_pairs": len(framed),
-        "framed_links": int(via.holds(near_rec[:, :2]).sum()),
+        "framed_links": int(via.holds(near_rec).sum()),
         "verified_pairs": checked, "unverified_pairs": candidates - checked if config.verify else 0,
         "verified_up_to_distance": reached, "verified_links": len(agreement),
         "largest_cluster": max((c["size"] for c in clusters), default=0),
@@ -267,7 +267,7 @@ class PairTable:
     of cluster size and are bounded only by `max_verified_pairs` (2M)."""
 
     def __init__(self, pairs: np.ndarray, n: int, *values: np.ndarray) -> None:
-        keys = _pair_keys(np.asarray(pairs, np.int64).reshape(-1, 2), max(n, 1))
+        keys = _pair_keys(np.asarray(pairs, np.int64), max(n, 1))
         order = np.argsort(keys, kind="stable")
         self.n, self.keys = max(n, 1), keys[order]
         self.values = [np.asarray(v)[order] for v in values]
@@ -280,12 +280,12 @@ class PairTable:
         return len(self.keys)
 
     def _find(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = _pair_keys(np.asarray(rows, np.int64).reshape(-1, 2), self.n)
+        key = _pair_keys(np.asarray(rows, np.int64), self.n)
         pos = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
         return pos, (self.keys[pos] == key) if len(self.keys) else np.zeros(len(key), bool)
 
     def holds(self, rows: np.ndarray) -> np.ndarray:
-        """Whether each pair of `rows` (either way round) is in the table."""
+        """Whether each pair of `rows` (its first two columns, either way round) is in the table."""
         return self._find(rows)[1]
 
     def get(self, a: int, b: int) -> tuple[Any, ...] | None:
@@ -306,7 +306,7 @@ def _radius(config: DedupConfig) -> int:
 
 
 def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_rec: np.ndarray,
-              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, records: int = 0
+              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, *, records: int
               ) -> tuple[np.ndarray, np.ndarray, PairTable, int, int | None]:
     """The candidate pairs that pass verification, their agreement, how many pairs were checked,
     and the hash distance up to which candidates were checked. At most `max_verified_pairs` are checked, the
@@ -336,20 +336,9 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
         with Progress(disable=not progress or len(pairs) < 1000, transient=True) as bar:
             task = bar.add_task("verifying candidate pairs", total=len(pairs))
             scores = verify_part((0, parts[0]), str(dataset), lambda: bar.advance(task))[1]
-    n = int(pairs.max()) + 1 if len(pairs) else 1
-    checked = _pair_keys(pairs, n)  # sorted, as the pairs are
-
-    def passing(rows: np.ndarray) -> np.ndarray:
-        if not len(rows):
-            return rows
-        key = _pair_keys(rows, n)
-        pos = np.minimum(np.searchsorted(checked, key), max(len(checked) - 1, 0))
-        ok = (checked[pos] == key) & (scores[pos] >= config.min_agreement) if len(checked) else np.zeros(len(key), bool)
-        return rows[ok]
-
     linked = scores >= config.min_agreement
-    agreement = PairTable(pairs[linked], max(records, n), scores[linked])
-    return passing(same_code), passing(near_rec), agreement, len(pairs), reached
+    agreement = PairTable(pairs[linked], records, scores[linked])  # the pairs that pass, and only those
+    return same_code[agreement.holds(same_code)], near_rec[agreement.holds(near_rec)], agreement, len(pairs), reached
 
 
 VERIFY_PART = 50_000  # candidate pairs a part of fan-out (~2-3 minutes on one core)
