@@ -313,6 +313,29 @@ def test_the_standin_refuses_thumbnail_widths_off_the_steps(server, corpus):
     assert ok.status_code == 200 and off.status_code == 429
 
 
+def test_the_standin_keeps_a_bounded_render_cache(server, corpus, monkeypatch):
+    """A rehearsal downloads every file once (~25 GB at 100,000 people): the stand-in keeps only the
+    most recently asked renders, and a file asked again is the same bytes whether cached or not."""
+    import wikifaces.fixtures.standin.server as standin_server
+
+    monkeypatch.setattr(standin_server, "RENDER_CACHE_BYTES", 300_000)
+    names = [n for n, f in corpus.files.items() if f.gain != 1.0][:8]
+    assert len(names) == 8
+
+    def get(name: str) -> bytes:
+        r = requests.get(f"{server.url}/upload/wikipedia/commons/0/00/{name}", headers={"User-Agent": "wikifaces-test"},
+                         timeout=30)
+        assert r.status_code == 200
+        return r.content
+
+    first = [get(n) for n in names]
+    state = server._server.state
+    assert sum(map(len, first)) > 300_000  # more than the bound was asked
+    assert state.render_cache_bytes == sum(map(len, state.render_cache.values())) <= 300_000
+    assert 1 <= len(state.render_cache) < len(names) and (names[-1], None) in state.render_cache
+    assert [get(n) for n in names] == first == [corpus.render(n) for n in names]
+
+
 # -- 9. transparency is composited, never dropped -------------------------------------------------------------------
 def _alpha_only(shape: str) -> Image.Image:
     """RGB all white; the picture lives in the alpha channel (a white logo on transparency)."""
