@@ -14,7 +14,15 @@ written. Between the smallest and the largest size:
 each stage's rate at the largest size (the search's own growth: bench/dedup_scale.py). names: the
 Wikidata dump source over generated dumps of several sizes (humans), the route of a real run.
 
+A rehearsal longer than a sitting survives being cut off: results.json gets each stage's row as it
+ends and progress.json the stage in flight's time and peaks every few seconds, and `--resume FOLDER`
+finishes the run: stages done are kept, the one cut off runs again and resumes from what it wrote
+(images, detect and identity skip their finished items; the others start over), its rate taken
+over the items of its last segment (`fetched_now`, `processed_now`, `described_now`) and its peaks
+over every segment.
+
     .venv/bin/python bench/scale.py faces --sizes 1000 10000 [--paper-people 1000000]
+    .venv/bin/python bench/scale.py faces --sizes 10000 100000 --resume /big/disk/wikifaces-scale-xxxx
     .venv/bin/python bench/scale.py lsun --sizes 30000 300000 --work /big/disk
     .venv/bin/python bench/scale.py names --sizes 100000 1000000 --work /big/disk
 """
@@ -44,6 +52,8 @@ LSUN_STAGES = ("lsun-import", "dedup", "publish")
 # the count that is each stage's work (from its receipt's counts)
 ITEMS = {"names": "people", "images": "files", "detect": "images", "identity": "faces", "dedup": "records",
          "publish": "records", "lsun-import": "records"}
+# the items a run did itself, where a stage resumes (the rate of a resumed stage is over these)
+ITEMS_NOW = {"images": "fetched_now", "detect": "processed_now", "identity": "described_now"}
 _STAGE = """
 import json, sys
 from wikifaces.pipeline import run_stage
@@ -56,9 +66,73 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def run_stage(name: str, config: dict, root: Path) -> dict:
-    """One stage in its own process: seconds, peak RSS of its process tree, counts, disk written."""
-    before = disk_bytes(root)
+class Ledger:
+    """A run's record in its work folder: results.json (rows of the stages done, written as each
+    ends) and progress.json (the stage in flight: its time and peaks every few seconds, the
+    segments of it that were cut off, the stand-in's port per size), so `--resume` can finish it."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.results: dict[str, list[dict]] = _read_json(work / "results.json", {})
+        self.progress: dict = _read_json(work / "progress.json", {"ports": {}, "stage": None})
+
+    def done(self, size: int, stage: str) -> dict | None:
+        return next((r for r in self.results.get(str(size), []) if r["stage"] == stage), None)
+
+    def cut_off(self, size: int, stage: str) -> list[dict]:
+        """The segments of this stage that earlier runs began and did not finish."""
+        p = self.progress.get("stage")
+        if not p or (p["size"], p["stage"]) != (size, stage):
+            return []
+        return [*p["segments"], *([p["current"]] if p.get("current") else [])]
+
+    def begin(self, size: int, stage: str, segments: list[dict]) -> None:
+        self.progress["stage"] = {"size": size, "stage": stage, "segments": segments, "current": None}
+        self._save_progress()
+
+    def in_flight(self, segment: dict) -> None:
+        self.progress["stage"]["current"] = segment
+        self._save_progress()
+
+    def record(self, size: int, row: dict) -> None:
+        rows = [r for r in self.results.get(str(size), []) if r["stage"] != row["stage"]]
+        order = {s: i for i, s in enumerate((*FACES_STAGES, *LSUN_STAGES))}
+        self.results[str(size)] = sorted([*rows, row], key=lambda r: order.get(r["stage"], 99))
+        _write_json(self.work / "results.json", self.results)
+        self.progress["stage"] = None
+        self._save_progress()
+
+    def port(self, size: int) -> int:
+        return int(self.progress["ports"].get(str(size), 0))
+
+    def set_port(self, size: int, port: int) -> None:
+        self.progress["ports"][str(size)] = port
+        self._save_progress()
+
+    def _save_progress(self) -> None:
+        _write_json(self.work / "progress.json", self.progress)
+
+
+def _read_json(path: Path, default: object):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def _write_json(path: Path, obj: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def run_stage(name: str, config: dict, root: Path, ledger: Ledger | None = None, size: int = 0) -> dict:
+    """One stage in its own process: seconds, peak RSS of its process tree, counts, disk written.
+    With a ledger: a row already there is returned as it is; a stage that an earlier run began and
+    did not finish runs again (it resumes) and its row covers every segment."""
+    if ledger is not None and (row := ledger.done(size, name)):
+        return row
+    earlier = ledger.cut_off(size, name) if ledger is not None else []
+    before = earlier[0]["disk_before"] if earlier else disk_bytes(root)
+    if ledger is not None:
+        ledger.begin(size, name, earlier)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     # output to files, not pipes: a stage that writes more than a pipe holds would block while we poll
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
@@ -67,6 +141,7 @@ def run_stage(name: str, config: dict, root: Path) -> dict:
                                 stdout=out_f, stderr=err_f, text=True, env=env)
         peak = private = 0
         top = psutil.Process(proc.pid)
+        noted = t0
         while proc.poll() is None:
             try:
                 infos = [p.memory_info() for p in [top, *top.children(recursive=True)] if p.is_running()]
@@ -74,6 +149,10 @@ def run_stage(name: str, config: dict, root: Path) -> dict:
                 private = max(private, sum(m.rss - m.shared for m in infos))
             except psutil.Error:
                 pass
+            if ledger is not None and time.perf_counter() - noted > 5:
+                noted = time.perf_counter()
+                ledger.in_flight({"seconds": noted - t0, "peak_mib": peak / 2**20, "private_mib": private / 2**20,
+                                  "disk_before": before})
             time.sleep(0.1)
         seconds = time.perf_counter() - t0
         out_f.seek(0), err_f.seek(0)
@@ -82,9 +161,17 @@ def run_stage(name: str, config: dict, root: Path) -> dict:
         raise RuntimeError(f"{name} failed ({proc.returncode}):\n{err[-3000:]}")
     counts = json.loads(next(line for line in out.splitlines() if line.startswith("COUNTS "))[7:])
     items = _items(name, counts)
-    return {"stage": name, "seconds": seconds, "peak_mib": peak / 2**20, "private_mib": private / 2**20, "items": items,
-            "rate": items / seconds if seconds else 0.0, "disk_mib": (disk_bytes(root) - before) / 2**20,
-            "counts": counts}
+    now = counts.get(ITEMS_NOW.get(name, ""), items)
+    row = {"stage": name, "seconds": seconds, "peak_mib": max([peak / 2**20, *(e["peak_mib"] for e in earlier)]),
+           "private_mib": max([private / 2**20, *(e["private_mib"] for e in earlier)]), "items": items,
+           "rate": now / seconds if seconds else 0.0, "disk_mib": (disk_bytes(root) - before) / 2**20,
+           "counts": counts}
+    if earlier:
+        row["cut_off_segments"] = earlier
+        row["items_last_segment"] = now
+    if ledger is not None:
+        ledger.record(size, row)
+    return row
 
 
 def _items(name: str, counts: dict) -> int:
@@ -97,14 +184,20 @@ def _items(name: str, counts: dict) -> int:
 
 
 # -- faces ------------------------------------------------------------------------------------------------
-def faces_size(people: int, work: Path, until: str = FACES_STAGES[-1]) -> list[dict]:
+def faces_size(people: int, work: Path, ledger: Ledger, until: str = FACES_STAGES[-1]) -> list[dict]:
     from scraping.config import ImagesConfig, NamesConfig
     from wikifaces.fixtures.standin import StandinServer, build_corpus
     from wikifaces.pipeline import STAGES
 
     root = work / f"faces-{people}"
     rows = []
-    with StandinServer(build_corpus(people, all_photos=True), port=0) as server:
+    corpus = build_corpus(people, all_photos=True)
+    try:  # a resumed run asks the port the stand-in had (the stages' state does not depend on it)
+        server = StandinServer(corpus, port=ledger.port(people))
+    except OSError:
+        server = StandinServer(corpus, port=0)
+    ledger.set_port(people, int(server.host.rsplit(":", 1)[1]))
+    with server:
         http = {**server.endpoints(), "contact": "wikifaces scale rehearsal (offline)",
                 "api_requests_per_second": 50.0, "download_bytes_per_second": 100_000_000}
         names = NamesConfig(categories=("Stand-in people",), category_depth=2)
@@ -116,10 +209,12 @@ def faces_size(people: int, work: Path, until: str = FACES_STAGES[-1]) -> list[d
             config = configs.get(stage) or STAGES[stage].config()
             if stage == "dedup":
                 config = STAGES[stage].config(source="faces")
-            rows.append(run_stage(stage, config.model_dump(mode="json"), root))
+            rows.append(run_stage(stage, config.model_dump(mode="json"), root, ledger, people))
             print(_row(people, rows[-1]), flush=True)
-    if len(rows) > 1:
-        rows[FACES_STAGES.index("images")]["files"] = _downloaded(root / "raw" / "wikipedia" / "images.jsonl")
+    images = rows[FACES_STAGES.index("images")] if len(rows) > 1 else None
+    if images is not None and "files" not in images:
+        images["files"] = _downloaded(root / "raw" / "wikipedia" / "images.jsonl")
+        ledger.record(people, images)
     return rows
 
 
@@ -134,7 +229,7 @@ def _downloaded(images_jsonl: Path) -> dict:
 
 
 # -- names from a Wikidata dump ----------------------------------------------------------------------------
-def names_size(n: int, work: Path, sources: Path) -> list[dict]:
+def names_size(n: int, work: Path, sources: Path, ledger: Ledger) -> list[dict]:
     """`names --source wikidata-dump` over a generated dump of n humans (realistic entities; about
     two in three have an image, a Commons category or an article and are kept). Page ids are not
     asked (the paper counts those requests); the dump is kept in --work for reruns."""
@@ -151,7 +246,7 @@ def names_size(n: int, work: Path, sources: Path) -> list[dict]:
               flush=True)
     names = NamesConfig(source="wikidata-dump", dump_file=dump, resolve_pages=False)
     config = names.model_copy(update={"http": names.http.model_copy(update={"contact": "scale rehearsal (offline)"})})
-    row = run_stage("names", config.model_dump(mode="json"), work / f"names-{n}")
+    row = run_stage("names", config.model_dump(mode="json"), work / f"names-{n}", ledger, n)
     print(_row(n, row), flush=True)
     return [row]
 
@@ -226,7 +321,7 @@ def lsun_records(path: Path) -> int:
         env.close()
 
 
-def lsun_size(n: int, work: Path, sources: Path) -> list[dict]:
+def lsun_size(n: int, work: Path, sources: Path, ledger: Ledger) -> list[dict]:
     from dedup.config import DedupConfig, LsunImportConfig
     from wikifaces.pipeline import STAGES
     from wikifaces.publish import PublishConfig
@@ -245,7 +340,7 @@ def lsun_size(n: int, work: Path, sources: Path) -> list[dict]:
                "publish": PublishConfig(dataset="lsun-bedroom-64", source="lsun")}
     rows = []
     for stage in LSUN_STAGES:
-        rows.append(run_stage(stage, configs[stage].model_dump(mode="json"), root))
+        rows.append(run_stage(stage, configs[stage].model_dump(mode="json"), root, ledger, n))
         print(_row(n, rows[-1]), flush=True)
     return rows
 
@@ -332,9 +427,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None,
                     help="where the data roots go (default: a temporary folder); generated LSUN sources are kept "
                          "there and reused")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="finish the run in this work folder (one an earlier run made and was cut off): stages "
+                         "done are kept, the one cut off resumes")
     args = ap.parse_args()
     if not args.sizes and not args.results:
         ap.error("give --sizes (to run) or --results (to report from an earlier run)")
+    if args.resume and (args.work or args.results):
+        ap.error("--resume names the work folder itself: give it without --work or --results")
+    if args.resume and not args.resume.is_dir():
+        ap.error(f"--resume: {args.resume} is not a folder")
     print(f"{'size':>9} {'stage':<12}{'items':>10}{'seconds':>9}{'items/s':>10}{'peak MiB':>10}{'private MiB':>13}"
           f"{'disk MiB':>10}")
     if args.results:
@@ -344,12 +446,16 @@ def main() -> None:
             for r in rows:
                 print(_row(n, r))
     else:
-        work = Path(tempfile.mkdtemp(prefix="wikifaces-scale-", dir=args.work))
-        sources = args.work or work  # generated LSUN sources outlive a run's work folder when --work is given
-        build = {"faces": lambda n: faces_size(n, work, args.until), "lsun": lambda n: lsun_size(n, work, sources),
-                 "names": lambda n: names_size(n, work, sources)}[args.build]
+        work = args.resume or Path(tempfile.mkdtemp(prefix="wikifaces-scale-", dir=args.work))
+        sources = work.parent if args.resume or args.work else work  # generated sources outlive a run's folder
+        ledger = Ledger(work)
+        print(f"work folder: {work} (results.json, progress.json: --resume {work} finishes a run cut off)", flush=True)
+        build = {"faces": lambda n: faces_size(n, work, ledger, args.until),
+                 "lsun": lambda n: lsun_size(n, work, sources, ledger),
+                 "names": lambda n: names_size(n, work, sources, ledger)}[args.build]
         results = {n: build(n) for n in sorted(args.sizes)}
-        (work / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
+    if args.sizes:
+        results = {n: results[n] for n in sorted(args.sizes) if n in results}
     sizes = sorted(results)
     small, large = results[sizes[0]], results[sizes[-1]]
     for a, b in zip(small, large, strict=True):
