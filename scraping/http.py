@@ -233,10 +233,11 @@ class PoliteClient:
             cache = getattr(self.api_session, "cache", None)
             refresh = self.config.refresh_cache
             cached = cache is not None and not refresh and cache.contains(request=req)
-            if not cached:
+            if not cached:  # paced start to start: the rate asked, unless the answers take longer
                 gap = 1.0 / self.config.api_requests_per_second - (time.monotonic() - self._last_api)
                 if gap > 0:
                     time.sleep(gap)
+                self._last_api = time.monotonic()
             extra = {"force_refresh": True} if cache is not None and refresh else {}
             try:
                 resp = self.api_session.send(req, timeout=(self.config.connect_timeout, self.config.read_timeout),
@@ -245,9 +246,6 @@ class PoliteClient:
                 raise RetryableError("timeout") from exc
             except requests.ConnectionError as exc:
                 raise RetryableError(f"connection failed: {_short(exc)}") from exc
-            finally:
-                if not cached:
-                    self._last_api = time.monotonic()
             from_cache = getattr(resp, "from_cache", False)
             self._count("api_cache_hits" if from_cache else "api_requests")
         if resp.status_code in (429, 503) or resp.status_code >= 500:

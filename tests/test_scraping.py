@@ -202,6 +202,20 @@ def test_user_agent_and_serial_rate_limited_api(tmp_path, server):
     assert min(gaps) >= 1 / 8 - 0.01, gaps
 
 
+def test_the_api_rate_is_paced_start_to_start(tmp_path, server):
+    """5 requests a second means 5 when answers take under 0.2 s: the pause before a request counts
+    from the start of the one before, not from its answer (then a 0.15 s answer made it 2.9 a second
+    and the real run on paper 1.7 times longer). Still serial, and never faster than asked."""
+    server.add_fault("slow", endpoint="api", times=None, delay=0.08)
+    collect_names(NamesConfig(categories=("Stand-in people",), category_depth=2,
+                              http=http(server, api_requests_per_second=8.0)), tmp_path)
+    api = [e for e in server.log if e.endpoint == "api"]
+    gaps = sorted(b - a for a, b in itertools.pairwise(sorted(e.start for e in api)))
+    assert len(gaps) >= 4 and max(e.concurrent for e in api) == 1
+    assert gaps[0] >= 1 / 8 - 0.01, gaps  # never faster than asked
+    assert gaps[len(gaps) // 2] < 1 / 8 + 0.05, gaps  # paced from the answer: >= 0.125 + 0.08
+
+
 def test_api_responses_are_cached_on_disk(tmp_path, server):
     cfg = NamesConfig(categories=("Stand-in people",), category_depth=2, http=http(server, cache=True))
     first = collect_names(cfg, tmp_path)
