@@ -57,7 +57,7 @@ ITEMS_NOW = {"images": "fetched_now", "detect": "processed_now", "identity": "de
 _STAGE = """
 import json, sys
 from wikifaces.pipeline import run_stage
-r = run_stage(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], progress=False)
+r = run_stage(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], progress=False, force=sys.argv[4] == "force")
 print("COUNTS " + json.dumps(r.counts, default=str))
 """
 
@@ -137,7 +137,9 @@ def run_stage(name: str, config: dict, root: Path, ledger: Ledger | None = None,
     # output to files, not pipes: a stage that writes more than a pipe holds would block while we poll
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", _STAGE, name, json.dumps(config), str(root)],
+        # forced unless it resumes a segment cut off: a stage the runner finds up to date would measure nothing
+        proc = subprocess.Popen([sys.executable, "-c", _STAGE, name, json.dumps(config), str(root),
+                                 "resume" if earlier else "force"],
                                 stdout=out_f, stderr=err_f, text=True, env=env)
         peak = private = 0
         top = psutil.Process(proc.pid)
