@@ -313,6 +313,21 @@ def test_the_standin_refuses_thumbnail_widths_off_the_steps(server, corpus):
     assert ok.status_code == 200 and off.status_code == 429
 
 
+def test_the_standin_names_stay_distinct_in_large_worlds():
+    """A scale rehearsal's world of 100,000 people had 38,881 titles (one middle initial wrapped
+    after 26 rounds of the first-last pairs); smaller worlds keep the names they had."""
+    import random
+
+    from wikifaces.fixtures.standin.corpus import FIRST, LAST, _names
+
+    pairs = len(FIRST) * len(LAST)
+    for people in (27 * pairs, 100_000):
+        names = _names(people, random.Random(0))
+        assert len(names) == len(set(names)) == people
+    assert len({n.count(".") for n in _names(27 * pairs, random.Random(0))}) == 2  # none or one initial
+    assert "Ada A. Abbott" in _names(2 * pairs, random.Random(0))
+
+
 def test_the_standin_keeps_a_bounded_render_cache(server, corpus, monkeypatch):
     """A rehearsal downloads every file once (~25 GB at 100,000 people): the stand-in keeps only the
     most recently asked renders, and a file asked again is the same bytes whether cached or not."""
