@@ -7,7 +7,8 @@ copy's codes and re-framed codes with up to two bits flipped, so each cluster is
 then the stage's pair search (`dedup.stage._links`: codes within the candidate radius, and the
 re-framed copies' pairs) runs in a fresh process per R, whose peak RSS is its own. Pairs grow
 with R squared where clusters are dense: this is what the faces rehearsal's dedup meets at
-100,000 people (the stand-in draws its files from about a hundred photographs).
+100,000 people (the stand-in draws its files from about a hundred photographs). `kept`: the
+pairs the search hands to verification (at most `max_verified_pairs` of each kind).
 
     .venv/bin/python bench/dedup_clusters.py HASHES.npz [--copies 1 3 10]
 """
@@ -47,8 +48,9 @@ big = h if copies == 1 else Hashes(
     sha_pixels=np.concatenate([tagged(h.sha_pixels, i) for i in range(copies)]), method=h.method,
     probes=None if h.probes is None else np.concatenate([flipped(h.probes) for _ in range(copies)]))
 t0 = time.perf_counter()
-exact, same_code, near, near_rec, framed = _links(DedupConfig(), big, big.status == OK)
-print(json.dumps({"records": len(big), "same_code": len(same_code), "near": len(near), "framed": len(framed),
+links = _links(DedupConfig(), big, big.status == OK)
+print(json.dumps({"records": len(big), "same_code": len(links.same_code), "near": links.near_total,
+                  "framed": links.framed_total, "kept": len(links.near) + len(links.framed),
                   "seconds": time.perf_counter() - t0,
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -63,14 +65,15 @@ def main() -> None:
         ap.error(f"{args.hashes} is not a file")
     root = str(Path(__file__).resolve().parent.parent)
     rows = {}
-    print(f"{'copies':>7}{'records':>10}{'pairs':>13}{'(near':>12}{'framed)':>11}{'seconds':>9}{'peak MiB':>10}")
+    print(f"{'copies':>7}{'records':>10}{'pairs':>13}{'(near':>12}{'framed)':>11}{'kept':>11}{'seconds':>9}"
+          f"{'peak MiB':>10}")
     for r in sorted(args.copies):
         out = subprocess.run([sys.executable, "-c", _RUN, str(args.hashes), str(r)], capture_output=True, text=True,
                              env={"PYTHONPATH": root, "PATH": ""}, check=True)
         row = rows[r] = json.loads(out.stdout.strip().splitlines()[-1])
         pairs = row["same_code"] + row["near"] + row["framed"]
-        print(f"{r:>7}{row['records']:>10,}{pairs:>13,}{row['near']:>12,}{row['framed']:>11,}{row['seconds']:>9.1f}"
-              f"{row['peak_mib']:>10,.0f}", flush=True)
+        print(f"{r:>7}{row['records']:>10,}{pairs:>13,}{row['near']:>12,}{row['framed']:>11,}{row['kept']:>11,}"
+              f"{row['seconds']:>9.1f}{row['peak_mib']:>10,.0f}", flush=True)
     lo, hi = rows[min(rows)], rows[max(rows)]
     pairs = {k: v["same_code"] + v["near"] + v["framed"] for k, v in ((min(rows), lo), (max(rows), hi))}
     print(f"record ratio: {hi['records'] / lo['records']:.0f}")

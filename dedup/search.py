@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import combinations
 
 import numba
@@ -167,6 +167,17 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
     With `queries` (codes of the same width), the pairs are instead (query index q, code index j,
     distance) for every query within the threshold of an indexed code: one index, other probes
     (dedup's re-framed copies of each picture against every picture's own code)."""
+    chunks = list(iter_pairs(codes, threshold, threads, per_word, on_progress, queries))
+    pairs = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.int64)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    return pairs[order]
+
+
+def iter_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
+               per_word: int | None = None, on_progress: Callable[[int, int], None] | None = None,
+               queries: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """`find_pairs`' pairs a step at a time (16 steps, each an unsorted int64 (k, 3) array), for
+    callers that keep only some of them: dense clusters make pairs grow with their square."""
     c = as_words(codes)
     n, words = c.shape
     if threshold < 0:
@@ -176,7 +187,7 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
     if q.shape[1] != words:
         raise ValueError(f"queries have {q.shape[1]} words, codes {words}")
     if (n < 2 and self_join) or n == 0 or len(q) == 0:
-        return np.zeros((0, 3), np.int64)
+        return
     if per_word is None:
         per_word, radius = plan_chunks(n, words, threshold)
     else:
@@ -221,15 +232,16 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
     parts = max(1, min(nq, threads * 64))
     edges = np.linspace(0, nq, parts + 1).astype(np.int64)
     cap = 1 << 16
-    chunks = []
     for step in np.array_split(np.arange(parts), min(parts, 16)):
         lo, hi = edges[step].copy(), edges[step + 1].copy()
+        chunks = []
         while True:
             out = np.empty((len(lo), cap, 3), np.int64)
             fill = np.zeros(len(lo), np.int64)
             resume = np.zeros(len(lo), np.int64)
             _probe(*args, lo, hi, out, fill, resume, q, self_join)
             chunks.extend(out[k, : fill[k]].copy() for k in range(len(lo)) if fill[k])
+            del out
             todo = resume < hi
             if not todo.any():
                 break
@@ -237,10 +249,8 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
             cap *= 2  # buffers were too small for these ranges: go on with bigger ones
         if on_progress is not None:
             on_progress(int(edges[step[-1] + 1]), nq)
-    del out, sorted_codes, orders, starts
-    pairs = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.int64)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-    return pairs[order]
+        if chunks:
+            yield np.concatenate(chunks)
 
 
 def brute_force_pairs(codes: np.ndarray, threshold: int, queries: np.ndarray | None = None) -> np.ndarray:

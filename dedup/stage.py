@@ -21,7 +21,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ from wikifaces.core.tables import write_jsonl
 from .clusters import KEEP_RULE, components, hamming, select_keepers
 from .config import DedupConfig, DedupStageConfig
 from .hashing import CORRUPT, PROBES, Hashes, hash_images
-from .search import find_pairs
+from .search import iter_pairs
 from .verify import prepare, verify
 
 log = logging.getLogger("wikifaces.dedup")
@@ -156,17 +156,19 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     hashes = load_or_hash(config, dataset, out, progress, executor)
     n = len(hashes)
     valid = hashes.status != CORRUPT
-    exact, same_code, near, near_rec, framed = _links(config, hashes, valid, progress)
+    links = _links(config, hashes, valid, progress)
+    exact, same_code, near_rec, framed = links.exact, links.same_code, links.near, links.framed
     via = PairTable(framed[:, :2], len(hashes), framed[:, 4], framed[:, 3])  # which re-framing, at what distance
     proposed_at = np.concatenate([near_rec[:, 2], framed[:, 3]])  # the distance that made each a candidate
     near_rec = np.concatenate([near_rec, framed[:, :3]])
     ds = open_dataset(dataset)
     agreement = PairTable.empty(len(hashes))
-    candidates = len(same_code) + len(near_rec)
+    candidates = len(same_code) + links.near_total + links.framed_total
     checked, reached = 0, None
     if config.verify:
         same_code, near_rec, agreement, checked, reached = _verified(config, dataset, same_code, near_rec,
-                                                                     proposed_at, progress, executor, records=n)
+                                                                     proposed_at, progress, executor, records=n,
+                                                                     candidates=candidates)
     labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
     clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via)
     removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
@@ -189,8 +191,8 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     ds.close()
     counts = {
         "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
-        "clusters": len(clusters), "exact_links": len(exact), "near_pairs": len(near),
-        "candidate_pairs": candidates, "framed_pairs": len(framed),
+        "clusters": len(clusters), "exact_links": len(exact), "near_pairs": links.near_total,
+        "candidate_pairs": candidates, "framed_pairs": links.framed_total,
         "framed_links": int(via.holds(near_rec).sum()),
         "verified_pairs": checked, "unverified_pairs": candidates - checked if config.verify else 0,
         "verified_up_to_distance": reached, "verified_links": len(agreement),
@@ -205,52 +207,96 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
 
 
-def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: bool = False
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(exact links, same-code links, near pairs of distinct codes, those pairs as records with
-    their distance, the pairs re-framed copies propose): 1. identical bytes or pixels 2. identical
-    codes 3. codes within the threshold 4. with verification, see `_framed`."""
+class Links(NamedTuple):
+    """What the search proposes (record indices): exact links, same-code links, near pairs of
+    distinct codes with their distance, the pairs re-framed copies propose (see `_framed`), and
+    how many near and re-framed pairs there were: with verification only the closest
+    `max_verified_pairs` of each are kept, since no more are ever checked."""
+
+    exact: np.ndarray
+    same_code: np.ndarray
+    near: np.ndarray
+    framed: np.ndarray
+    near_total: int
+    framed_total: int
+
+
+def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: bool = False) -> Links:
+    """1. identical bytes or pixels 2. identical codes 3. codes within the threshold 4. with
+    verification, see `_framed`. Dense clusters make pairs grow with their square (a picture in a
+    thousand crops: half a million pairs), so with verification each search keeps only the
+    closest `max_verified_pairs` pairs as its steps come, the ones verification would check."""
     exact = exact_edges(hashes, valid) if config.exact else np.zeros((0, 2), np.int64)
     idx = np.flatnonzero(valid)
     uniq, first, inverse = np.unique(hashes.codes[idx], axis=0, return_index=True, return_inverse=True)
     rep = idx[first[inverse.ravel()]]  # each record's first record with its code
     same_code = np.stack([rep, idx], axis=1)
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
+    limit = config.max_verified_pairs if config.verify else None
+    kept, total = np.zeros((0, 3), np.int64), 0
     with Progress(disable=not progress or len(uniq) < 100_000, transient=True) as bar:
         task = bar.add_task(f"searching pairs within distance {_radius(config)}", total=len(uniq))
-        near = find_pairs(uniq, _radius(config), on_progress=lambda done, _: bar.update(task, completed=done))
+        for step in iter_pairs(uniq, _radius(config), on_progress=lambda done, _: bar.update(task, completed=done)):
+            total += len(step)
+            kept = _closest(np.concatenate([kept, step]), limit, 2 * limit) if limit else np.concatenate([kept, step])
+    near = _closest(kept, limit) if limit else kept
+    near = near[np.lexsort((near[:, 1], near[:, 0]))]  # in code order, as the search gives them
     near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
-    framed = _framed(config, hashes, idx, uniq, idx[first], rep, near_rec, progress)
-    return exact, same_code, near, near_rec, framed
+    framed, framed_total = _framed(config, hashes, idx, uniq, idx[first], rep, progress)
+    return Links(exact, same_code, near_rec, framed, total, framed_total)
+
+
+def _closest(rows: np.ndarray, limit: int, above: int | None = None) -> np.ndarray:
+    """The `limit` rows of (i, j, distance) closest first (ties in (i, j) order), when there are
+    more than `above` (default `limit`): the order verification picks its pairs in."""
+    if len(rows) <= (above if above is not None else limit):
+        return rows
+    return rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 2]))[:limit]]
 
 
 def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarray, holder: np.ndarray,
-            rep: np.ndarray, near_rec: np.ndarray, progress: bool = False) -> np.ndarray:
+            rep: np.ndarray, progress: bool = False) -> tuple[np.ndarray, int]:
     """With verification, the candidate pairs proposed by a re-framed copy: (i, j, distance of
     their own codes, distance of the re-framed copy to the other's code, which re-framing), i < j,
-    each pair once and none already proposed by the codes themselves. `idx` are the valid records,
-    `uniq` their distinct codes, `holder` each code's first record, `rep` each valid record's: the
-    pairs are between first records, as `near_rec`'s are."""
+    each pair once (its closest re-framing) and none the codes propose themselves (own distance
+    within the radius), the closest `max_verified_pairs` of them in (i, j) order; and how many
+    such pairs there were. `idx` are the valid records, `uniq` their distinct codes, `holder`
+    each code's first record, `rep` each valid record's: the pairs are between first records, as
+    the near pairs are."""
     empty = np.zeros((0, 5), np.int64)
     if not config.verify or config.probe_threshold is None or hashes.probes is None or not len(idx):
-        return empty
-    found = []
+        return empty, 0
+    n, limit, radius = len(hashes), config.max_verified_pairs, _radius(config)
+    kept, keys = np.zeros((0, 5), np.int64), []
     with Progress(disable=not progress or len(idx) < 100_000, transient=True) as bar:
         for k, (name, _, _) in enumerate(PROBES):
             task = bar.add_task(f"searching re-framed copies ({name}) within {config.probe_threshold}",
                                 total=len(idx))
-            q = find_pairs(uniq, config.probe_threshold, queries=hashes.probes[idx, k],
-                           on_progress=lambda done, _, t=task: bar.update(t, completed=done))
-            a, b = rep[q[:, 0]], holder[q[:, 1]]
-            found.append(np.stack([a, b, q[:, 2], np.full(len(q), k)], axis=1))
-    rows = np.concatenate(found).astype(np.int64)
-    rows = rows[rows[:, 0] != rows[:, 1]]
-    rows[:, :2] = np.sort(rows[:, :2], axis=1)
-    rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]  # the closest re-framing first
-    keys, first = np.unique(_pair_keys(rows, len(hashes)), return_index=True)
-    rows = rows[first[~np.isin(keys, _pair_keys(near_rec, len(hashes)))]]
-    own = hamming(hashes.codes, rows[:, 0], rows[:, 1]) if len(rows) else np.zeros(0, np.int64)
-    return np.column_stack([rows[:, :2], own, rows[:, 2:]]).astype(np.int64) if len(rows) else empty
+            for q in iter_pairs(uniq, config.probe_threshold, queries=hashes.probes[idx, k],
+                                on_progress=lambda done, _, t=task: bar.update(t, completed=done)):
+                a, b = rep[q[:, 0]], holder[q[:, 1]]
+                rows = np.stack([np.minimum(a, b), np.maximum(a, b), q[:, 2], np.full(len(q), k)], axis=1)
+                rows = rows[rows[:, 0] != rows[:, 1]]
+                own = hamming(hashes.codes, rows[:, 0], rows[:, 1]) if len(rows) else np.zeros(0, np.int64)
+                rows = np.column_stack([rows[:, :2], own, rows[:, 2:]])[own > radius].astype(np.int64)
+                keys.append(_pair_keys(rows, n))
+                kept = np.concatenate([kept, rows])
+                if len(kept) > 2 * limit:
+                    kept = _closest_framed(kept, n, limit)
+    total = len(np.unique(np.concatenate(keys))) if keys else 0
+    kept = _closest_framed(kept, n, limit)
+    return (kept[np.lexsort((kept[:, 1], kept[:, 0]))] if len(kept) else empty), total
+
+
+def _closest_framed(rows: np.ndarray, n: int, limit: int) -> np.ndarray:
+    """Each pair once, at its closest re-framing (the first listed on a tie), then the `limit`
+    closest pairs (ties in (i, j) order)."""
+    rows = rows[np.lexsort((rows[:, 3], rows[:, 1], rows[:, 0]))]  # stable: the first listed on a tie
+    _, first = np.unique(_pair_keys(rows, n), return_index=True)
+    rows = rows[first]
+    if len(rows) > limit:
+        rows = rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 3]))[:limit]]
+    return rows
 
 
 def _pair_keys(rows: np.ndarray, n: int) -> np.ndarray:
@@ -306,13 +352,14 @@ def _radius(config: DedupConfig) -> int:
 
 
 def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_rec: np.ndarray,
-              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, *, records: int
-              ) -> tuple[np.ndarray, np.ndarray, PairTable, int, int | None]:
+              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, *, records: int,
+              candidates: int | None = None) -> tuple[np.ndarray, np.ndarray, PairTable, int, int | None]:
     """The candidate pairs that pass verification, their agreement, how many pairs were checked,
     and the hash distance up to which candidates were checked. At most `max_verified_pairs` are checked, the
     closest first (by the distance that proposed them): a bounded run whose summary says how far
-    it got, rather than a refusal or a run of days. Large sets are checked in parts through the
-    executor (local processes, or a Dask cluster), small ones here."""
+    it got, rather than a refusal or a run of days. `candidates`: how many the search found (it
+    hands over only the closest). Large sets are checked in parts through the executor (local
+    processes, or a Dask cluster), small ones here."""
     pairs = np.concatenate([np.column_stack([same_code, np.zeros(len(same_code), np.int64)]),
                             np.column_stack([near_rec[:, :2], proposed_at])]).astype(np.int64) \
         if len(same_code) + len(near_rec) else np.zeros((0, 3), np.int64)
@@ -321,9 +368,11 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
     if len(pairs) > config.max_verified_pairs:
         order = np.argsort(pairs[:, 2], kind="stable")[: config.max_verified_pairs]
         reached = int(pairs[order[-1], 2])
-        log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %d); the rest stay apart "
-                    "(max_verified_pairs)", f"{len(pairs):,}", f"{config.max_verified_pairs:,}", reached)
         pairs = pairs[order]
+    candidates = max(candidates or 0, len(same_code) + len(near_rec))
+    if candidates > config.max_verified_pairs:
+        log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %s); the rest stay apart "
+                    "(max_verified_pairs)", f"{candidates:,}", f"{config.max_verified_pairs:,}", reached)
     pairs = np.unique(pairs[:, :2], axis=0)  # in index order: each part reads nearby records
     parts = [pairs[a : a + VERIFY_PART] for a in range(0, len(pairs), VERIFY_PART)]
     scores = np.zeros(0)

@@ -479,3 +479,39 @@ def test_reframed_copies_propose_captioned_and_cropped_pairs(tmp_path):
     framed = [r for r in removed if r["link"] and r["link"]["reframed"]]
     assert framed and all(r["link"]["reframed"]["as"] in ("top", "centre") and "re-framed" in r["reason"]
                           for r in framed)
+
+
+def test_a_dense_cluster_hands_verification_only_the_closest_pairs():
+    """A picture in many crops makes pairs grow with the square of their number; verification
+    checks at most `max_verified_pairs`, the closest first, so the search keeps only those as its
+    steps come (34.7M pairs and a 7.3 GB peak for the faces rehearsal's hashes copied ten times,
+    bench/dedup_clusters.py) and counts the rest: the same pairs, in the same order, as keeping all."""
+    from dedup.config import DedupConfig
+    from dedup.hashing import PROBES
+    from dedup.stage import _links
+
+    rng = np.random.default_rng(3)
+    n, far = 700, np.uint64(sum(1 << b for b in range(0, 64, 5)))  # 13 bits apart: beyond the radius of 10
+
+    def flipped(a: np.ndarray, times: int) -> np.ndarray:
+        a = a.copy()
+        for _ in range(times):
+            a ^= np.uint64(1) << rng.integers(0, 64, a.shape).astype(np.uint64)
+        return a
+
+    base = np.full(n, rng.integers(0, 2**63, dtype=np.uint64))
+    codes = flipped(np.where(np.arange(n) % 2 == 0, base, base ^ far), 2)  # two dense clusters 13 bits apart
+    probes = np.stack([flipped(np.where(np.arange(n) % 2 == 0, codes, codes ^ far), 1) for _ in PROBES], axis=1)
+    tags = np.array([f"{i:016d}".encode() for i in range(n)], "S16")
+    hashes = Hashes(codes=codes[:, None], pixels=np.full(n, 64 * 64), status=np.zeros(n, np.int8), sha_bytes=tags,
+                    sha_pixels=tags, method="phash", probes=probes)
+    valid = np.ones(n, bool)
+    every = _links(DedupConfig(max_verified_pairs=10**9), hashes, valid)
+    budget = 1000
+    some = _links(DedupConfig(max_verified_pairs=budget), hashes, valid)
+    assert every.near_total == len(every.near) > 20 * budget and len(every.framed) == every.framed_total > 2 * budget
+    assert (some.near_total, some.framed_total) == (every.near_total, every.framed_total)
+    assert len(some.near) == len(some.framed) == budget
+    for kept, whole, d in ((some.near, every.near, 2), (some.framed, every.framed, 3)):
+        # as verification picks from all: closest first, ties in the order listed, kept in that order
+        np.testing.assert_array_equal(kept, whole[np.sort(np.argsort(whole[:, d], kind="stable")[:budget])])
