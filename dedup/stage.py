@@ -233,23 +233,25 @@ def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: boo
     same_code = np.stack([rep, idx], axis=1)
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
     limit = config.max_verified_pairs if config.verify else None
-    kept, total = np.zeros((0, 3), np.int64), 0
+    kept, total = [np.zeros((0, 3), np.int64)], 0
     with Progress(disable=not progress or len(uniq) < 100_000, transient=True) as bar:
         task = bar.add_task(f"searching pairs within distance {_radius(config)}", total=len(uniq))
         for step in iter_pairs(uniq, _radius(config), on_progress=lambda done, _: bar.update(task, completed=done)):
             total += len(step)
-            kept = _closest(np.concatenate([kept, step]), limit, 2 * limit) if limit else np.concatenate([kept, step])
-    near = _closest(kept, limit) if limit else kept
+            kept.append(step)
+            if limit and sum(map(len, kept)) > 2 * limit:
+                kept = [_closest(np.concatenate(kept), limit)]
+    near = _closest(np.concatenate(kept), limit) if limit else np.concatenate(kept)
     near = near[np.lexsort((near[:, 1], near[:, 0]))]  # in code order, as the search gives them
     near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
     framed, framed_total = _framed(config, hashes, idx, uniq, idx[first], rep, progress)
     return Links(exact, same_code, near_rec, framed, total, framed_total)
 
 
-def _closest(rows: np.ndarray, limit: int, above: int | None = None) -> np.ndarray:
+def _closest(rows: np.ndarray, limit: int) -> np.ndarray:
     """The `limit` rows of (i, j, distance) closest first (ties in (i, j) order), when there are
-    more than `above` (default `limit`): the order verification picks its pairs in."""
-    if len(rows) <= (above if above is not None else limit):
+    more: the order verification picks its pairs in."""
+    if len(rows) <= limit:
         return rows
     return rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 2]))[:limit]]
 
@@ -267,7 +269,7 @@ def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarr
     if not config.verify or config.probe_threshold is None or hashes.probes is None or not len(idx):
         return empty, 0
     n, limit, radius = len(hashes), config.max_verified_pairs, _radius(config)
-    kept, keys = np.zeros((0, 5), np.int64), []
+    kept, keys = [empty], []
     with Progress(disable=not progress or len(idx) < 100_000, transient=True) as bar:
         for k, (name, _, _) in enumerate(PROBES):
             task = bar.add_task(f"searching re-framed copies ({name}) within {config.probe_threshold}",
@@ -280,11 +282,11 @@ def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarr
                 own = hamming(hashes.codes, rows[:, 0], rows[:, 1]) if len(rows) else np.zeros(0, np.int64)
                 rows = np.column_stack([rows[:, :2], own, rows[:, 2:]])[own > radius].astype(np.int64)
                 keys.append(_pair_keys(rows, n))
-                kept = np.concatenate([kept, rows])
-                if len(kept) > 2 * limit:
-                    kept = _closest_framed(kept, n, limit)
+                kept.append(rows)
+                if sum(map(len, kept)) > 2 * limit:
+                    kept = [_closest_framed(np.concatenate(kept), n, limit)]
     total = len(np.unique(np.concatenate(keys))) if keys else 0
-    kept = _closest_framed(kept, n, limit)
+    kept = _closest_framed(np.concatenate(kept), n, limit)
     return (kept[np.lexsort((kept[:, 1], kept[:, 0]))] if len(kept) else empty), total
 
 
