@@ -15,7 +15,7 @@ each stage's rate at the largest size (the search's own growth: bench/dedup_scal
 Wikidata dump source over generated dumps of several sizes (humans), the route of a real run.
 
 A rehearsal longer than a sitting survives being cut off: results.json gets each stage's row as it
-ends and progress.json the stage in flight's time and peaks every few seconds, and `--resume FOLDER`
+ends and progress.json the stages in flight's time and peaks every few seconds, and `--resume FOLDER`
 finishes the run: stages done are kept, the one cut off runs again and resumes from what it wrote
 (images, detect and identity skip their finished items; the others start over), its rate taken
 over the items of its last segment (`fetched_now`, `processed_now`, `described_now`) and its peaks
@@ -68,30 +68,36 @@ def disk_bytes(path: Path) -> int:
 
 class Ledger:
     """A run's record in its work folder: results.json (rows of the stages done, written as each
-    ends) and progress.json (the stage in flight: its time and peaks every few seconds, the
-    segments of it that were cut off, the stand-in's port per size), so `--resume` can finish it."""
+    ends) and progress.json (each stage begun and not finished: its time and peaks every few
+    seconds and the segments of it that were cut off; the stand-in's port per size), so
+    `--resume` can finish it, whichever stages' rows were removed to be measured again."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
         self.results: dict[str, list[dict]] = _read_json(work / "results.json", {})
-        self.progress: dict = _read_json(work / "progress.json", {"ports": {}, "stage": None})
+        self.progress: dict = _read_json(work / "progress.json", {})
+        self.progress.setdefault("ports", {})
+        stages = self.progress.setdefault("stages", {})
+        old = self.progress.pop("stage", None)  # the first version tracked one stage in flight
+        if old:
+            stages[f"{old['size']}:{old['stage']}"] = {"segments": old["segments"], "current": old.get("current")}
+        self._key: str | None = None
 
     def done(self, size: int, stage: str) -> dict | None:
         return next((r for r in self.results.get(str(size), []) if r["stage"] == stage), None)
 
     def cut_off(self, size: int, stage: str) -> list[dict]:
         """The segments of this stage that earlier runs began and did not finish."""
-        p = self.progress.get("stage")
-        if not p or (p["size"], p["stage"]) != (size, stage):
-            return []
-        return [*p["segments"], *([p["current"]] if p.get("current") else [])]
+        p = self.progress["stages"].get(f"{size}:{stage}")
+        return [*p["segments"], *([p["current"]] if p.get("current") else [])] if p else []
 
     def begin(self, size: int, stage: str, segments: list[dict]) -> None:
-        self.progress["stage"] = {"size": size, "stage": stage, "segments": segments, "current": None}
+        self._key = f"{size}:{stage}"
+        self.progress["stages"][self._key] = {"segments": segments, "current": None}
         self._save_progress()
 
     def in_flight(self, segment: dict) -> None:
-        self.progress["stage"]["current"] = segment
+        self.progress["stages"][self._key]["current"] = segment
         self._save_progress()
 
     def record(self, size: int, row: dict) -> None:
@@ -99,7 +105,7 @@ class Ledger:
         order = {s: i for i, s in enumerate((*FACES_STAGES, *LSUN_STAGES))}
         self.results[str(size)] = sorted([*rows, row], key=lambda r: order.get(r["stage"], 99))
         _write_json(self.work / "results.json", self.results)
-        self.progress["stage"] = None
+        self.progress["stages"].pop(f"{size}:{row['stage']}", None)
         self._save_progress()
 
     def port(self, size: int) -> int:
