@@ -248,12 +248,12 @@ def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: boo
     return Links(exact, same_code, near_rec, framed, total, framed_total)
 
 
-def _closest(rows: np.ndarray, limit: int) -> np.ndarray:
-    """The `limit` rows of (i, j, distance) closest first (ties in (i, j) order), when there are
-    more: the order verification picks its pairs in."""
+def _closest(rows: np.ndarray, limit: int, distance: int = 2) -> np.ndarray:
+    """The `limit` rows of pairs (i, j in the first two columns) closest first by column
+    `distance` (ties in (i, j) order), when there are more: the order verification picks in."""
     if len(rows) <= limit:
         return rows
-    return rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 2]))[:limit]]
+    return rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, distance]))[:limit]]
 
 
 def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarray, holder: np.ndarray,
@@ -295,10 +295,7 @@ def _closest_framed(rows: np.ndarray, n: int, limit: int) -> np.ndarray:
     closest pairs (ties in (i, j) order)."""
     rows = rows[np.lexsort((rows[:, 3], rows[:, 1], rows[:, 0]))]  # stable: the first listed on a tie
     _, first = np.unique(_pair_keys(rows, n), return_index=True)
-    rows = rows[first]
-    if len(rows) > limit:
-        rows = rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 3]))[:limit]]
-    return rows
+    return _closest(rows[first], limit, distance=3)
 
 
 def _pair_keys(rows: np.ndarray, n: int) -> np.ndarray:
@@ -355,7 +352,7 @@ def _radius(config: DedupConfig) -> int:
 
 def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_rec: np.ndarray,
               proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, *, records: int,
-              candidates: int | None = None) -> tuple[np.ndarray, np.ndarray, PairTable, int, int | None]:
+              candidates: int) -> tuple[np.ndarray, np.ndarray, PairTable, int, int | None]:
     """The candidate pairs that pass verification, their agreement, how many pairs were checked,
     and the hash distance up to which candidates were checked. At most `max_verified_pairs` are checked, the
     closest first (by the distance that proposed them): a bounded run whose summary says how far
@@ -371,7 +368,6 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
         order = np.argsort(pairs[:, 2], kind="stable")[: config.max_verified_pairs]
         reached = int(pairs[order[-1], 2])
         pairs = pairs[order]
-    candidates = max(candidates or 0, len(same_code) + len(near_rec))
     if candidates > config.max_verified_pairs:
         log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %s); the rest stay apart "
                     "(max_verified_pairs)", f"{candidates:,}", f"{config.max_verified_pairs:,}", reached)
