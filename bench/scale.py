@@ -46,6 +46,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import psutil  # noqa: E402
 
+from wikifaces.core.files import atomic_write_json  # noqa: E402
+
 LSUN_BEDROOM = 3_033_042
 FACES_STAGES = ("names", "images", "detect", "identity", "dedup", "publish")
 LSUN_STAGES = ("lsun-import", "dedup", "publish")
@@ -75,12 +77,7 @@ class Ledger:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.results: dict[str, list[dict]] = _read_json(work / "results.json", {})
-        self.progress: dict = _read_json(work / "progress.json", {})
-        self.progress.setdefault("ports", {})
-        stages = self.progress.setdefault("stages", {})
-        old = self.progress.pop("stage", None)  # the first version tracked one stage in flight
-        if old:
-            stages[f"{old['size']}:{old['stage']}"] = {"segments": old["segments"], "current": old.get("current")}
+        self.progress: dict = _read_json(work / "progress.json", {"ports": {}, "stages": {}})
         self._key: str | None = None
 
     def done(self, size: int, stage: str) -> dict | None:
@@ -104,7 +101,7 @@ class Ledger:
         rows = [r for r in self.results.get(str(size), []) if r["stage"] != row["stage"]]
         order = {s: i for i, s in enumerate((*FACES_STAGES, *LSUN_STAGES))}
         self.results[str(size)] = sorted([*rows, row], key=lambda r: order.get(r["stage"], 99))
-        _write_json(self.work / "results.json", self.results)
+        atomic_write_json(self.work / "results.json", self.results)
         self.progress["stages"].pop(f"{size}:{row['stage']}", None)
         self._save_progress()
 
@@ -116,17 +113,11 @@ class Ledger:
         self._save_progress()
 
     def _save_progress(self) -> None:
-        _write_json(self.work / "progress.json", self.progress)
+        atomic_write_json(self.work / "progress.json", self.progress)
 
 
 def _read_json(path: Path, default: object):
     return json.loads(path.read_text()) if path.exists() else default
-
-
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def run_stage(name: str, config: dict, root: Path, ledger: Ledger | None = None, size: int = 0) -> dict:
