@@ -457,7 +457,8 @@ def main() -> None:
         results = {n: results[n] for n in sorted(args.sizes) if n in results}
     sizes = sorted(results)
     small, large = results[sizes[0]], results[sizes[-1]]
-    for a, b in zip(small, large, strict=True):
+    done = {r["stage"]: r for r in large}  # a run cut off, or in flight, has fewer rows at its larger size
+    for a, b in ((a, done[a["stage"]]) for a in small if a["stage"] in done):
         print(f"memory growth ratio {a['stage']}: {b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f}")
         print(f"private memory growth ratio {a['stage']}: {b['private_mib'] / max(a['private_mib'], 1e-9):.2f}")
         print(f"throughput ratio {a['stage']}: {b['rate'] / max(a['rate'], 1e-9):.2f}")
