@@ -7,6 +7,7 @@ nothing else of ours and can be vendored or installed alone.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -40,10 +41,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # locked until renamed: a live writer's temporary is never swept
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
+            os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

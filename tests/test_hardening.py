@@ -581,3 +581,61 @@ def test_publish_refuses_a_damaged_keep_list(pipeline_root, tmp_path, keep):
     assert not (tmp_path / "processed" / "faces-64" / "manifest.json").exists()
     np.save(tmp_path / checked / "dedup" / "keep.npy", np.array([0, 1], np.int64))
     assert publish_dataset(PublishConfig(), DataRoot(tmp_path)).records == 2
+
+
+# -- what killed writes leave behind ------------------------------------------------------------------------------
+_WRITER = """
+import sys, time
+from wikifaces.core.files import atomic_open
+with atomic_open(sys.argv[1]) as fh:
+    fh.write(b"x" * 100_000)
+    fh.flush()
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+def _writer(path: Path) -> subprocess.Popen:
+    """A process in the middle of an atomic write of `path` (100 kB so far)."""
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    return proc
+
+
+def test_a_rerun_stage_removes_what_killed_writes_left_but_not_a_live_writers(tmp_path):
+    """A killed stage left its table's temporary file beside the table (a 100,000-people rehearsal's
+    images stage: three of 20-30 MB after three cuts); the stage's next run removes such leftovers
+    in the folders it writes, and only those: a temporary a live process is still writing stays."""
+    import cv2
+
+    from faces import DetectConfig
+    from wikifaces.core.files import sweep_temporaries
+    from wikifaces.fixtures.samples import all_photos, load_rgb
+    from wikifaces.pipeline import run_stage
+
+    from .conftest import build_images_root
+
+    photo = next(p for p in all_photos() if p.id == "astronaut" and p.path() is not None)
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(load_rgb(photo.path()), cv2.COLOR_RGB2BGR))
+    root = tmp_path / "root"
+    build_images_root(root, [("astronaut", jpeg.tobytes())])
+    faces = root / "interim" / "faces"
+    killed = _writer(faces / "faces.jsonl")
+    killed.kill()
+    killed.wait()
+    live = _writer(faces / "notes.txt")
+    try:
+        empty = faces / ".faces-contact.png.abcd1234.tmp"  # a writer between creating and locking its file
+        empty.touch()
+        assert len(list(faces.glob(".*.tmp"))) == 3
+        run_stage("detect", DetectConfig(), root, progress=False)
+        left = sorted(p.name for p in faces.glob(".*.tmp"))
+        assert len(left) == 2 and left[0] == empty.name and left[1].startswith(".notes.txt.")
+        assert (faces / "faces.jsonl").is_file()  # the stage itself wrote its table
+        os.utime(empty, (0, 0))  # an empty one long abandoned goes too
+        assert [p.name for p, _ in sweep_temporaries(faces)] == [empty.name]
+    finally:
+        live.kill()
+        live.wait()
+    assert [(p.name.startswith(".notes.txt."), size) for p, size in sweep_temporaries(faces)] == [(True, 100_000)]

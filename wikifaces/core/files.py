@@ -7,11 +7,13 @@ renamed into place, so a killed process never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -42,10 +44,12 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+            # locked until renamed: `sweep_temporaries` removes only temporaries no live writer holds
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, final)
+            os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -81,20 +85,41 @@ def sha256_bytes(data: bytes) -> str:
 
 
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic writes leave when killed mid-write
+EMPTY_GRACE_SECONDS = 60.0  # an empty temporary this young may be a writer's between creating and locking it
 
 
-def sweep_temporaries(root: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that killed atomic writes left under `root`; returns them.
-    Call only while holding the root's lock (no writer can be mid-write then)."""
+def sweep_temporaries(root: str | os.PathLike[str]) -> list[tuple[Path, int]]:
+    """Delete the temporary files that killed atomic writes left under `root`; returns them with
+    their sizes.
+
+    Safe beside live writers: a writer holds a lock on its temporary until it is renamed into
+    place and the kernel drops the lock when its process dies, so only a temporary whose lock can
+    be taken is abandoned (a killed images stage left one as large as its table each time)."""
     removed = []
     for dirpath, _dirs, names in os.walk(root):
         for name in names:
-            if _TEMPORARY.match(name):
-                path = Path(dirpath) / name
+            if _TEMPORARY.match(name) and (size := _abandoned(path := Path(dirpath) / name)) is not None:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-                    removed.append(path)
+                    removed.append((path, size))
     return removed
+
+
+def _abandoned(path: Path) -> int | None:
+    """The size of a temporary no live writer holds, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone meanwhile (renamed into place), or not ours to read
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        st = os.fstat(fd)
+        young_and_empty = st.st_size == 0 and time.time() - st.st_mtime < EMPTY_GRACE_SECONDS
+        return None if young_and_empty else st.st_size
+    except BlockingIOError:  # a live writer holds it
+        return None
+    finally:
+        os.close(fd)
 
 
 def swap_dir(new: Path, final: Path) -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from wikifaces.core.errors import UserError
 from wikifaces.core.executor import Executor
+from wikifaces.core.files import sweep_temporaries
 from wikifaces.core.paths import DataRoot
 
 from .receipts import Receipt, fingerprint
@@ -95,6 +96,9 @@ def run_stage(name: str, config: Any, root: str | Path | DataRoot | None = None,
         receipt_path(name, data).unlink(missing_ok=True)
     if before is not None:
         before(reason)
+    stale = sweep_stage_temporaries(name, config, data)
+    if stale:
+        log.info("%s: removed %d temporary files a killed run left (%.1f MB)", name, len(stale[0]), stale[1] / 1e6)
     t0 = time.perf_counter()
     summary = stage.run(config, data, RunContext(progress, force, executor, on_progress))
     seconds = time.perf_counter() - t0
@@ -102,6 +106,20 @@ def run_stage(name: str, config: Any, root: str | Path | DataRoot | None = None,
     picture = stage.picture(config, data, summary)
     return StageResult(name, False, reason, summary.counts, seconds, outputs, summary,
                        picture if picture is not None and picture.exists() else None)
+
+
+def sweep_stage_temporaries(name: str, config: Any, root: DataRoot) -> tuple[list[Path], int] | None:
+    """Remove what killed atomic writes left in the folders a stage writes (their parents'
+    trees), none a live writer holds; (paths, bytes), or None when there were none."""
+    folders = sorted({p.parent for p in STAGES[name].outputs(config, root).values()})
+    removed, size = [], 0
+    for folder in folders:
+        if any(folder.is_relative_to(f) for f in folders if f != folder):
+            continue  # swept with the folder above it
+        for path, nbytes in sweep_temporaries(folder):
+            removed.append(path)
+            size += nbytes
+    return (removed, size) if removed else None
 
 
 def write_receipt(name: str, config: Any, root: DataRoot, counts: dict[str, Any]) -> dict[str, str]:
