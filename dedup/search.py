@@ -46,10 +46,11 @@ def _distance(codes: np.ndarray, i: int, j: int) -> int:
 
 @numba.njit(parallel=True, cache=True)
 def _probe(codes, words, shifts, masks, orders, sorted_codes, starts, start_off, flips, flip_off, radius, t,
-           lo, hi, out, fill, resume, queries, self_join):
+           lo, hi, out, fill, resume, queries, self_join, own, own_radius):
     """Thread k scans queries lo[k] <= i < hi[k], writing into out[k]. When out[k] cannot take all of
     a query's pairs it drops that query's partial output, stops, and sets resume[k] to it. In a
-    self-join the queries are the indexed codes and only pairs i < j are reported."""
+    self-join the queries are the indexed codes and only pairs i < j are reported. With
+    own_radius >= 0, a pair (i, j) whose own[i] lies within own_radius of codes[j] is not reported."""
     m = words.shape[0]
     nw = codes.shape[1]
     cap = out.shape[1]
@@ -76,6 +77,12 @@ def _probe(codes, words, shifts, masks, orders, sorted_codes, starts, start_off,
                             d += _popcount(queries[i, w] ^ codes[j, w])
                         if d > t:
                             continue
+                        if own_radius >= 0:
+                            d_own = 0
+                            for w in range(nw):
+                                d_own += _popcount(own[i, w] ^ codes[j, w])
+                            if d_own <= own_radius:
+                                continue
                         first = True  # report from the first substring that can find this pair
                         for c2 in range(c):
                             x = ((queries[i, words[c2]] ^ codes[j, words[c2]]) >> shifts[c2]) & masks[c2]
@@ -158,7 +165,7 @@ def plan_chunks(n: int, words: int, threshold: int) -> tuple[int, int]:
 
 def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
                per_word: int | None = None, on_progress: Callable[[int, int], None] | None = None,
-               queries: np.ndarray | None = None) -> np.ndarray:
+               queries: np.ndarray | None = None, exclude: tuple[np.ndarray, int] | None = None) -> np.ndarray:
     """Every pair (i, j, distance) with i < j and distance <= threshold, as an int64 (K, 3) array
     sorted by (i, j). Identical codes are pairs too (distance 0): collapse them first when there
     are many copies, since k copies make k(k-1)/2 pairs. `on_progress(done, n)` is called as
@@ -166,8 +173,11 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
 
     With `queries` (codes of the same width), the pairs are instead (query index q, code index j,
     distance) for every query within the threshold of an indexed code: one index, other probes
-    (dedup's re-framed copies of each picture against every picture's own code)."""
-    chunks = list(iter_pairs(codes, threshold, threads, per_word, on_progress, queries))
+    (dedup's re-framed copies of each picture against every picture's own code). `exclude`, with
+    queries: (each query's own code, radius): a pair whose query's own code lies within the radius
+    of the indexed code is left out (a re-framed copy's pairs that the codes make themselves: most
+    of them in a dense cluster)."""
+    chunks = list(iter_pairs(codes, threshold, threads, per_word, on_progress, queries, exclude))
     pairs = np.concatenate(chunks) if chunks else np.zeros((0, 3), np.int64)
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))
     return pairs[order]
@@ -175,7 +185,8 @@ def find_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
 
 def iter_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
                per_word: int | None = None, on_progress: Callable[[int, int], None] | None = None,
-               queries: np.ndarray | None = None) -> Iterator[np.ndarray]:
+               queries: np.ndarray | None = None, exclude: tuple[np.ndarray, int] | None = None
+               ) -> Iterator[np.ndarray]:
     """`find_pairs`' pairs a step at a time (16 steps, each an unsorted int64 (k, 3) array), for
     callers that keep only some of them: dense clusters make pairs grow with their square."""
     c = as_words(codes)
@@ -186,6 +197,11 @@ def iter_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
     q = c if queries is None else as_words(queries)
     if q.shape[1] != words:
         raise ValueError(f"queries have {q.shape[1]} words, codes {words}")
+    if exclude is not None and self_join:
+        raise ValueError("exclude applies to queries")
+    own, own_radius = (as_words(exclude[0]), int(exclude[1])) if exclude is not None else (q[:0], -1)
+    if own_radius >= 0 and own.shape != q.shape:
+        raise ValueError(f"exclude's codes have shape {own.shape}, the queries {q.shape}")
     if (n < 2 and self_join) or n == 0 or len(q) == 0:
         return
     if per_word is None:
@@ -239,7 +255,7 @@ def iter_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
             out = np.empty((len(lo), cap, 3), np.int64)
             fill = np.zeros(len(lo), np.int64)
             resume = np.zeros(len(lo), np.int64)
-            _probe(*args, lo, hi, out, fill, resume, q, self_join)
+            _probe(*args, lo, hi, out, fill, resume, q, self_join, own, own_radius)
             chunks.extend(out[k, : fill[k]].copy() for k in range(len(lo)) if fill[k])
             del out
             todo = resume < hi

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +38,7 @@ from wikifaces.core.tables import write_jsonl
 
 from .clusters import KEEP_RULE, components, hamming, select_keepers
 from .config import DedupConfig, DedupStageConfig
+from .distinct import DistinctCount
 from .hashing import CORRUPT, PROBES, Hashes, hash_images
 from .search import iter_pairs
 from .verify import prepare, verify
@@ -156,7 +158,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     hashes = load_or_hash(config, dataset, out, progress, executor)
     n = len(hashes)
     valid = hashes.status != CORRUPT
-    links = _links(config, hashes, valid, progress)
+    links = _links(config, hashes, valid, progress, work=out / "framed-keys.tmp")
     exact, same_code, near_rec, framed = links.exact, links.same_code, links.near, links.framed
     via = PairTable(framed[:, :2], len(hashes), framed[:, 4], framed[:, 3])  # which re-framing, at what distance
     proposed_at = np.concatenate([near_rec[:, 2], framed[:, 3]])  # the distance that made each a candidate
@@ -221,11 +223,13 @@ class Links(NamedTuple):
     framed_total: int
 
 
-def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: bool = False) -> Links:
+def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: bool = False,
+           work: Path | None = None) -> Links:
     """1. identical bytes or pixels 2. identical codes 3. codes within the threshold 4. with
     verification, see `_framed`. Dense clusters make pairs grow with their square (a picture in a
     thousand crops: half a million pairs), so with verification each search keeps only the
-    closest `max_verified_pairs` pairs as its steps come, the ones verification would check."""
+    closest `max_verified_pairs` pairs as its steps come, the ones verification would check.
+    `work`: where the count of distinct re-framed pairs may put its keys (see `_framed`)."""
     exact = exact_edges(hashes, valid) if config.exact else np.zeros((0, 2), np.int64)
     idx = np.flatnonzero(valid)
     uniq, first, inverse = np.unique(hashes.codes[idx], axis=0, return_index=True, return_inverse=True)
@@ -233,19 +237,46 @@ def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: boo
     same_code = np.stack([rep, idx], axis=1)
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
     limit = config.max_verified_pairs if config.verify else None
-    kept, total = [np.zeros((0, 3), np.int64)], 0
+    kept, total = _Closest(limit, 2, lambda rows: _closest(rows, limit) if limit else rows, width=3), 0
     with Progress(disable=not progress or len(uniq) < 100_000, transient=True) as bar:
         task = bar.add_task(f"searching pairs within distance {_radius(config)}", total=len(uniq))
         for step in iter_pairs(uniq, _radius(config), on_progress=lambda done, _: bar.update(task, completed=done)):
             total += len(step)
-            kept.append(step)
-            if limit and sum(map(len, kept)) > 2 * limit:
-                kept = [_closest(np.concatenate(kept), limit)]
-    near = _closest(np.concatenate(kept), limit) if limit else np.concatenate(kept)
+            kept.add(step)
+    near = kept.result()
     near = near[np.lexsort((near[:, 1], near[:, 0]))]  # in code order, as the search gives them
     near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
-    framed, framed_total = _framed(config, hashes, idx, uniq, idx[first], rep, progress)
+    framed, framed_total = _framed(config, hashes, idx, uniq, idx[first], rep, progress, work)
     return Links(exact, same_code, near_rec, framed, total, framed_total)
+
+
+class _Closest:
+    """The closest `limit` pairs of a search as its steps come (`reduce` picks them from rows; all
+    rows when `limit` is None). Once `limit` are held, a row farther than the farthest of them is
+    dropped on arrival, since it cannot displace one: what is held stays near `limit` rows however
+    many pairs a dense cluster makes."""
+
+    def __init__(self, limit: int | None, distance: int, reduce: Callable[[np.ndarray], np.ndarray],
+                 width: int) -> None:
+        self.limit, self.distance, self.reduce = limit, distance, reduce
+        self.parts, self.held, self.cutoff = [np.zeros((0, width), np.int64)], 0, None
+
+    def add(self, rows: np.ndarray) -> None:
+        if self.cutoff is not None:
+            rows = rows[rows[:, self.distance] <= self.cutoff]
+        if len(rows):
+            self.parts.append(rows)
+            self.held += len(rows)
+        if self.limit and self.held > 1.5 * self.limit:
+            rows = self.result()
+            self.parts, self.held = [rows], len(rows)
+            if len(rows) >= self.limit:
+                self.cutoff = int(rows[:, self.distance].max())
+
+    def result(self) -> np.ndarray:
+        rows = np.concatenate(self.parts)
+        self.parts = []  # not held twice while reduced
+        return self.reduce(rows)
 
 
 def _closest(rows: np.ndarray, limit: int, distance: int = 2) -> np.ndarray:
@@ -257,45 +288,54 @@ def _closest(rows: np.ndarray, limit: int, distance: int = 2) -> np.ndarray:
 
 
 def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarray, holder: np.ndarray,
-            rep: np.ndarray, progress: bool = False) -> tuple[np.ndarray, int]:
+            rep: np.ndarray, progress: bool = False, work: Path | None = None) -> tuple[np.ndarray, int]:
     """With verification, the candidate pairs proposed by a re-framed copy: (i, j, distance of
     their own codes, distance of the re-framed copy to the other's code, which re-framing), i < j,
     each pair once (its closest re-framing) and none the codes propose themselves (own distance
     within the radius), the closest `max_verified_pairs` of them in (i, j) order; and how many
     such pairs there were. `idx` are the valid records, `uniq` their distinct codes, `holder`
     each code's first record, `rep` each valid record's: the pairs are between first records, as
-    the near pairs are."""
+    the near pairs are. The distinct pairs are counted in bounded memory (`DistinctCount`, its
+    keys beyond 2M in `work`): they grow with the square of a cluster."""
     empty = np.zeros((0, 5), np.int64)
     if not config.verify or config.probe_threshold is None or hashes.probes is None or not len(idx):
         return empty, 0
     n, limit, radius = len(hashes), config.max_verified_pairs, _radius(config)
-    kept, keys = [empty], []
+    kept, distinct = _Closest(limit, 3, lambda rows: _closest_framed(rows, n, limit), width=5), DistinctCount(work)
     with Progress(disable=not progress or len(idx) < 100_000, transient=True) as bar:
         for k, (name, _, _) in enumerate(PROBES):
             task = bar.add_task(f"searching re-framed copies ({name}) within {config.probe_threshold}",
                                 total=len(idx))
+            # most proposals in a dense cluster are pairs the codes make themselves (within the radius):
+            # the search leaves them out (40M of 41M for one re-framing at ten copies of the rehearsal's)
             for q in iter_pairs(uniq, config.probe_threshold, queries=hashes.probes[idx, k],
+                                exclude=(hashes.codes[idx], radius),
                                 on_progress=lambda done, _, t=task: bar.update(t, completed=done)):
                 a, b = rep[q[:, 0]], holder[q[:, 1]]
-                rows = np.stack([np.minimum(a, b), np.maximum(a, b), q[:, 2], np.full(len(q), k)], axis=1)
-                rows = rows[rows[:, 0] != rows[:, 1]]
-                own = hamming(hashes.codes, rows[:, 0], rows[:, 1]) if len(rows) else np.zeros(0, np.int64)
-                rows = np.column_stack([rows[:, :2], own, rows[:, 2:]])[own > radius].astype(np.int64)
-                keys.append(_pair_keys(rows, n))
-                kept.append(rows)
-                if sum(map(len, kept)) > 2 * limit:
-                    kept = [_closest_framed(np.concatenate(kept), n, limit)]
-    total = len(np.unique(np.concatenate(keys))) if keys else 0
-    kept = _closest_framed(np.concatenate(kept), n, limit)
+                own = hamming(hashes.codes, a, b)
+                mine = np.flatnonzero((own > radius) & (a != b))
+                a, b = a[mine], b[mine]
+                rows = np.column_stack([np.minimum(a, b), np.maximum(a, b), own[mine], q[mine, 2],
+                                        np.full(len(mine), k)]).astype(np.int64)
+                distinct.add(rows[:, 0] * n + rows[:, 1])  # `_pair_keys`: the ends are (min, max) already
+                kept.add(rows)
+    total = distinct.count()
+    kept = kept.result()
     return (kept[np.lexsort((kept[:, 1], kept[:, 0]))] if len(kept) else empty), total
 
 
 def _closest_framed(rows: np.ndarray, n: int, limit: int) -> np.ndarray:
     """Each pair once, at its closest re-framing (the first listed on a tie), then the `limit`
     closest pairs (ties in (i, j) order)."""
-    rows = rows[np.lexsort((rows[:, 3], rows[:, 1], rows[:, 0]))]  # stable: the first listed on a tie
-    _, first = np.unique(_pair_keys(rows, n), return_index=True)
-    return _closest(rows[first], limit, distance=3)
+    order = np.lexsort((rows[:, 3], rows[:, 1], rows[:, 0]))  # stable: the first listed on a tie
+    keys = _pair_keys(rows, n)[order]  # sorted, since the order is by the ends
+    first = np.ones(len(keys), bool)
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    del keys
+    pick = order[first]  # each pair's closest row, in (i, j) order
+    if len(pick) > limit:  # as `_closest`: closest first, ties in (i, j) order (a stable sort keeps it)
+        pick = pick[np.argsort(rows[pick, 3], kind="stable")[:limit]]
+    return rows[pick]  # only the rows kept are copied
 
 
 def _pair_keys(rows: np.ndarray, n: int) -> np.ndarray:

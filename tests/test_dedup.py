@@ -27,6 +27,7 @@ from dedup import (
     iter_source,
     select_keepers,
 )
+from dedup.clusters import hamming
 from dedup.hashing import Hashes
 from shards import ShardWriter, encode_image, open_dataset, verify_dataset
 from shards.format import sniff_encoding
@@ -80,6 +81,13 @@ def test_query_pairs_equal_brute_force(t):
     want = brute_force_pairs(codes, t, queries=queries)
     assert len(want) > 300
     np.testing.assert_array_equal(got, want)  # every (query, code) pair, sorted, none twice
+    # a re-framed copy's pairs that its picture's own code makes anyway are left out in the search
+    own = codes[rng.choice(len(codes), 3000, replace=False)].copy()
+    own[1000:] = queries[1000:]  # two thirds of the queries are their pictures' own codes
+    radius = max(1, t // 2)
+    mine = hamming(np.concatenate([own, codes]), want[:, 0], len(own) + want[:, 1]) > radius
+    assert 0 < mine.sum() < len(want)
+    np.testing.assert_array_equal(find_pairs(codes, t, queries=queries, exclude=(own, radius)), want[mine])
 
 
 def test_search_reports_progress_up_to_every_code():
@@ -481,7 +489,7 @@ def test_reframed_copies_propose_captioned_and_cropped_pairs(tmp_path):
                           for r in framed)
 
 
-def test_a_dense_cluster_hands_verification_only_the_closest_pairs():
+def test_a_dense_cluster_hands_verification_only_the_closest_pairs(tmp_path, monkeypatch):
     """A picture in many crops makes pairs grow with the square of their number; verification
     checks at most `max_verified_pairs`, the closest first, so the search keeps only those as its
     steps come (34.7M pairs and a 7.3 GB peak for the faces rehearsal's hashes copied ten times,
@@ -515,3 +523,28 @@ def test_a_dense_cluster_hands_verification_only_the_closest_pairs():
     for kept, whole, d in ((some.near, every.near, 2), (some.framed, every.framed, 3)):
         # as verification picks from all: closest first, ties in the order listed, kept in that order
         np.testing.assert_array_equal(kept, whole[np.sort(np.argsort(whole[:, d], kind="stable")[:budget])])
+    # the distinct re-framed pairs counted with 100 keys held, the rest on disk: the same count
+    monkeypatch.setattr("dedup.distinct.HELD_KEYS", 100)
+    spilled = _links(DedupConfig(max_verified_pairs=budget), hashes, valid, work=tmp_path / "keys")
+    assert spilled.framed_total == every.framed_total and not (tmp_path / "keys").exists()
+    np.testing.assert_array_equal(spilled.framed, some.framed)
+
+
+def test_distinct_keys_are_counted_exactly_in_bounded_memory(tmp_path):
+    """Keys beyond the limit go to parts on disk by value; the count is exact, a killed run's parts
+    are not counted, and nothing is left behind."""
+    from dedup.distinct import DistinctCount
+
+    rng = np.random.default_rng(5)
+    batches = [rng.integers(0, 20_000, rng.integers(0, 3_000)) for _ in range(40)]  # many repeats
+    truth = len(np.unique(np.concatenate(batches)))
+    work = tmp_path / "keys"
+    work.mkdir()
+    np.arange(50_000, 60_000, dtype=np.int64).tofile(work / "part-000.bin")  # a killed run's
+    assert truth > 500
+    for limit in (500, 10**6):
+        counter = DistinctCount(work, limit=limit, parts=7)
+        for b in batches:
+            counter.add(b)
+        assert counter.spilled == (limit == 500)
+        assert counter.count() == truth and not work.exists()
