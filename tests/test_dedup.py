@@ -548,3 +548,29 @@ def test_distinct_keys_are_counted_exactly_in_bounded_memory(tmp_path):
             counter.add(b)
         assert counter.spilled == (limit == 500)
         assert counter.count() == truth and not work.exists()
+
+
+def test_verification_keeps_a_bounded_cache_of_prepared_pictures(tmp_path, crops, monkeypatch):
+    """A part of verification prepares each picture once while it fits its cache (dense clusters
+    spread a part's pairs over the whole set: the cache grew to 200,000 pictures, 800 MB a worker);
+    with a cache of 3 it prepares them again as needed and scores every pair the same."""
+    from dedup import stage
+
+    path = tmp_path / "ds"
+    writer = ShardWriter(path, name="t", image_size=(32, 32), encoding="png")
+    for image, meta in crops[:40]:
+        writer.add(image, meta)
+    writer.close()
+    pairs = np.unique(np.sort(np.random.default_rng(0).integers(0, 40, (300, 2)), axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    calls = []
+    real = stage.prepare
+    monkeypatch.setattr(stage, "prepare", lambda img: calls.append(1) or real(img))
+    _, whole = stage.verify_part((0, pairs), str(path))
+    assert len(calls) == len(np.unique(pairs))  # each once
+    calls.clear()
+    monkeypatch.setattr(stage, "PREPARED_CACHE", 3)
+    _, bounded = stage.verify_part((0, pairs), str(path))
+    assert len(calls) > 2 * len(np.unique(pairs))
+    np.testing.assert_array_equal(bounded, whole)
+    assert (whole > 0).sum() > 10  # the pairs were really compared
