@@ -626,16 +626,36 @@ def test_a_rerun_stage_removes_what_killed_writes_left_but_not_a_live_writers(tm
     killed.wait()
     live = _writer(faces / "notes.txt")
     try:
-        empty = faces / ".faces-contact.png.abcd1234.tmp"  # a writer between creating and locking its file
+        empty = faces / ".faces-contact.png.abcd1234.tmp"  # a writer killed before it wrote anything
         empty.touch()
         assert len(list(faces.glob(".*.tmp"))) == 3
         run_stage("detect", DetectConfig(), root, progress=False)
-        left = sorted(p.name for p in faces.glob(".*.tmp"))
-        assert len(left) == 2 and left[0] == empty.name and left[1].startswith(".notes.txt.")
+        left = [p.name for p in faces.glob(".*.tmp")]
+        assert len(left) == 1 and left[0].startswith(".notes.txt.")
         assert (faces / "faces.jsonl").is_file()  # the stage itself wrote its table
-        os.utime(empty, (0, 0))  # an empty one long abandoned goes too
-        assert [p.name for p, _ in sweep_temporaries(faces)] == [empty.name]
     finally:
         live.kill()
         live.wait()
     assert [(p.name.startswith(".notes.txt."), size) for p, size in sweep_temporaries(faces)] == [(True, 100_000)]
+
+
+def test_a_temporary_swept_before_its_writer_locked_it_is_replaced(tmp_path, monkeypatch):
+    """A writer creates its temporary, then locks it; a sweep in between (the file unlocked: it looks
+    abandoned) removes it. The writer notices and takes another, so its write still lands."""
+    import tempfile
+
+    import wikifaces.core.files as files
+
+    real, made = tempfile.mkstemp, []
+
+    def swept_once(*args, **kw):
+        fd, name = real(*args, **kw)
+        made.append(name)
+        if len(made) == 1:
+            assert [p.name for p, _ in files.sweep_temporaries(tmp_path)] == [Path(name).name]
+        return fd, name
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", swept_once)
+    files.atomic_write_text(tmp_path / "table.jsonl", "row\n")
+    assert len(made) == 2 and (tmp_path / "table.jsonl").read_text() == "row\n"
+    assert not [p for p in tmp_path.iterdir() if p.name != "table.jsonl"]

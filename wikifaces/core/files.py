@@ -13,7 +13,6 @@ import json
 import os
 import re
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +30,19 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def locked_temporary(final: Path) -> tuple[int, str]:
+    """A new temporary file beside `final`, open and locked: held until it is renamed, so that
+    `sweep_temporaries` removes only temporaries no live writer holds. One swept in the instant
+    between its creation and its lock is replaced by another."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return fd, tmp
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success fsync and rename it onto `path`.
@@ -41,11 +53,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
         raise ValueError(f"atomic_open writes whole files; mode must be 'w' or 'wb', not {mode!r}")
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp = locked_temporary(final)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
-            # locked until renamed: `sweep_temporaries` removes only temporaries no live writer holds
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -85,7 +95,6 @@ def sha256_bytes(data: bytes) -> str:
 
 
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic writes leave when killed mid-write
-EMPTY_GRACE_SECONDS = 60.0  # an empty temporary this young may be a writer's between creating and locking it
 
 
 def sweep_temporaries(root: str | os.PathLike[str]) -> list[tuple[Path, int]]:
@@ -113,9 +122,7 @@ def _abandoned(path: Path) -> int | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        st = os.fstat(fd)
-        young_and_empty = st.st_size == 0 and time.time() - st.st_mtime < EMPTY_GRACE_SECONDS
-        return None if young_and_empty else st.st_size
+        return os.fstat(fd).st_size
     except BlockingIOError:  # a live writer holds it
         return None
     finally:
