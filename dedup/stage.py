@@ -311,13 +311,10 @@ def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarr
             for q in iter_pairs(uniq, config.probe_threshold, queries=hashes.probes[idx, k],
                                 exclude=(hashes.codes[idx], radius),
                                 on_progress=lambda done, _, t=task: bar.update(t, completed=done)):
-                a, b = rep[q[:, 0]], holder[q[:, 1]]
-                own = hamming(hashes.codes, a, b)
-                mine = np.flatnonzero((own > radius) & (a != b))
-                a, b = a[mine], b[mine]
-                rows = np.column_stack([np.minimum(a, b), np.maximum(a, b), own[mine], q[mine, 2],
-                                        np.full(len(mine), k)]).astype(np.int64)
-                distinct.add(rows[:, 0] * n + rows[:, 1])  # `_pair_keys`: the ends are (min, max) already
+                a, b = rep[q[:, 0]], holder[q[:, 1]]  # own codes beyond the radius, so a != b: the search saw to it
+                rows = np.column_stack([np.minimum(a, b), np.maximum(a, b), hamming(hashes.codes, a, b), q[:, 2],
+                                        np.full(len(q), k)]).astype(np.int64)
+                distinct.add(_pair_keys(rows, n))
                 kept.add(rows)
     total = distinct.count()
     kept = kept.result()

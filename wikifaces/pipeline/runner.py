@@ -96,9 +96,9 @@ def run_stage(name: str, config: Any, root: str | Path | DataRoot | None = None,
         receipt_path(name, data).unlink(missing_ok=True)
     if before is not None:
         before(reason)
-    stale = sweep_stage_temporaries(name, config, data)
-    if stale:
-        log.info("%s: removed %d temporary files a killed run left (%.1f MB)", name, len(stale[0]), stale[1] / 1e6)
+    if stale := sweep_stage_temporaries(name, config, data):
+        log.info("%s: removed %d temporary files a killed run left (%.1f MB)", name, len(stale),
+                 sum(size for _, size in stale) / 1e6)
     t0 = time.perf_counter()
     summary = stage.run(config, data, RunContext(progress, force, executor, on_progress))
     seconds = time.perf_counter() - t0
@@ -108,18 +108,12 @@ def run_stage(name: str, config: Any, root: str | Path | DataRoot | None = None,
                        picture if picture is not None and picture.exists() else None)
 
 
-def sweep_stage_temporaries(name: str, config: Any, root: DataRoot) -> tuple[list[Path], int] | None:
+def sweep_stage_temporaries(name: str, config: Any, root: DataRoot) -> list[tuple[Path, int]]:
     """Remove what killed atomic writes left in the folders a stage writes (their parents'
-    trees), none a live writer holds; (paths, bytes), or None when there were none."""
+    trees), none a live writer holds; the files removed, with their sizes."""
     folders = sorted({p.parent for p in STAGES[name].outputs(config, root).values()})
-    removed, size = [], 0
-    for folder in folders:
-        if any(folder.is_relative_to(f) for f in folders if f != folder):
-            continue  # swept with the folder above it
-        for path, nbytes in sweep_temporaries(folder):
-            removed.append(path)
-            size += nbytes
-    return (removed, size) if removed else None
+    tops = [f for f in folders if not any(f != g and f.is_relative_to(g) for g in folders)]  # nested: swept above
+    return [swept for folder in tops for swept in sweep_temporaries(folder)]
 
 
 def write_receipt(name: str, config: Any, root: DataRoot, counts: dict[str, Any]) -> dict[str, str]:
