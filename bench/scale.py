@@ -192,9 +192,9 @@ def faces_size(people: int, work: Path, ledger: Ledger, until: str = FACES_STAGE
     rows = []
     corpus = build_corpus(people, all_photos=True)
     try:  # a resumed run asks the port the stand-in had (the stages' state does not depend on it)
-        server = StandinServer(corpus, port=ledger.port(people))
+        server = StandinServer(corpus, port=ledger.port(people), log_limit=1000)  # nothing here reads it
     except OSError:
-        server = StandinServer(corpus, port=0)
+        server = StandinServer(corpus, port=0, log_limit=1000)
     ledger.set_port(people, int(server.host.rsplit(":", 1)[1]))
     with server:
         http = {**server.endpoints(), "contact": "wikifaces scale rehearsal (offline)",

@@ -364,6 +364,18 @@ def test_the_standin_keeps_a_bounded_render_cache(server, corpus, monkeypatch):
     assert [get(n) for n in names] == first == [corpus.render(n) for n in names]
 
 
+def test_the_standin_can_keep_only_its_latest_requests(corpus):
+    """A rehearsal's stand-in would hold every request (~370,000 at 100,000 people); with
+    `log_limit` it keeps the latest, in order, and still answers every one."""
+    with StandinServer(corpus, log_limit=3) as s:
+        titles = [p.title for p in corpus.people[:5]]
+        for t in titles:
+            r = requests.get(f"{s.url}/w/api.php", params={"action": "query", "titles": t, "format": "json"},
+                             headers={"User-Agent": "wikifaces-test"}, timeout=30)
+            assert r.status_code == 200 and r.json()["query"]["pages"]
+        assert [e.params["titles"] for e in s.log] == titles[-3:]
+
+
 # -- 9. transparency is composited, never dropped -------------------------------------------------------------------
 def _alpha_only(shape: str) -> Image.Image:
     """RGB all white; the picture lives in the alpha channel (a white logo on transparency)."""
