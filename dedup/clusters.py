@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -20,6 +21,52 @@ def components(n: int, edges: np.ndarray) -> np.ndarray:
     graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return labels
+
+
+@numba.njit(cache=True)
+def _root(parent: np.ndarray, x: int) -> int:
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@numba.njit(cache=True)
+def join(parent: np.ndarray, pairs: np.ndarray) -> None:
+    """Union-find: join the two ends of every (i, j, ...) pair in `parent` (each node's parent; a
+    root is its own), in place."""
+    for k in range(len(pairs)):
+        a, b = _root(parent, pairs[k, 0]), _root(parent, pairs[k, 1])
+        if a != b:
+            parent[a] = b
+
+
+@numba.njit(cache=True)
+def joined(parent: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Whether each pair's two ends are already in one group of `parent`."""
+    out = np.zeros(len(pairs), np.bool_)
+    for k in range(len(pairs)):
+        out[k] = _root(parent, pairs[k, 0]) == _root(parent, pairs[k, 1])
+    return out
+
+
+@numba.njit(cache=True)
+def spanning(parent: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """The pairs that would each join two groups, taken in order (Kruskal's forest over the groups
+    of `parent`, which is left as it was): the fewest pairs that, all linked, join what all of
+    `pairs` would."""
+    trial = parent.copy()
+    out = np.zeros(len(pairs), np.bool_)
+    for k in range(len(pairs)):
+        a, b = _root(trial, pairs[k, 0]), _root(trial, pairs[k, 1])
+        if a != b:
+            trial[a] = b
+            out[k] = True
+    return out
 
 
 def hamming(codes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -5,8 +5,9 @@ or pixels), then candidate pairs from the multi-index search (every pair of code
 threshold, identical codes included). With `verify` (the default) the re-framed copies' codes
 propose more pairs (crops, borders, caption bars: dedup.hashing.PROBES), each candidate pair is
 checked on its pixels (dedup.verify: a near-similarity alignment, then tile-wise correlation),
-the closest first within a budget, in parts through the executor, and only the pairs that pass
-are links; without it the hash distance alone decides. Groups are the
+the closest first within a budget, in parts through the executor, unless links already checked
+have joined its two records; only the pairs that pass are links. Without it the hash distance
+alone decides. Groups are the
 components of the links; in each, one record is kept by an explicit rule (largest resolution,
 then lowest key). A new threshold never rehashes; the re-framed copies are hashed only when
 verification asks for them (2.3-2.9x the hashing time of the code alone), so turning `verify` on
@@ -36,7 +37,7 @@ from wikifaces.core.files import atomic_open, atomic_write_json
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import write_jsonl
 
-from .clusters import KEEP_RULE, components, hamming, select_keepers
+from .clusters import KEEP_RULE, components, hamming, join, joined, select_keepers, spanning
 from .config import DedupConfig, DedupStageConfig
 from .distinct import DistinctCount
 from .hashing import CORRUPT, PROBES, Hashes, hash_images
@@ -166,11 +167,12 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     ds = open_dataset(dataset)
     agreement = PairTable.empty(len(hashes))
     candidates = len(same_code) + links.near_total + links.framed_total
-    checked, reached = 0, None
+    checked, already_joined, considered, reached = 0, 0, 0, None
     if config.verify:
-        same_code, near_rec, agreement, checked, reached = _verified(config, dataset, same_code, near_rec,
-                                                                     proposed_at, progress, executor, records=n,
-                                                                     candidates=candidates)
+        v = _verified(config, dataset, same_code, near_rec, proposed_at, progress, executor, records=n,
+                      candidates=candidates)
+        same_code, near_rec, agreement = v.same_code, v.near, v.agreement
+        checked, already_joined, considered, reached = v.checked, v.already_joined, v.considered, v.reached
     labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
     clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via)
     removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
@@ -196,7 +198,8 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
         "clusters": len(clusters), "exact_links": len(exact), "near_pairs": links.near_total,
         "candidate_pairs": candidates, "framed_pairs": links.framed_total,
         "framed_links": int(via.holds(near_rec).sum()),
-        "verified_pairs": checked, "unverified_pairs": candidates - checked if config.verify else 0,
+        "verified_pairs": checked, "already_joined_pairs": already_joined,
+        "unverified_pairs": candidates - considered if config.verify else 0,
         "verified_up_to_distance": reached, "verified_links": len(agreement),
         "largest_cluster": max((c["size"] for c in clusters), default=0),
         "cluster_sizes": dict(sorted(Counter(c["size"] for c in clusters).items())),
@@ -389,57 +392,113 @@ def _radius(config: DedupConfig) -> int:
 
 def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_rec: np.ndarray,
               proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, *, records: int,
-              candidates: int) -> tuple[np.ndarray, np.ndarray, PairTable, int, int | None]:
-    """The candidate pairs that pass verification, their agreement, how many pairs were checked,
-    and the hash distance up to which candidates were checked. At most `max_verified_pairs` are checked, the
-    closest first (by the distance that proposed them): a bounded run whose summary says how far
-    it got, rather than a refusal or a run of days. `candidates`: how many the search found (it
-    hands over only the closest). Large sets are checked in parts through the executor (local
-    processes, or a Dask cluster), small ones here."""
+              candidates: int) -> Verified:
+    """The candidate pairs that pass verification and what it did (see `Verified`). At most
+    `max_verified_pairs` candidates are considered, the closest first (by the distance that proposed
+    them): a bounded run whose summary says how far it got, rather than a refusal or a run of days.
+    `candidates`: how many the search found (it hands over only the closest).
+
+    A pair whose two records are already in one group (joined by pairs that passed) is not
+    checked, since it cannot change a group: in a dense cluster (a
+    picture in a thousand crops) the candidates grow with the square of its size, the pairs that
+    join it with its size (the 10,000-people rehearsal: 176,027 candidates, 9,957 checked one at a
+    time). To check many at once, the checks go in rounds: each checks the spanning forest of the
+    pairs left (closest first, the first pair to join each two groups), links those that pass and
+    drops every pair left whose records they joined. The groups are those of checking every pair.
+    A large round is checked in parts through the executor (local processes, or a Dask cluster),
+    a small one here."""
     pairs = np.concatenate([np.column_stack([same_code, np.zeros(len(same_code), np.int64)]),
                             np.column_stack([near_rec[:, :2], proposed_at])]).astype(np.int64) \
         if len(same_code) + len(near_rec) else np.zeros((0, 3), np.int64)
     pairs[:, :2] = np.sort(pairs[:, :2], axis=1)
     reached = int(pairs[:, 2].max()) if len(pairs) else None
+    order = np.argsort(pairs[:, 2], kind="stable")
     if len(pairs) > config.max_verified_pairs:
-        order = np.argsort(pairs[:, 2], kind="stable")[: config.max_verified_pairs]
+        order = order[: config.max_verified_pairs]
         reached = int(pairs[order[-1], 2])
-        pairs = pairs[order]
     if candidates > config.max_verified_pairs:
         log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %s); the rest stay apart "
                     "(max_verified_pairs)", f"{candidates:,}", f"{config.max_verified_pairs:,}", reached)
-    pairs = np.unique(pairs[:, :2], axis=0)  # in index order: each part reads nearby records
-    parts = [pairs[a : a + VERIFY_PART] for a in range(0, len(pairs), VERIFY_PART)]
-    scores = np.zeros(0)
-    if len(parts) > 1:
-        got: dict[int, np.ndarray] = {}
-        fan_out(executor, verify_part, list(enumerate(parts)), str(dataset), on_result=lambda r: got.update([r]),
-                label="verifying candidate pairs", progress=progress, workers=config.workers)
-        scores = np.concatenate([got[k] for k in range(len(parts))])
-    elif parts:
-        with Progress(disable=not progress or len(pairs) < 1000, transient=True) as bar:
-            task = bar.add_task("verifying candidate pairs", total=len(pairs))
-            scores = verify_part((0, parts[0]), str(dataset), lambda: bar.advance(task))[1]
-    linked = scores >= config.min_agreement
-    agreement = PairTable(pairs[linked], records, scores[linked])  # the pairs that pass, and only those
-    return same_code[agreement.holds(same_code)], near_rec[agreement.holds(near_rec)], agreement, len(pairs), reached
+    pairs = pairs[order]
+    _, first = np.unique(_pair_keys(pairs, records), return_index=True)
+    todo = pairs[np.sort(first), :2]  # each pair once, closest first
+    considered = len(todo)
+    group = np.arange(records, dtype=np.int64)  # union-find: each record's parent
+    done: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    prepared: OrderedDict[int, np.ndarray] = OrderedDict()  # kept between this process's rounds
+    with Progress(disable=not progress or considered < 1000, transient=True) as bar:
+        task = bar.add_task("verifying candidate pairs", total=considered)
+        while len(todo):
+            bar.update(task, completed=considered - len(todo))
+            forest = spanning(group, todo)
+            batch, todo = todo[forest], todo[~forest]
+            batch = batch[np.lexsort((batch[:, 1], batch[:, 0]))]  # index order: a part reads nearby records
+            got = _check(config, dataset, batch, executor, prepared, lambda k: bar.advance(task, k))
+            join(group, batch[got >= config.min_agreement])
+            done.append(batch)
+            scores.append(got)
+            todo = todo[~joined(group, todo)]
+    checked = np.concatenate(done) if done else np.zeros((0, 2), np.int64)
+    score = np.concatenate(scores) if scores else np.zeros(0)
+    linked = score >= config.min_agreement
+    agreement = PairTable(checked[linked], records, score[linked])  # the pairs that pass, and only those
+    return Verified(same_code[agreement.holds(same_code)], near_rec[agreement.holds(near_rec)], agreement,
+                    len(checked), considered - len(checked), considered, reached)
 
 
-VERIFY_PART = 50_000  # candidate pairs a part of fan-out (~2-3 minutes on one core)
+class Verified(NamedTuple):
+    """What verification linked and did: the same-code and near pairs that passed, their agreement,
+    how many pairs it checked, how many it left because their records were already joined, how many
+    it considered (the closest `max_verified_pairs` candidates, each pair once) and the hash
+    distance up to which it considered them."""
+
+    same_code: np.ndarray
+    near: np.ndarray
+    agreement: PairTable
+    checked: int
+    already_joined: int
+    considered: int
+    reached: int | None
+
+
+def _check(config: DedupConfig, dataset: Path, pairs: np.ndarray, executor: Executor | None,
+           prepared: OrderedDict[int, np.ndarray], advance: Callable[[int], Any]) -> np.ndarray:
+    """The agreement of each pair: here when they are few, else in parts through the executor."""
+    if len(pairs) < FAN_OUT_PAIRS:
+        return verify_part((0, pairs), str(dataset), lambda: advance(1), prepared)[1]
+    count = max(-(-len(pairs) // VERIFY_PART), config.workers or os.cpu_count() or 1)
+    size = -(-len(pairs) // count)
+    parts = [pairs[a : a + size] for a in range(0, len(pairs), size)]
+    got: dict[int, np.ndarray] = {}
+
+    def landed(result: tuple[int, np.ndarray]) -> None:
+        got[result[0]] = result[1]
+        advance(len(result[1]))
+
+    fan_out(executor, verify_part, list(enumerate(parts)), str(dataset), on_result=landed,
+            label="verifying candidate pairs", progress=False, workers=config.workers)
+    return np.concatenate([got[k] for k in range(len(parts))])
+
+
+VERIFY_PART = 50_000  # candidate pairs a part of fan-out at most (~2-3 minutes on one core)
+FAN_OUT_PAIRS = 5_000  # a round of fewer is checked in this process (~15 s on one core; workers take ~2 s to start)
 # Pictures a part keeps prepared (4 kB each: 128 MB at most). A part's pairs come in index order, so
 # this holds a cluster of 32,768 while its pairs are checked; the cache held up to 200,000 (800 MB
 # a worker) when dense clusters spread a part's pairs over the whole set.
 PREPARED_CACHE = 32_768
 
 
-def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None) -> tuple[int, np.ndarray]:
+def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None,
+                cache: OrderedDict[int, np.ndarray] | None = None) -> tuple[int, np.ndarray]:
     """(part number, agreement of each (i, j) pair of the part), reading the pictures from the
     dataset: a part of fan-out. Pictures are prepared once each (64 px grey, 4 kB) while their
-    pairs are checked, in index order."""
+    pairs are checked, in index order; `cache` (least recently used first) keeps them for the
+    caller's next part."""
     number, pairs = part
     cv2.setNumThreads(1)
     ds = open_dataset(dataset)
-    cache: OrderedDict[int, np.ndarray] = OrderedDict()  # least recently used first
+    cache = OrderedDict() if cache is None else cache
 
     def prepared(x: int) -> np.ndarray:
         if (img := cache.get(x)) is not None:

@@ -218,7 +218,9 @@ def test_find_duplicates_recovers_planted_pairs(lsun_set):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["keep_rule"].startswith("largest resolution") and summary["verify"]
     assert summary["threshold"] == DedupConfig().candidate_threshold
-    assert s.counts["verified_pairs"] == s.counts["candidate_pairs"] > s.counts["verified_links"] > 0
+    c = s.counts
+    assert c["verified_pairs"] + c["already_joined_pairs"] == c["candidate_pairs"] and c["unverified_pairs"] == 0
+    assert c["verified_pairs"] > c["verified_links"] > 0
     gallery = cv2.imread(str(out / "gallery.png"))
     assert gallery is not None and gallery.shape[0] >= 96 and gallery.std() > 10
     pairs = np.load(out / "pairs.npy")
@@ -238,6 +240,7 @@ def test_verification_in_parts_and_within_a_budget(lsun_set, tmp_path, monkeypat
     dataset, _ = lsun_set
     whole = find_duplicates(DedupConfig(), dataset, tmp_path / "whole", progress=False)
     monkeypatch.setattr(dedup.stage, "VERIFY_PART", 7)
+    monkeypatch.setattr(dedup.stage, "FAN_OUT_PAIRS", 8)
     parts = find_duplicates(DedupConfig(workers=2), dataset, tmp_path / "parts", progress=False)
     assert whole.counts["candidate_pairs"] > 14  # several parts
     for name in ("removed.jsonl", "clusters.jsonl"):
@@ -245,7 +248,8 @@ def test_verification_in_parts_and_within_a_budget(lsun_set, tmp_path, monkeypat
     budget = whole.counts["candidate_pairs"] // 3
     s = find_duplicates(DedupConfig(max_verified_pairs=budget), dataset, tmp_path / "budget", progress=False)
     c = s.counts
-    assert c["verified_pairs"] == budget and c["unverified_pairs"] == c["candidate_pairs"] - budget
+    assert c["verified_pairs"] + c["already_joined_pairs"] == budget
+    assert c["unverified_pairs"] == c["candidate_pairs"] - budget
     assert c["verified_up_to_distance"] < whole.counts["verified_up_to_distance"]
     assert 0 < c["verified_links"] < whole.counts["verified_links"]
     links = [r["link"] for r in read_jsonl(s.out_dir / "removed.jsonl") if r["link"]]
@@ -262,7 +266,8 @@ def test_new_threshold_does_not_rehash(lsun_set):
     framed = find_duplicates(DedupConfig(probe_threshold=4, max_verified_pairs=10), dataset, progress=False)
     assert hashes.stat().st_mtime_ns == stamp  # the saved hashes were read, not recomputed
     assert wider.removed >= first.removed and stricter.counts["verified_pairs"] > 0
-    assert framed.counts["verified_pairs"] == 10 < framed.counts["candidate_pairs"]
+    f = framed.counts
+    assert f["verified_pairs"] + f["already_joined_pairs"] == 10 < f["candidate_pairs"]
 
 
 def test_pair_tables_and_strongest_links_agree_with_dicts_in_columns():
@@ -574,3 +579,91 @@ def test_verification_keeps_a_bounded_cache_of_prepared_pictures(tmp_path, crops
     assert len(calls) > 2 * len(np.unique(pairs))
     np.testing.assert_array_equal(bounded, whole)
     assert (whole > 0).sum() > 10  # the pairs were really compared
+
+
+def _dense_clusters(path, photos: int = 8, copies: int = 20) -> None:
+    """Real photographs, each in `copies` slight edits (shifted crops, brightness, JPEG): groups
+    whose candidate pairs grow with the square of their size; one copy stored twice (identical bytes)."""
+    from wikifaces.fixtures.samples import available_photos, load_rgb
+
+    rng = np.random.default_rng(5)
+    chosen = [(p.id, load_rgb(f)) for p, f in available_photos(demo_only=False)
+              if not p.id.startswith(("cv-left", "cv-right"))][:photos]
+    with ShardWriter(path, name="t", image_size=(64, 64), encoding="png") as w:
+        for pid, img in chosen:
+            img = _square(img, 256)
+            for k in range(copies):
+                y, x = rng.integers(0, 9, 2)
+                copy = np.clip(img[y : y + 240, x : x + 240] * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
+                _, jpeg = cv2.imencode(".jpg", copy, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
+                w.add(_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)), {"key": f"{pid}~{k:02d}"})
+        w.add(_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)), {"key": f"{pid}~again"})
+
+
+def test_verification_skips_pairs_already_joined_and_groups_as_checking_every_pair(tmp_path, monkeypatch):
+    """A pair whose records verified links already joined cannot change a group, so it is not
+    checked: the groups, kept records and links are those of checking every
+    candidate pair, for a fraction of the checks (the 10,000-people rehearsal: 9,957 of 176,027
+    one at a time). Rounds checked in parts through worker processes give the same outputs."""
+    import dedup.stage
+
+    _dense_clusters(tmp_path / "ds")
+    strict = DedupConfig(min_agreement=0.95)  # some copies fail (15 of 16 tiles agree): more rounds
+    skipping = find_duplicates(strict, tmp_path / "ds", tmp_path / "skip", progress=False)
+    with monkeypatch.context() as m:  # every candidate checked, as before skipping
+        m.setattr(dedup.stage, "spanning", lambda group, pairs: np.ones(len(pairs), bool))
+        m.setattr(dedup.stage, "joined", lambda group, pairs: np.zeros(len(pairs), bool))
+        every = find_duplicates(strict, tmp_path / "ds", tmp_path / "every", progress=False)
+    c, e = skipping.counts, every.counts
+    assert e["verified_pairs"] == e["candidate_pairs"] > 500 and e["already_joined_pairs"] == 0
+    assert c["verified_pairs"] + c["already_joined_pairs"] == c["candidate_pairs"] == e["candidate_pairs"]
+    assert c["verified_pairs"] < 0.4 * e["verified_pairs"] and c["unverified_pairs"] == 0
+    assert c["verified_pairs"] > c["verified_links"] and c["kept"] > c["clusters"]  # some failed, some alone
+
+    def groups(s) -> list[list[str]]:
+        return [[m["key"] for m in cl["members"]] for cl in read_jsonl(s.out_dir / "clusters.jsonl")]
+
+    assert groups(skipping) == groups(every) and len(groups(every)) >= 4
+    assert max(map(len, groups(every))) >= 10
+    np.testing.assert_array_equal(np.load(skipping.out_dir / "keep.npy"), np.load(every.out_dir / "keep.npy"))
+    removed = list(read_jsonl(skipping.out_dir / "removed.jsonl"))
+    assert c["exact_links"] > 0
+    # each record not identical to its keeper was joined by a checked pair that passed
+    assert all(r["link"]["agreement"] >= DedupConfig().min_agreement for r in removed if not r["exact"])
+
+    spied = []
+    real_fan_out = dedup.stage.fan_out
+    monkeypatch.setattr(dedup.stage, "fan_out", lambda *a, **k: spied.append(len(a[2])) or real_fan_out(*a, **k))
+    monkeypatch.setattr(dedup.stage, "FAN_OUT_PAIRS", 20)
+    monkeypatch.setattr(dedup.stage, "VERIFY_PART", 15)
+    parts = find_duplicates(strict.model_copy(update={"workers": 2}), tmp_path / "ds", tmp_path / "parts",
+                            progress=False)
+    assert spied and max(spied) >= 2  # rounds in several parts, through worker processes
+    for name in ("removed.jsonl", "clusters.jsonl"):
+        assert list(read_jsonl(parts.out_dir / name)) == list(read_jsonl(skipping.out_dir / name))
+    assert parts.counts == skipping.counts
+
+
+def test_union_find_helpers_agree_with_graph_components():
+    """`spanning` picks, in order, the pairs that join two groups not yet joined (fewest pairs,
+    same groups as all of them); `join` and `joined` agree with scipy's components."""
+    from dedup.clusters import components, join, joined, spanning
+
+    rng = np.random.default_rng(4)
+    for n, m in ((50, 30), (200, 400), (300, 3000)):
+        pairs = rng.integers(0, n, (m, 2)).astype(np.int64)
+        group = np.arange(n, dtype=np.int64)
+        join(group, pairs[: m // 3])  # some joined before
+        before = group.copy()
+        forest = spanning(group, pairs)
+        np.testing.assert_array_equal(group, before)  # left as it was
+        every = components(n, np.concatenate([pairs, pairs[: m // 3]]))
+        # the forest with what was joined before makes the same groups, with no pair to spare
+        some = components(n, np.concatenate([pairs[forest], pairs[: m // 3]]))
+        same = set(zip(every.tolist(), some.tolist(), strict=True))
+        assert len(same) == len(set(every.tolist())) == len(set(some.tolist()))
+        assert forest.sum() == len(set(components(n, pairs[: m // 3]).tolist())) - len(set(every.tolist()))
+        assert not forest[joined(before.copy(), pairs)].any()  # never a pair already joined
+        join(group, pairs)
+        np.testing.assert_array_equal(joined(group, np.column_stack([np.arange(n), np.zeros(n, np.int64)])),
+                                      every == every[0])

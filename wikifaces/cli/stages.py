@@ -264,7 +264,7 @@ def dedup(
     c = run("dedup", config, root, force).counts
     framed = "" if d.probe_threshold is None else f" (re-framed within {d.probe_threshold})"
     how = (f"candidates within {d.candidate_threshold}{framed}, {c['verified_links']} of {c['verified_pairs']} "
-           "verified"
+           f"verified, {c['already_joined_pairs']} more already joined"
            if d.verify else f"threshold {d.threshold}")
     console.print(f"{c['records']} records: {c['removed']} duplicates removed in {c['clusters']} groups, "
                   f"{c['kept']} kept, {c['corrupt']} unreadable ({d.method}, {how})")
