@@ -7,11 +7,11 @@ propose more pairs (crops, borders, caption bars: dedup.hashing.PROBES), each ca
 checked on its pixels (dedup.verify: a near-similarity alignment, then tile-wise correlation),
 the closest first within a budget, in parts through the executor, unless links already checked
 have joined its two records; only the pairs that pass are links. Without it the hash distance
-alone decides. Groups are the
-components of the links; in each, one record is kept by an explicit rule (largest resolution,
-then lowest key). A new threshold never rehashes; the re-framed copies are hashed only when
-verification asks for them (2.3-2.9x the hashing time of the code alone), so turning `verify` on
-after hashes made without it hashes once more, and turning it off reuses them.
+alone decides. Groups are the components of the links; in each, one record is kept by an
+explicit rule (largest resolution, then lowest key). A new threshold never rehashes; the
+re-framed copies are hashed only when verification asks for them (2.3-2.9x the hashing time of
+the code alone), so turning `verify` on after hashes made without it hashes once more, and
+turning it off reuses them.
 """
 
 from __future__ import annotations
@@ -399,14 +399,13 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
     `candidates`: how many the search found (it hands over only the closest).
 
     A pair whose two records are already in one group (joined by pairs that passed) is not
-    checked, since it cannot change a group: in a dense cluster (a
-    picture in a thousand crops) the candidates grow with the square of its size, the pairs that
-    join it with its size (the 10,000-people rehearsal: 176,027 candidates, 9,957 checked one at a
-    time). To check many at once, the checks go in rounds: each checks the spanning forest of the
-    pairs left (closest first, the first pair to join each two groups), links those that pass and
-    drops every pair left whose records they joined. The groups are those of checking every pair.
-    A large round is checked in parts through the executor (local processes, or a Dask cluster),
-    a small one here."""
+    checked, since it cannot change a group: in a dense cluster (a picture in a thousand crops)
+    the candidates grow with the square of its size, the pairs that join it with its size (the
+    10,000-people rehearsal: 176,027 candidates, 9,957 checked). To check many at once, the
+    checks go in rounds: each checks the spanning forest of the pairs left (closest first, the
+    first pair to join each two groups), links those that pass and drops every pair left whose
+    records they joined. The groups are those of checking every pair. A large round is checked in
+    parts through the executor (local processes, or a Dask cluster), a small one here."""
     pairs = np.concatenate([np.column_stack([same_code, np.zeros(len(same_code), np.int64)]),
                             np.column_stack([near_rec[:, :2], proposed_at])]).astype(np.int64) \
         if len(same_code) + len(near_rec) else np.zeros((0, 3), np.int64)
