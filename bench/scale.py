@@ -405,6 +405,10 @@ def paper(rows: list[dict], people: int) -> None:
           f"identity-checked {items['dedup'] / people:.2f} (dedup removed {c['dedup']['removed'] / n:.2f} a person "
           "on the stand-in, whose files come from about a hundred photographs: not carried over)")
     print(f"real run published faces (at most): {items['publish']:,}")
+    if by["publish"]["items"] < 1000:  # the stand-in's dedup leaves a few dozen: start-up bound
+        pub = by["publish"]
+        print(f"note: publish's rate comes from {pub['items']:,} records in {pub['seconds']:.1f} s, mostly start-up: "
+              "its hours are an upper bound (bench/scale.py lsun measures publish at scale)")
 
 
 # -- report -------------------------------------------------------------------------------------------------
