@@ -529,7 +529,11 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
     n = len(hashes)
     sizes = np.bincount(labels, minlength=n) if n else np.zeros(0, np.int64)
     in_cluster = np.flatnonzero(valid & (sizes[labels] > 1))
-    keys = [ds.read_meta(int(i))["key"] for i in in_cluster]
+    keys = []
+    for k, i in enumerate(in_cluster.tolist()):
+        keys.append(ds.read_meta(i)["key"])
+        if k % 4096 == 4095:  # unmap what was read (resident memory would grow with the dataset)
+            ds.release()
     key_of = dict(zip(in_cluster.tolist(), keys, strict=True))
     keepers = select_keepers(labels, in_cluster, hashes.pixels, keys)
     exact_set = set(map(tuple, np.sort(exact, axis=1).tolist())) if len(exact) else set()
