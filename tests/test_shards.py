@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -464,6 +465,17 @@ def _mapped_kb(path) -> int:
     return total
 
 
+def _evict(path) -> None:
+    """Drop a file from the page cache, as data read once is: cached large folios (a file just
+    written) are mapped whole on a fault, which would hide what a pass itself maps."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def test_a_pass_unmaps_what_it_read_as_it_goes(tmp_path, monkeypatch):
     """Pages read through a mapping count in a process's resident memory until it is unmapped: a
     whole pass over candidate shards (GBs at 100,000 people) grew identity's RSS with the data.
@@ -477,6 +489,7 @@ def test_a_pass_unmaps_what_it_read_as_it_goes(tmp_path, monkeypatch):
     shard = (tmp_path / "ds" / shard_name(0)).resolve()
     monkeypatch.setattr(shards.reader, "PASS_WINDOW", 20)
     ds = open_dataset(tmp_path / "ds")
+    _evict(shard)
     peak = 0
     for i, data, meta in ds.iter_encoded():
         assert meta["key"] == f"k{i}" and data.endswith(records[i][0].tobytes())
