@@ -341,7 +341,8 @@ class Dataset(Sequence[Record]):
         dataset stays usable and maps them again when next read. The pages a process has read
         through a mapping count in its resident memory until it is unmapped (the kernel may drop
         them, but RSS grows with the data read): a long pass over a large dataset calls this now
-        and then (the sequential iterators do), a training loop that reads it again does not."""
+        and then (the sequential iterators do), a training loop that reads it again does not.
+        Like `close`, not while another thread is reading through this same dataset object."""
         self.close()
 
     def close(self) -> None:
