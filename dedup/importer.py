@@ -39,7 +39,7 @@ from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
 from wikifaces.core.version import code_version
 
 from .config import LsunImportConfig
-from .lsun import is_lsun_lmdb, iter_source, lsun_count
+from .lsun import is_lsun_lmdb, iter_lsun_lmdb, iter_source, lsun_count
 
 BATCH = 64
 KEY_FILE = "import.key"
@@ -273,20 +273,9 @@ def _parts_dir(config: LsunImportConfig, root: DataRoot) -> Path:
 
 
 def _iter_part(config: LsunImportConfig, part: ImportPart) -> Iterator[tuple[str, bytes]]:
-    if part.start_key is not None:
-        import lmdb
-
-        env = lmdb.open(str(config.source), readonly=True, lock=False, readahead=False, subdir=True)
-        try:
-            with env.begin() as txn, txn.cursor() as cur:
-                if not cur.set_key(part.start_key.encode()):
-                    raise RuntimeError(f"key {part.start_key} is no longer in {config.source}")
-                for _, (key, value) in zip(range(part.count), cur, strict=False):
-                    yield key.decode("ascii", "replace"), value
-        finally:
-            env.close()
-    else:
-        yield from itertools.islice(iter_source(config.source, part.start), part.count)
+    if part.start_key is not None:  # an LMDB: the cursor jumps to the part's first key
+        return itertools.islice(iter_lsun_lmdb(config.source, start_key=part.start_key), part.count)
+    return itertools.islice(iter_source(config.source, part.start), part.count)
 
 
 def import_part(part: ImportPart, config: LsunImportConfig, root: str | os.PathLike[str] | DataRoot | None) -> int:

@@ -26,17 +26,21 @@ def is_lsun_lmdb(path: str | os.PathLike[str]) -> bool:
 SOURCE_WINDOW = 1024
 
 
-def iter_lsun_lmdb(path: str | os.PathLike[str], skip: int = 0) -> Iterator[tuple[str, bytes]]:
+def iter_lsun_lmdb(path: str | os.PathLike[str], skip: int = 0, start_key: str | None = None
+                   ) -> Iterator[tuple[str, bytes]]:
     """(key, image bytes) in key order, with a cursor: the key list is never loaded. The source
     is unmapped and opened again every `SOURCE_WINDOW` records, the cursor placed after the last
-    key read."""
+    key read. From `start_key` (which must be in the source) when given, else from the first."""
     after: bytes | None = None
     while True:
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True, max_readers=64)
         try:
             with env.begin(buffers=False) as txn, txn.cursor() as cur:
                 if after is None:
-                    if not cur.first():
+                    if start_key is not None:
+                        if not cur.set_key(start_key.encode()):
+                            raise RuntimeError(f"key {start_key} is no longer in {path}")
+                    elif not cur.first():
                         return
                     # keys cannot be indexed, so skipping walks the cursor (fast: no values are read)
                     for _ in range(skip):

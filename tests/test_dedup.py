@@ -179,6 +179,13 @@ def test_the_lsun_source_is_read_in_windows_and_unmapped_as_it_goes(tmp_path, mo
     monkeypatch.setattr(dedup.lsun, "SOURCE_WINDOW", 7)
     for skip in (0, 5, 7, 8, 14, 1499, 1500, 2000):
         assert list(iter_source(src, skip=skip)) == every[skip:], skip
+    # from a key, as the import's parts start (a part of fan-out opens the source at its first key)
+    from dedup.lsun import iter_lsun_lmdb
+
+    for start in (0, 6, 700, 1499):
+        assert list(iter_lsun_lmdb(src, start_key=every[start][0])) == every[start:], start
+    with pytest.raises(RuntimeError, match="no longer in"):
+        next(iter_lsun_lmdb(src, start_key="0" * 40))
 
 
 def test_image_folder_import_and_corrupt_rows(tmp_path):
