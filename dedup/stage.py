@@ -167,12 +167,12 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     ds = open_dataset(dataset)
     agreement = PairTable.empty(len(hashes))
     candidates = len(same_code) + links.near_total + links.framed_total
-    checked, already_joined, considered, reached = 0, 0, 0, None
+    checked, considered, reached = 0, 0, None
     if config.verify:
         v = _verified(config, dataset, same_code, near_rec, proposed_at, progress, executor, records=n,
                       candidates=candidates)
         same_code, near_rec, agreement = v.same_code, v.near, v.agreement
-        checked, already_joined, considered, reached = v.checked, v.already_joined, v.considered, v.reached
+        checked, considered, reached = v.checked, v.considered, v.reached
     labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
     clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via)
     removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
@@ -198,7 +198,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
         "clusters": len(clusters), "exact_links": len(exact), "near_pairs": links.near_total,
         "candidate_pairs": candidates, "framed_pairs": links.framed_total,
         "framed_links": int(via.holds(near_rec).sum()),
-        "verified_pairs": checked, "already_joined_pairs": already_joined,
+        "verified_pairs": checked, "already_joined_pairs": considered - checked,
         "unverified_pairs": candidates - considered if config.verify else 0,
         "verified_up_to_distance": reached, "verified_links": len(agreement),
         "largest_cluster": max((c["size"] for c in clusters), default=0),
@@ -443,20 +443,19 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
     linked = score >= config.min_agreement
     agreement = PairTable(checked[linked], records, score[linked])  # the pairs that pass, and only those
     return Verified(same_code[agreement.holds(same_code)], near_rec[agreement.holds(near_rec)], agreement,
-                    len(checked), considered - len(checked), considered, reached)
+                    len(checked), considered, reached)
 
 
 class Verified(NamedTuple):
     """What verification linked and did: the same-code and near pairs that passed, their agreement,
-    how many pairs it checked, how many it left because their records were already joined, how many
-    it considered (the closest `max_verified_pairs` candidates, each pair once) and the hash
-    distance up to which it considered them."""
+    how many pairs it checked, how many it considered (the closest `max_verified_pairs` candidates,
+    each pair once: those not checked had their records already joined) and the hash distance up
+    to which it considered them."""
 
     same_code: np.ndarray
     near: np.ndarray
     agreement: PairTable
     checked: int
-    already_joined: int
     considered: int
     reached: int | None
 
