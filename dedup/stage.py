@@ -30,6 +30,7 @@ import numpy as np
 from rich.progress import Progress
 
 from shards import dataset_fingerprint, is_complete, open_dataset
+from shards.reader import PASS_WINDOW
 from shards.sheet import write_png
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
@@ -509,7 +510,7 @@ def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None,
         if len(cache) > PREPARED_CACHE:
             cache.popitem(last=False)
         read += 1
-        if read % 1024 == 0:  # unmap what was read: a dense cluster's part reads the whole set
+        if read % PASS_WINDOW == 0:  # unmap what was read: a dense cluster's part reads the whole set
             ds.release()
         return img
 
@@ -534,11 +535,7 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
     n = len(hashes)
     sizes = np.bincount(labels, minlength=n) if n else np.zeros(0, np.int64)
     in_cluster = np.flatnonzero(valid & (sizes[labels] > 1))
-    keys = []
-    for k, i in enumerate(in_cluster.tolist()):
-        keys.append(ds.read_meta(i)["key"])
-        if k % 4096 == 4095:  # unmap what was read (resident memory would grow with the dataset)
-            ds.release()
+    keys = [meta["key"] for _, _, meta in ds.iter_at(in_cluster.tolist(), images=False)]  # unmapped as it goes
     key_of = dict(zip(in_cluster.tolist(), keys, strict=True))
     keepers = select_keepers(labels, in_cluster, hashes.pixels, keys)
     exact_set = set(map(tuple, np.sort(exact, axis=1).tolist())) if len(exact) else set()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import bisect
 import contextlib
 import copy
+import itertools
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -245,48 +246,49 @@ class Dataset(Sequence[Record]):
         with self._env(shard).begin(buffers=True) as txn:
             return orjson.loads(self._get(txn, meta_key(local), shard))
 
-    def _windows(self, start: int, stop: int) -> Iterator[tuple[int, range]]:
-        """(shard, local indices) of records start..stop-1 in order, `PASS_WINDOW` at a time."""
-        for shard in range(len(self._envs)):
-            lo, hi = max(start, self._offsets[shard]), min(stop, self._offsets[shard + 1])
-            for a in range(lo, hi, PASS_WINDOW):
-                yield shard, range(a - self._offsets[shard], min(a + PASS_WINDOW, hi) - self._offsets[shard])
-
     def _pass(self) -> Dataset:
-        """A handle of its own for a sequential pass: what it releases is never what this dataset
-        (or a thread reading through it) has mapped, since each open handle counts as a user."""
+        """A handle of its own for a pass: what it releases is never what this dataset (or a
+        thread reading through it) has mapped, since each open handle counts as a user."""
         view = copy.copy(self)
         view._envs, view._pid = [None] * len(self._envs), os.getpid()
         return view
 
-    def iter_encoded(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes, dict]]:
-        """(index, encoded bytes, metadata) in order. A pass unmaps what it has read every
-        `PASS_WINDOW` records (see `release`), so its resident memory stays that of a window."""
-        stop = len(self) if stop is None else min(stop, len(self))
-        view = self._pass()
+    def iter_at(self, indices: Iterable[int], images: bool = True
+                ) -> Iterator[tuple[int, bytes | None, dict[str, Any]]]:
+        """(index, encoded bytes, metadata) of the given records in the order given (bytes None
+        when `images` is false): a long pass over a subset (a kept list, the records of clusters)
+        or all of it. It reads through a handle of its own, one transaction per shard and window,
+        and unmaps what it read every `PASS_WINDOW` records (see `release`), so its resident
+        memory stays that of a window, not of the data read."""
+        view, it, offsets, n = self._pass(), iter(indices), self._offsets, len(self)
         try:
-            for shard, window in self._windows(start, stop):
-                with view._env(shard).begin(buffers=True) as txn:
-                    blocks: dict[int, Any] = {}  # in order: each block looked up once, not once a record
-                    for local in window:
-                        yield (local + self._offsets[shard], bytes(view._image(txn, local, shard, blocks)),
-                               orjson.loads(view._get(txn, meta_key(local), shard)))
+            while window := list(itertools.islice(it, PASS_WINDOW)):
+                with contextlib.ExitStack() as stack:
+                    txns: dict[int, Any] = {}
+                    blocks: dict[int, dict[int, Any]] = {}  # each block looked up once a window
+                    lo = hi = shard = 0
+                    for index in window:
+                        if not lo <= index < hi:  # another shard (or a negative index): located
+                            shard, _ = self.locate(int(index))
+                            lo, hi = offsets[shard], offsets[shard + 1]
+                            if shard not in txns:
+                                txns[shard] = stack.enter_context(view._env(shard).begin(buffers=True))
+                                blocks[shard] = {}
+                        local, txn = int(index) % n - lo, txns[shard]
+                        data = bytes(view._image(txn, local, shard, blocks[shard])) if images else None
+                        yield local + lo, data, orjson.loads(view._get(txn, meta_key(local), shard))
                 view.release()
         finally:
             view.close()
 
+    def iter_encoded(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes, dict]]:
+        """(index, encoded bytes, metadata) of records start..stop-1 in order, unmapped as it goes
+        (`iter_at`)."""
+        return self.iter_at(range(start, len(self) if stop is None else min(stop, len(self))))  # type: ignore[return-value]
+
     def iter_meta(self) -> Iterator[dict[str, Any]]:
-        """Every record's metadata in order, without touching image bytes (unmapped as it goes,
-        as in `iter_encoded`)."""
-        view = self._pass()
-        try:
-            for shard, window in self._windows(0, len(self)):
-                with view._env(shard).begin(buffers=True) as txn:
-                    for local in window:
-                        yield orjson.loads(view._get(txn, meta_key(local), shard))
-                view.release()
-        finally:
-            view.close()
+        """Every record's metadata in order, without touching image bytes (`iter_at`)."""
+        return (meta for _, _, meta in self.iter_at(range(len(self)), images=False))
 
     def where(self, key: str, value: Any) -> np.ndarray:
         """Indices of the records whose metadata has `key` equal to `value` (e.g. `where("split",

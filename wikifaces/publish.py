@@ -135,7 +135,8 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
     skipped: Counter[str] = Counter()
     params = {**config.model_dump(mode="json"), "candidates": str(candidates), "candidates_fingerprint":
               dataset_fingerprint(candidates)}
-    sides = person_splits(config, (ds.read_meta(int(i)) for i in keep.tolist())) if config.split_by_person else {}
+    sides = (person_splits(config, (m for _, _, m in ds.iter_at(keep.tolist(), images=False)))
+             if config.split_by_person else {})
     records: Counter[str] = Counter()
     per_person: Counter[str] = Counter()
     identity: Counter[str] = Counter()
@@ -147,11 +148,8 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
             atomic_open(out / "attribution.jsonl", "w") as attribution, \
             Progress(disable=not progress or len(keep) < 1000, transient=True) as bar:
         task = bar.add_task(f"publishing {config.dataset}", total=len(keep))
-        for k, i in enumerate(keep.tolist()):
+        for _, data, meta in ds.iter_at(keep.tolist()):  # unmapped as it goes: ~30 MB, not the candidates'
             bar.advance(task)
-            if k % 1024 == 1023:  # unmap what was read: resident memory stays ~30 MB, not the candidates'
-                ds.release()
-            meta = ds.read_meta(int(i))
             if config.exclude_licences and meta.get("licence") in config.exclude_licences:
                 skipped["licence excluded"] += 1
                 continue
@@ -159,7 +157,7 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
             if config.max_second_face_ratio is not None and ratio and ratio > config.max_second_face_ratio:
                 skipped["second face too large"] += 1
                 continue
-            image = decode_image(ds.read_bytes(int(i)))
+            image = decode_image(data)
             if size is not None and image.shape[:2] != size:
                 image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
             carried = {k: meta[k] for k in CARRIED if k in meta}
