@@ -43,6 +43,7 @@ from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_open, recover_swap, swap_dir
 from wikifaces.core.identity import config_hash, stage_key
+from wikifaces.core.mapped import MappedRows
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import BytesColumn, Journal, jsonl_line, read_jsonl
 from wikifaces.core.version import code_version
@@ -280,7 +281,7 @@ class FaceTable:
         return out
 
 
-def person_verdicts(config: IdentityConfig, table: FaceTable, descriptors: np.ndarray, levels: np.ndarray
+def person_verdicts(config: IdentityConfig, table: FaceTable, descriptors: np.ndarray | MappedRows, levels: np.ndarray
                     ) -> Iterator[dict[str, Any]]:
     """One row per (person, face), person after person: every person whose images hold the face.
     `descriptors` row i is record i's; `levels` the pairs' anchor levels (`FaceTable.anchor_levels`)."""
@@ -354,9 +355,10 @@ def check_identities(config: IdentityConfig, root: str | os.PathLike[str] | Data
     table = FaceTable(ds.iter_meta())
     margin = float(ds.manifest.provenance.parameters.get("margin", 0.25))
     ds.close()
-    # on disk, paged in as the check reads them: 0.5 kB a face (a GB for two million) need not be held
+    # on disk, paged in as the check reads them and let go every 4,096 rows touched: 0.5 kB a face
+    # (a GB for two million) is neither held nor counted in the stage's RSS
     work = data.faces / WORK_FILE
-    descriptors = np.lib.format.open_memmap(work, mode="w+", dtype=np.float32, shape=(len(table), 128))
+    descriptors = MappedRows(work, len(table), 128, np.float32)
     described = np.zeros(len(table), bool)
     journal = _journal(data)
 
@@ -390,8 +392,8 @@ def anchor_level(routes: set[str]) -> int:
     return 2 if routes & set(ANCHOR_ROUTES) else 1 if routes & set(DEPICTS_ROUTES) else 0
 
 
-def _decide(data: DataRoot, config: IdentityConfig, table: FaceTable, descriptors: np.ndarray, levels: np.ndarray,
-            model: str, described_now: int, sheet_people: int = 8) -> dict[str, Any]:
+def _decide(data: DataRoot, config: IdentityConfig, table: FaceTable, descriptors: np.ndarray | MappedRows,
+            levels: np.ndarray, model: str, described_now: int, sheet_people: int = 8) -> dict[str, Any]:
     """The verdicts, person after person, into identity.jsonl as they are made (tallied, and the
     choice of each kept face noted in columns); then the checked set and the people sheet."""
     keep = set(KEPT if config.keep_unchecked else ("verified",))
@@ -439,8 +441,8 @@ def _sheet_people(table: FaceTable, n: int) -> set[int]:
     return set(ranked[:n])
 
 
-def _write_checked(data: DataRoot, config: IdentityConfig, table: FaceTable, choice: _Choice, descriptors: np.ndarray,
-                   statuses: Counter[str], model: str) -> int:
+def _write_checked(data: DataRoot, config: IdentityConfig, table: FaceTable, choice: _Choice,
+                   descriptors: np.ndarray | MappedRows, statuses: Counter[str], model: str) -> int:
     """The checked candidate set: each kept face once, filed under the person it is verified for
     (or, unchecked, the first person it came with); `person_ids` lists every person it is kept for."""
     out = data.faces / CHECKED_DIR
