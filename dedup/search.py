@@ -187,8 +187,9 @@ def iter_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
                per_word: int | None = None, on_progress: Callable[[int, int], None] | None = None,
                queries: np.ndarray | None = None, exclude: tuple[np.ndarray, int] | None = None
                ) -> Iterator[np.ndarray]:
-    """`find_pairs`' pairs a step at a time (16 steps, each an unsorted int64 (k, 3) array), for
-    callers that keep only some of them: dense clusters make pairs grow with their square."""
+    """`find_pairs`' pairs in pieces (unsorted int64 (k, 3) arrays of at most one buffer of the
+    probe's, ~0.5M rows, unless one code alone has more), for callers that keep only some of them:
+    dense clusters make pairs grow with their square, and what this holds does not."""
     c = as_words(codes)
     n, words = c.shape
     if threshold < 0:
@@ -242,31 +243,33 @@ def iter_pairs(codes: np.ndarray, threshold: int, threads: int | None = None,
             sorted_codes, starts, start_off, np.array(flips_list, np.uint64), np.array(flip_off, np.int64),
             radius, threshold)
     # Work is cut into many more ranges than threads, so that dense regions spread out; the ranges
-    # are probed in 16 steps of a few ranges each (one parallel call a step) to report progress.
+    # are probed in 16 steps of a few ranges each (one parallel call or more a step) to report progress.
     threads = threads or numba.get_num_threads()
     nq = len(q)
     parts = max(1, min(nq, threads * 64))
     edges = np.linspace(0, nq, parts + 1).astype(np.int64)
-    cap = 1 << 16
-    for step in np.array_split(np.arange(parts), min(parts, 16)):
+    # Each call fills one buffer of `cap` rows a range; ranges that fill theirs go on from where
+    # they stopped in the next call, and what a call found is handed over at once, so what is
+    # held stays a few buffers however many pairs a step makes (a whole step held and joined took
+    # ~1.3 GB at twenty copies of the faces rehearsal's hashes). A buffer grows only when a code's
+    # own pairs do not fit in it.
+    cap, steps = 1 << 16, np.array_split(np.arange(parts), min(parts, 16))
+    out = np.empty((max(len(s) for s in steps), cap, 3), np.int64)
+    for step in steps:
         lo, hi = edges[step].copy(), edges[step + 1].copy()
-        chunks = []
-        while True:
-            out = np.empty((len(lo), cap, 3), np.int64)
+        while len(lo):
             fill = np.zeros(len(lo), np.int64)
             resume = np.zeros(len(lo), np.int64)
-            _probe(*args, lo, hi, out, fill, resume, q, self_join, own, own_radius)
-            chunks.extend(out[k, : fill[k]].copy() for k in range(len(lo)) if fill[k])
-            del out
+            _probe(*args, lo, hi, out[: len(lo)], fill, resume, q, self_join, own, own_radius)
+            if fill.any():
+                yield np.concatenate([out[k, : fill[k]] for k in range(len(lo)) if fill[k]])
             todo = resume < hi
-            if not todo.any():
-                break
+            if (resume[todo] == lo[todo]).any():  # one code's pairs fill a buffer: bigger ones
+                cap *= 2
+                out = np.empty((out.shape[0], cap, 3), np.int64)
             lo, hi = resume[todo], hi[todo]
-            cap *= 2  # buffers were too small for these ranges: go on with bigger ones
         if on_progress is not None:
             on_progress(int(edges[step[-1] + 1]), nq)
-        if chunks:
-            yield np.concatenate(chunks)
 
 
 def brute_force_pairs(codes: np.ndarray, threshold: int, queries: np.ndarray | None = None) -> np.ndarray:

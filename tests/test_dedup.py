@@ -90,6 +90,29 @@ def test_query_pairs_equal_brute_force(t):
     np.testing.assert_array_equal(find_pairs(codes, t, queries=queries, exclude=(own, radius)), want[mine])
 
 
+def test_a_dense_cluster_is_handed_over_in_pieces_of_one_buffer():
+    """A picture in 6,000 crops makes 18M pairs; a step of the search held and joined all it found
+    (1.3 GB at twenty copies of the faces rehearsal's hashes). Pieces are now one call's buffers at
+    most (8 ranges a step here, 65,536 rows each), and a code whose own pairs overflow a buffer
+    still gets them all (the buffer grows)."""
+    from dedup.search import iter_pairs
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**63, 1, dtype=np.int64).astype(np.uint64)
+    others = rng.integers(0, 2**63, 2000, dtype=np.int64).astype(np.uint64)
+    codes = np.concatenate([np.repeat(base, 6000), others])
+    pieces = [len(p) for p in iter_pairs(codes, 5, threads=2)]
+    extra = brute_force_pairs(np.concatenate([base, others]), 5)  # pairs the base copies or strangers make
+    want = 6000 * 5999 // 2 + int((extra[:, 0] == 0).sum()) * 6000 + int((extra[:, 0] > 0).sum())
+    assert sum(pieces) == want and want > 17_000_000
+    assert max(pieces) <= 8 * 2**16, max(pieces)
+    queries = np.concatenate([base, others[:50]])  # one query with 70,000 pairs: more than a buffer
+    got = find_pairs(np.concatenate([codes, np.repeat(base, 64_000)]), 5, queries=queries, threads=2)
+    assert int((got[:, 0] == 0).sum()) == 70_000
+    np.testing.assert_array_equal(got, brute_force_pairs(np.concatenate([codes, np.repeat(base, 64_000)]), 5,
+                                                         queries=queries))
+
+
 def test_search_reports_progress_up_to_every_code():
     codes = planted_codes(20_000, 5)
     seen: list[tuple[int, int]] = []
