@@ -459,10 +459,10 @@ def _write_checked(data: DataRoot, config: IdentityConfig, table: FaceTable, cho
                                  "descriptor": model},
                      code_version=code_version(), check_keys=False) as w:
         licences: Counter[str] = Counter()
-        for i, data, stored in src.iter_at(order.tolist()):  # unmapped as it goes: ~30 MB, not the candidates' GBs
+        for i, encoded, stored in src.iter_at(order.tolist()):  # unmapped as it goes: ~30 MB, not the candidates' GBs
             meta = {**stored, "person_id": table.people[choice.person[i]],
                     "person_ids": [table.people[p] for p in choice.people(i)], "identity": choice.identity(i, model)}
-            w.add_encoded(data, meta)
+            w.add_encoded(encoded, meta)
             licences[meta.get("licence") or "unknown"] += 1
         w.summary["licences"] = dict(licences)
         w.summary["identity"] = dict(statuses)

@@ -284,7 +284,8 @@ class Dataset(Sequence[Record]):
     def iter_encoded(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, bytes, dict]]:
         """(index, encoded bytes, metadata) of records start..stop-1 in order, unmapped as it goes
         (`iter_at`)."""
-        return self.iter_at(range(start, len(self) if stop is None else min(stop, len(self))))  # type: ignore[return-value]
+        stop = len(self) if stop is None else min(stop, len(self))
+        return self.iter_at(range(max(start, 0), stop))  # type: ignore[return-value]
 
     def iter_meta(self) -> Iterator[dict[str, Any]]:
         """Every record's metadata in order, without touching image bytes (`iter_at`)."""

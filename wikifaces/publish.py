@@ -148,7 +148,7 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
             atomic_open(out / "attribution.jsonl", "w") as attribution, \
             Progress(disable=not progress or len(keep) < 1000, transient=True) as bar:
         task = bar.add_task(f"publishing {config.dataset}", total=len(keep))
-        for _, data, meta in ds.iter_at(keep.tolist()):  # unmapped as it goes: ~30 MB, not the candidates'
+        for _, encoded, meta in ds.iter_at(keep.tolist()):  # unmapped as it goes: ~30 MB, not the candidates'
             bar.advance(task)
             if config.exclude_licences and meta.get("licence") in config.exclude_licences:
                 skipped["licence excluded"] += 1
@@ -157,7 +157,7 @@ def _write_dataset(config: PublishConfig, candidates: Path, keep: np.ndarray | N
             if config.max_second_face_ratio is not None and ratio and ratio > config.max_second_face_ratio:
                 skipped["second face too large"] += 1
                 continue
-            image = decode_image(data)
+            image = decode_image(encoded)
             if size is not None and image.shape[:2] != size:
                 image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
             carried = {k: meta[k] for k in CARRIED if k in meta}
