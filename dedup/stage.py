@@ -536,8 +536,9 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
     n = len(hashes)
     sizes = np.bincount(labels, minlength=n) if n else np.zeros(0, np.int64)
     in_cluster = np.flatnonzero(valid & (sizes[labels] > 1))
-    keys = [meta["key"] for _, _, meta in ds.iter_at(in_cluster.tolist(), images=False)]  # unmapped as it goes
-    key_of = dict(zip(in_cluster.tolist(), keys, strict=True))
+    clustered = in_cluster.tolist()
+    keys = [meta["key"] for _, _, meta in ds.iter_at(clustered, images=False)]  # unmapped as it goes
+    key_of = dict(zip(clustered, keys, strict=True))
     keepers = select_keepers(labels, in_cluster, hashes.pixels, keys)
     exact_set = set(map(tuple, np.sort(exact, axis=1).tolist())) if len(exact) else set()
     link = _strongest_links(same_code, near_rec, agreement if agreement is not None else PairTable.empty(n))
@@ -545,7 +546,7 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
     clusters: list[dict[str, Any]] = []
     removed_rows: list[dict[str, Any]] = []
     by_label: dict[int, list[int]] = {}
-    for i in in_cluster.tolist():
+    for i in clustered:
         by_label.setdefault(int(labels[i]), []).append(i)
     for cid, (lab, members) in enumerate(sorted(by_label.items(), key=lambda kv: keepers[kv[0]])):
         keep = keepers[lab]
