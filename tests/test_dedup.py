@@ -107,10 +107,10 @@ def test_a_dense_cluster_is_handed_over_in_pieces_of_one_buffer():
     assert sum(pieces) == want and want > 17_000_000
     assert max(pieces) <= 8 * 2**16, max(pieces)
     queries = np.concatenate([base, others[:50]])  # one query with 70,000 pairs: more than a buffer
-    got = find_pairs(np.concatenate([codes, np.repeat(base, 64_000)]), 5, queries=queries, threads=2)
+    denser = np.concatenate([codes, np.repeat(base, 64_000)])
+    got = find_pairs(denser, 5, queries=queries, threads=2)
     assert int((got[:, 0] == 0).sum()) == 70_000
-    np.testing.assert_array_equal(got, brute_force_pairs(np.concatenate([codes, np.repeat(base, 64_000)]), 5,
-                                                         queries=queries))
+    np.testing.assert_array_equal(got, brute_force_pairs(denser, 5, queries=queries))
 
 
 def test_search_reports_progress_up_to_every_code():
