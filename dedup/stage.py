@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,7 +36,7 @@ from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_open, atomic_write_json
 from wikifaces.core.paths import DataRoot
-from wikifaces.core.tables import write_jsonl
+from wikifaces.core.tables import jsonl_line
 
 from .clusters import KEEP_RULE, components, hamming, join, joined, select_keepers, spanning
 from .config import DedupConfig, DedupStageConfig
@@ -46,6 +46,7 @@ from .search import iter_pairs
 from .verify import prepare, verify
 
 log = logging.getLogger("wikifaces.dedup")
+GALLERY_WIDTH = 8  # members shown of each cluster in gallery.png
 
 
 @dataclass
@@ -161,22 +162,33 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     n = len(hashes)
     valid = hashes.status != CORRUPT
     links = _links(config, hashes, valid, progress, work=out / "framed-keys.tmp")
-    exact, same_code, near_rec, framed = links.exact, links.same_code, links.near, links.framed
-    via = PairTable(framed[:, :2], len(hashes), framed[:, 4], framed[:, 3])  # which re-framing, at what distance
-    proposed_at = np.concatenate([near_rec[:, 2], framed[:, 3]])  # the distance that made each a candidate
-    near_rec = np.concatenate([near_rec, framed[:, :3]])
+    exact, same_code, near_total, framed_total = links.exact, links.same_code, links.near_total, links.framed_total
     ds = open_dataset(dataset)
-    agreement = PairTable.empty(len(hashes))
-    candidates = len(same_code) + links.near_total + links.framed_total
+    agreement = None
+    candidates = len(same_code) + near_total + framed_total
     checked, considered, reached = 0, 0, None
     if config.verify:
-        v = _verified(config, dataset, same_code, near_rec, proposed_at, progress, executor, records=n,
-                      candidates=candidates)
-        same_code, near_rec, agreement = v.same_code, v.near, v.agreement
-        checked, considered, reached = v.checked, v.considered, v.reached
-    labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64))
-    clusters, removed_rows = _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via)
-    removed = np.array(sorted(r["index"] for r in removed_rows), np.int64)
+        v = _verified(config, dataset, links, progress, executor, candidates=candidates)
+        agreement, checked, considered, reached = v.agreement, v.checked, v.considered, v.reached
+        same_code = same_code[agreement.holds(same_code)]
+    near_rec, via = _near_links(links, hashes, agreement)
+    del links  # up to 2M candidate pairs of each kind
+    agreement = agreement if agreement is not None else PairTable.empty(n)
+    labels = components(n, np.concatenate([exact, same_code, near_rec[:, :2]]).astype(np.int64, copy=False))
+    # clusters and removed rows go to their files as they are made: a row a removed record (~1.7 kB
+    # as Python objects) held for all of them grew with the data; the gallery keeps its few members
+    removed_at: list[int] = []
+    sizes: Counter[int] = Counter()
+    shown: list[dict[str, Any]] = []
+    with atomic_open(out / "clusters.jsonl", "w") as cfh, atomic_open(out / "removed.jsonl", "w") as rfh:
+        for cluster, rows in _clusters(config, ds, hashes, valid, labels, exact, same_code, near_rec, agreement, via):
+            cfh.write(jsonl_line(cluster))
+            rfh.writelines(jsonl_line(row) for row in rows)
+            removed_at.extend(row["index"] for row in rows)
+            sizes[cluster["size"]] += 1
+            shown.append({**cluster, "members": cluster["members"][:GALLERY_WIDTH]})
+    removed = np.sort(np.array(removed_at, np.int64))
+    del removed_at
     keep_mask = valid.copy()
     keep_mask[removed] = False
     kept = np.flatnonzero(keep_mask)
@@ -185,38 +197,73 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
         np.zeros((0, 3), np.int64),
         np.column_stack([np.sort(same_code, axis=1), np.zeros(len(same_code), np.int64)]),
         near_rec,
-    ]).astype(np.int64)
+    ]).astype(np.int64, copy=False)
     with atomic_open(out / "pairs.npy") as fh:
         np.save(fh, pairs)
     with atomic_open(out / "keep.npy") as fh:
         np.save(fh, kept)
-    write_jsonl(out / "clusters.jsonl", clusters)
-    write_jsonl(out / "removed.jsonl", removed_rows)
-    write_png(out / "gallery.png", cluster_gallery(ds, clusters, config.gallery_clusters, config.seed))
+    write_png(out / "gallery.png", cluster_gallery(ds, shown, config.gallery_clusters, config.seed))
     ds.close()
     counts = {
         "records": n, "corrupt": int((~valid).sum()), "kept": len(kept), "removed": len(removed),
-        "clusters": len(clusters), "exact_links": len(exact), "near_pairs": links.near_total,
-        "candidate_pairs": candidates, "framed_pairs": links.framed_total,
+        "clusters": len(shown), "exact_links": len(exact), "near_pairs": near_total,
+        "candidate_pairs": candidates, "framed_pairs": framed_total,
         "framed_links": int(via.holds(near_rec).sum()),
         "verified_pairs": checked, "already_joined_pairs": considered - checked,
         "unverified_pairs": candidates - considered if config.verify else 0,
         "verified_up_to_distance": reached, "verified_links": len(agreement),
-        "largest_cluster": max((c["size"] for c in clusters), default=0),
-        "cluster_sizes": dict(sorted(Counter(c["size"] for c in clusters).items())),
+        "largest_cluster": max(sizes, default=0),
+        "cluster_sizes": dict(sorted(sizes.items())),
     }
     summary = {"method": config.method, "threshold": _radius(config), "verify": config.verify,
                "probe_threshold": config.probe_threshold if config.verify else None,
                "min_agreement": config.min_agreement if config.verify else None, "keep_rule": KEEP_RULE,
                "dataset": str(dataset), **counts}
     atomic_write_json(out / "summary.json", summary)
-    return DedupSummary(n, len(kept), len(removed), len(clusters), counts["corrupt"], out, counts)
+    return DedupSummary(n, len(kept), len(removed), len(shown), counts["corrupt"], out, counts)
+
+
+class _Packing:
+    """Pairs (distance, i, j[, kind]) packed into one int64 each, distance first, so that sorting
+    the keys sorts the pairs closest first, ties in (i, j) order (then kind). Candidate pairs are
+    bounded only by `max_verified_pairs` (2M of each kind): three or five int64 columns and their
+    lexsorts held ~750 MB at ten copies of the faces rehearsal's hashes, one key a pair ~1/3 of it.
+    `n`: how many records (or codes) index `i` and `j` count; `kinds`: how many values `kind` takes."""
+
+    def __init__(self, max_distance: int, n: int, kinds: int = 1) -> None:
+        self.n, self.kinds = max(int(n), 1), max(int(kinds), 1)
+        if (int(max_distance) + 1) * self.n * self.n * self.kinds >= 2**63:
+            raise ValueError(f"{n:,} records at distances up to {max_distance} do not fit one int64 a pair")
+
+    def keys(self, d: np.ndarray, i: np.ndarray, j: np.ndarray, kind: np.ndarray | int = 0) -> np.ndarray:
+        key = np.array(np.broadcast_to(d, np.shape(i)), np.int64)  # one array, worked on in place
+        key *= self.n
+        key += i
+        key *= self.n
+        key += j
+        if self.kinds > 1:
+            key *= self.kinds
+            key += kind
+        return key
+
+    def pair(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's pair alone, i * n + j (`_pair_keys`' value for i < j)."""
+        return (keys // np.int64(self.kinds)) % np.int64(self.n * self.n)
+
+    def unpack(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(distance, i, j, kind) arrays."""
+        n = np.int64(self.n)
+        rest, kind = np.divmod(keys, np.int64(self.kinds))
+        rest, j = np.divmod(rest, n)
+        d, i = np.divmod(rest, n)
+        return d, i, j, kind
 
 
 class Links(NamedTuple):
-    """What the search proposes (record indices): exact links, same-code links, near pairs of
-    distinct codes with their distance, the pairs re-framed copies propose (see `_framed`), and
-    how many near and re-framed pairs there were: with verification only the closest
+    """What the search proposes (record indices): exact links, same-code links, the near pairs of
+    distinct codes and the pairs re-framed copies propose (see `_framed`) as sorted `pack` keys
+    (the distance that proposed them, i < j, and kind: 0 near, 1 + the re-framing's index in
+    `PROBES`), and how many near and re-framed pairs there were: with verification only the closest
     `max_verified_pairs` of each are kept, since no more are ever checked."""
 
     exact: np.ndarray
@@ -225,6 +272,24 @@ class Links(NamedTuple):
     framed: np.ndarray
     near_total: int
     framed_total: int
+    pack: _Packing
+
+
+def _near_links(links: Links, hashes: Hashes, agreement: PairTable | None) -> tuple[np.ndarray, PairTable]:
+    """The near and re-framed pairs that are links (all, or with verification those in `agreement`)
+    as (i, j, distance of their own codes) rows in (i, j) order, and which re-framing proposed
+    those that came from one, at what distance (a table of their pairs)."""
+    pack, keys = links.pack, np.concatenate([links.near, links.framed])
+    if agreement is not None:
+        keys = keys[agreement.holds_keys(pack.pair(keys))]
+    d, i, j, kind = pack.unpack(keys)
+    order = np.lexsort((j, i))
+    d, i, j, kind = d[order], i[order], j[order], kind[order]
+    framed = kind > 0
+    own = d.copy()
+    own[framed] = hamming(hashes.codes, i[framed], j[framed])
+    via = PairTable(np.stack([i[framed], j[framed]], axis=1), len(hashes), kind[framed] - 1, d[framed])
+    return np.stack([i, j, own], axis=1), via
 
 
 def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: bool = False,
@@ -241,71 +306,77 @@ def _links(config: DedupConfig, hashes: Hashes, valid: np.ndarray, progress: boo
     same_code = np.stack([rep, idx], axis=1)
     same_code = same_code[same_code[:, 0] != same_code[:, 1]]
     limit = config.max_verified_pairs if config.verify else None
-    kept, total = _Closest(limit, 2, lambda rows: _closest(rows, limit) if limit else rows, width=3), 0
-    with Progress(disable=not progress or len(uniq) < 100_000, transient=True) as bar:
-        task = bar.add_task(f"searching pairs within distance {_radius(config)}", total=len(uniq))
-        for step in iter_pairs(uniq, _radius(config), on_progress=lambda done, _: bar.update(task, completed=done)):
+    u, radius = len(uniq), _radius(config)
+    pack = _Packing(max(radius, config.probe_threshold or 0), len(hashes), 1 + len(PROBES))
+    by_code = _Packing(radius, u)  # the search's pairs are of codes: the closest are picked in code order
+    kept, total = _Closest(limit), 0
+    with Progress(disable=not progress or u < 100_000, transient=True) as bar:
+        task = bar.add_task(f"searching pairs within distance {radius}", total=u)
+        for step in iter_pairs(uniq, radius, on_progress=lambda done, _: bar.update(task, completed=done)):
             total += len(step)
-            kept.add(step)
-    near = kept.result()
-    near = near[np.lexsort((near[:, 1], near[:, 0]))]  # in code order, as the search gives them
-    near_rec = np.stack([idx[first[near[:, 0]]], idx[first[near[:, 1]]], near[:, 2]], axis=1)
-    framed, framed_total = _framed(config, hashes, idx, uniq, idx[first], rep, progress, work)
-    return Links(exact, same_code, near_rec, framed, total, framed_total)
+            kept.add(by_code.keys(step[:, 2], step[:, 0], step[:, 1]))  # the search gives i < j
+    d, i, j, _ = by_code.unpack(kept.result())
+    a, b = idx[first[i]], idx[first[j]]  # each code's first record
+    near = pack.keys(d, np.minimum(a, b), np.maximum(a, b))
+    near.sort()
+    del d, i, j, a, b  # not held through the re-framed search
+    framed, framed_total = _framed(config, hashes, idx, uniq, idx[first], rep, pack, progress, work)
+    return Links(exact, same_code, near, framed, total, framed_total, pack)
 
 
 class _Closest:
-    """The closest `limit` pairs of a search as its steps come (`reduce` picks them from rows; all
-    rows when `limit` is None). Once `limit` are held, a row farther than the farthest of them is
-    dropped on arrival, since it cannot displace one: what is held stays near `limit` rows however
-    many pairs a dense cluster makes."""
+    """The closest `limit` of a search's packed pairs (`_Packing` keys) as its steps come; all of
+    them when `limit` is None. `reduce` picks the closest from sorted keys (the first `limit`, by
+    default). Once `limit` are held, a key beyond the farthest of them is dropped on arrival, since
+    it cannot displace one: what is held stays near 1.5 `limit` keys however many pairs a dense
+    cluster makes."""
 
-    def __init__(self, limit: int | None, distance: int, reduce: Callable[[np.ndarray], np.ndarray],
-                 width: int) -> None:
-        self.limit, self.distance, self.reduce = limit, distance, reduce
-        self.parts, self.held, self.cutoff = [np.zeros((0, width), np.int64)], 0, None
+    def __init__(self, limit: int | None, reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.limit, self.reduce = limit, reduce or (lambda keys: keys[:limit])
+        self.parts, self.held, self.cutoff = [np.zeros(0, np.int64)], 0, None
 
-    def add(self, rows: np.ndarray) -> None:
+    def add(self, keys: np.ndarray) -> None:
         if self.cutoff is not None:
-            rows = rows[rows[:, self.distance] <= self.cutoff]
-        if len(rows):
-            self.parts.append(rows)
-            self.held += len(rows)
+            keys = keys[keys <= self.cutoff]
+        if len(keys):
+            self.parts.append(keys)
+            self.held += len(keys)
         if self.limit and self.held > 1.5 * self.limit:
-            rows = self.result()
-            self.parts, self.held = [rows], len(rows)
-            if len(rows) >= self.limit:
-                self.cutoff = int(rows[:, self.distance].max())
+            keys = self.result()
+            self.parts, self.held = [keys], len(keys)
+            if len(keys) >= self.limit:
+                self.cutoff = int(keys[self.limit - 1])
 
     def result(self) -> np.ndarray:
-        rows = np.concatenate(self.parts)
+        """The keys kept, sorted (closest first)."""
+        keys = np.concatenate(self.parts)
         self.parts = []  # not held twice while reduced
-        return self.reduce(rows)
-
-
-def _closest(rows: np.ndarray, limit: int, distance: int = 2) -> np.ndarray:
-    """The `limit` rows of pairs (i, j in the first two columns) closest first by column
-    `distance` (ties in (i, j) order), when there are more: the order verification picks in."""
-    if len(rows) <= limit:
-        return rows
-    return rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, distance]))[:limit]]
+        keys.sort()
+        return self.reduce(keys)
 
 
 def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarray, holder: np.ndarray,
-            rep: np.ndarray, progress: bool = False, work: Path | None = None) -> tuple[np.ndarray, int]:
-    """With verification, the candidate pairs proposed by a re-framed copy: (i, j, distance of
-    their own codes, distance of the re-framed copy to the other's code, which re-framing), i < j,
-    each pair once (its closest re-framing) and none the codes propose themselves (own distance
-    within the radius), the closest `max_verified_pairs` of them in (i, j) order; and how many
-    such pairs there were. `idx` are the valid records, `uniq` their distinct codes, `holder`
-    each code's first record, `rep` each valid record's: the pairs are between first records, as
-    the near pairs are. The distinct pairs are counted in bounded memory (`DistinctCount`, its
-    keys beyond 2M in `work`): they grow with the square of a cluster."""
-    empty = np.zeros((0, 5), np.int64)
+            rep: np.ndarray, pack: _Packing, progress: bool = False, work: Path | None = None
+            ) -> tuple[np.ndarray, int]:
+    """With verification, the candidate pairs proposed by a re-framed copy as sorted `pack` keys
+    (distance of the re-framed copy to the other's code, i < j, 1 + which re-framing), each pair
+    once (its closest re-framing, the first of `PROBES` on a tie) and none the codes propose
+    themselves (own distance within the radius), the closest `max_verified_pairs` of them (ties
+    in (i, j) order); and how many such pairs there were. `idx` are
+    the valid records, `uniq` their distinct codes, `holder` each code's first record, `rep` each
+    valid record's: the pairs are between first records, as the near pairs are. The distinct pairs
+    are counted in bounded memory (`DistinctCount`, its keys beyond 2M in `work`): they grow with
+    the square of a cluster."""
     if not config.verify or config.probe_threshold is None or hashes.probes is None or not len(idx):
-        return empty, 0
+        return np.zeros(0, np.int64), 0
     n, limit, radius = len(hashes), config.max_verified_pairs, _radius(config)
-    kept, distinct = _Closest(limit, 3, lambda rows: _closest_framed(rows, n, limit), width=5), DistinctCount(work)
+
+    def closest(keys: np.ndarray) -> np.ndarray:  # sorted keys: each pair's first is its closest
+        _, once = np.unique(pack.pair(keys), return_index=True)
+        once.sort()
+        return keys[once[:limit]]
+
+    kept, distinct = _Closest(limit, closest), DistinctCount(work)
     with Progress(disable=not progress or len(idx) < 100_000, transient=True) as bar:
         for k, (name, _, _) in enumerate(PROBES):
             task = bar.add_task(f"searching re-framed copies ({name}) within {config.probe_threshold}",
@@ -316,27 +387,10 @@ def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarr
                                 exclude=(hashes.codes[idx], radius),
                                 on_progress=lambda done, _, t=task: bar.update(t, completed=done)):
                 a, b = rep[q[:, 0]], holder[q[:, 1]]  # own codes beyond the radius, so a != b: the search saw to it
-                rows = np.column_stack([np.minimum(a, b), np.maximum(a, b), hamming(hashes.codes, a, b), q[:, 2],
-                                        np.full(len(q), k)]).astype(np.int64)
-                distinct.add(_pair_keys(rows, n))
-                kept.add(rows)
-    total = distinct.count()
-    kept = kept.result()
-    return (kept[np.lexsort((kept[:, 1], kept[:, 0]))] if len(kept) else empty), total
-
-
-def _closest_framed(rows: np.ndarray, n: int, limit: int) -> np.ndarray:
-    """Each pair once, at its closest re-framing (the first listed on a tie), then the `limit`
-    closest pairs (ties in (i, j) order)."""
-    order = np.lexsort((rows[:, 3], rows[:, 1], rows[:, 0]))  # stable: the first listed on a tie
-    keys = _pair_keys(rows, n)[order]  # sorted, since the order is by the ends
-    first = np.ones(len(keys), bool)
-    np.not_equal(keys[1:], keys[:-1], out=first[1:])
-    del keys
-    pick = order[first]  # each pair's closest row, in (i, j) order
-    if len(pick) > limit:  # as `_closest`: closest first, ties in (i, j) order (a stable sort keeps it)
-        pick = pick[np.argsort(rows[pick, 3], kind="stable")[:limit]]
-    return rows[pick]  # only the rows kept are copied
+                lo, hi = np.minimum(a, b), np.maximum(a, b)
+                distinct.add(lo * n + hi)
+                kept.add(pack.keys(q[:, 2], lo, hi, 1 + k))
+    return kept.result(), distinct.count()
 
 
 def _pair_keys(rows: np.ndarray, n: int) -> np.ndarray:
@@ -366,13 +420,19 @@ class PairTable:
         return len(self.keys)
 
     def _find(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        key = _pair_keys(np.asarray(rows, np.int64), self.n)
+        return self._find_keys(_pair_keys(np.asarray(rows, np.int64), self.n))
+
+    def _find_keys(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = np.minimum(np.searchsorted(self.keys, key), max(len(self.keys) - 1, 0))
         return pos, (self.keys[pos] == key) if len(self.keys) else np.zeros(len(key), bool)
 
     def holds(self, rows: np.ndarray) -> np.ndarray:
         """Whether each pair of `rows` (its first two columns, either way round) is in the table."""
         return self._find(rows)[1]
+
+    def holds_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Whether each pair given by its key (`_pair_keys`: min * n + max) is in the table."""
+        return self._find_keys(keys)[1]
 
     def get(self, a: int, b: int) -> tuple[Any, ...] | None:
         """The values of the pair (a, b), either way round, or None."""
@@ -391,13 +451,12 @@ def _radius(config: DedupConfig) -> int:
     return config.candidate_threshold if config.verify else config.threshold
 
 
-def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_rec: np.ndarray,
-              proposed_at: np.ndarray, progress: bool, executor: Executor | None = None, *, records: int,
-              candidates: int) -> Verified:
+def _verified(config: DedupConfig, dataset: Path, links: Links, progress: bool, executor: Executor | None = None,
+              *, candidates: int) -> Verified:
     """The candidate pairs that pass verification and what it did (see `Verified`). At most
     `max_verified_pairs` candidates are considered, the closest first (by the distance that proposed
-    them): a bounded run whose summary says how far it got, rather than a refusal or a run of days.
-    `candidates`: how many the search found (it hands over only the closest).
+    them, ties in (i, j) order): a bounded run whose summary says how far it got, rather than a
+    refusal or a run of days. `candidates`: how many the search found (it hands over only the closest).
 
     A pair whose two records are already in one group (joined by pairs that passed) is not
     checked, since it cannot change a group: in a dense cluster (a picture in a thousand crops)
@@ -407,21 +466,24 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
     first pair to join each two groups), links those that pass and drops every pair left whose
     records they joined. The groups are those of checking every pair. A large round is checked in
     parts through the executor (local processes, or a Dask cluster), a small one here."""
-    pairs = np.concatenate([np.column_stack([same_code, np.zeros(len(same_code), np.int64)]),
-                            np.column_stack([near_rec[:, :2], proposed_at])]).astype(np.int64) \
-        if len(same_code) + len(near_rec) else np.zeros((0, 3), np.int64)
-    pairs[:, :2] = np.sort(pairs[:, :2], axis=1)
-    reached = int(pairs[:, 2].max()) if len(pairs) else None
-    order = np.argsort(pairs[:, 2], kind="stable")
-    if len(pairs) > config.max_verified_pairs:
-        order = order[: config.max_verified_pairs]
-        reached = int(pairs[order[-1], 2])
+    pack = links.pack
+    same = links.same_code
+    keys = np.concatenate([pack.keys(0, np.minimum(same[:, 0], same[:, 1]), np.maximum(same[:, 0], same[:, 1])),
+                           links.near, links.framed])  # one a pair: sorted, closest first
+    keys.sort()
+    reached = int(pack.unpack(keys[-1:])[0][0]) if len(keys) else None
+    if len(keys) > config.max_verified_pairs:
+        keys = keys[: config.max_verified_pairs]
+        reached = int(pack.unpack(keys[-1:])[0][0])
     if candidates > config.max_verified_pairs:
         log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %s); the rest stay apart "
                     "(max_verified_pairs)", f"{candidates:,}", f"{config.max_verified_pairs:,}", reached)
-    pairs = pairs[order]
-    _, first = np.unique(_pair_keys(pairs, records), return_index=True)
-    todo = pairs[np.sort(first), :2]  # each pair once, closest first
+    _, once = np.unique(pack.pair(keys), return_index=True)
+    once.sort()
+    _, i, j, _ = pack.unpack(keys[once])
+    del keys, once
+    todo = np.stack([i, j], axis=1)  # each pair once, closest first
+    records = pack.n
     considered = len(todo)
     group = np.arange(records, dtype=np.int64)  # union-find: each record's parent
     done: list[np.ndarray] = []
@@ -443,18 +505,15 @@ def _verified(config: DedupConfig, dataset: Path, same_code: np.ndarray, near_re
     score = np.concatenate(scores) if scores else np.zeros(0)
     linked = score >= config.min_agreement
     agreement = PairTable(checked[linked], records, score[linked])  # the pairs that pass, and only those
-    return Verified(same_code[agreement.holds(same_code)], near_rec[agreement.holds(near_rec)], agreement,
-                    len(checked), considered, reached)
+    return Verified(agreement, len(checked), considered, reached)
 
 
 class Verified(NamedTuple):
-    """What verification linked and did: the same-code and near pairs that passed, their agreement,
-    how many pairs it checked, how many it considered (the closest `max_verified_pairs` candidates,
-    each pair once: those not checked had their records already joined) and the hash distance up
-    to which it considered them."""
+    """What verification linked and did: the pairs that passed, with their agreement, how many pairs
+    it checked, how many it considered (the closest `max_verified_pairs` candidates, each pair
+    once: those not checked had their records already joined) and the hash distance up to which
+    it considered them."""
 
-    same_code: np.ndarray
-    near: np.ndarray
     agreement: PairTable
     checked: int
     considered: int
@@ -530,9 +589,10 @@ def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None,
 def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, labels: np.ndarray,
               exact: np.ndarray, same_code: np.ndarray | None = None, near_rec: np.ndarray | None = None,
               agreement: PairTable | None = None, via: PairTable | None = None
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(clusters with their members, one row per removed record): in each group one record is
-    kept by the explicit rule (largest, then lowest key), the others removed with the reason."""
+              ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each cluster with its members, and a row for each record it removes: in each group one
+    record is kept by the explicit rule (largest, then lowest key), the others removed with the
+    reason. One cluster at a time, for the caller to write as they come."""
     n = len(hashes)
     sizes = np.bincount(labels, minlength=n) if n else np.zeros(0, np.int64)
     in_cluster = np.flatnonzero(valid & (sizes[labels] > 1))
@@ -543,13 +603,12 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
     exact_set = set(map(tuple, np.sort(exact, axis=1).tolist())) if len(exact) else set()
     link = _strongest_links(same_code, near_rec, agreement if agreement is not None else PairTable.empty(n))
 
-    clusters: list[dict[str, Any]] = []
-    removed_rows: list[dict[str, Any]] = []
     by_label: dict[int, list[int]] = {}
     for i in clustered:
         by_label.setdefault(int(labels[i]), []).append(i)
     for cid, (lab, members) in enumerate(sorted(by_label.items(), key=lambda kv: keepers[kv[0]])):
         keep = keepers[lab]
+        removed_rows: list[dict[str, Any]] = []
         others = np.array([m for m in members if m != keep], np.int64)
         dist = hamming(hashes.codes, np.full(len(others), keep), others) if len(others) else np.zeros(0, np.int64)
         entries = [{"index": keep, "key": key_of[keep], "pixels": int(hashes.pixels[keep]), "distance": 0,
@@ -574,11 +633,9 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
                     "reframed": None if framing is None else {"as": PROBES[framing[0]][0], "distance": framing[1]}},
             })
         agrees = [e["agreement"] for e in entries if e.get("agreement") is not None]
-        clusters.append({"cluster": cid, "size": len(members), "keep": keep, "keep_key": key_of[keep],
-                         "max_distance": int(dist.max()) if len(dist) else 0,
-                         "min_agreement": min(agrees) if agrees else None, "members": entries})
-
-    return clusters, removed_rows
+        yield ({"cluster": cid, "size": len(members), "keep": keep, "keep_key": key_of[keep],
+                "max_distance": int(dist.max()) if len(dist) else 0,
+                "min_agreement": min(agrees) if agrees else None, "members": entries}, removed_rows)
 
 
 def _strongest_links(same_code: np.ndarray | None, near_rec: np.ndarray | None,
@@ -606,10 +663,10 @@ def _strongest_links(same_code: np.ndarray | None, near_rec: np.ndarray | None,
 
 
 def cluster_gallery(ds: Any, clusters: list[dict[str, Any]], limit: int, seed: int = 0, tile: int = 96,
-                    per_row: int = 8) -> np.ndarray:
+                    per_row: int = GALLERY_WIDTH) -> np.ndarray:
     """One row per cluster: the kept record framed green, then the removed ones framed red with
-    their distance. Half the rows are the clusters with the largest distances (where mistakes
-    hide), half a random sample."""
+    their distance (the first `per_row` of its members). Half the rows are the clusters with the
+    largest distances (where mistakes hide), half a random sample."""
     if not clusters or limit == 0:
         return np.full((tile, tile * 4, 3), 255, np.uint8)
     widest = sorted(clusters, key=lambda c: -c["max_distance"])[: limit // 2]

@@ -592,9 +592,17 @@ def test_a_dense_cluster_hands_verification_only_the_closest_pairs(tmp_path, mon
     assert every.near_total == len(every.near) > 20 * budget and len(every.framed) == every.framed_total > 2 * budget
     assert (some.near_total, some.framed_total) == (every.near_total, every.framed_total)
     assert len(some.near) == len(some.framed) == budget
-    for kept, whole, d in ((some.near, every.near, 2), (some.framed, every.framed, 3)):
-        # as verification picks from all: closest first, ties in the order listed, kept in that order
-        np.testing.assert_array_equal(kept, whole[np.sort(np.argsort(whole[:, d], kind="stable")[:budget])])
+    for kept, whole in ((some.near, every.near), (some.framed, every.framed)):
+        # as verification picks from all: closest first (one key a pair sorts by distance, then pair)
+        assert np.all(np.diff(kept) > 0) and np.all(np.diff(whole) > 0)
+        d_kept, d_whole = some.pack.unpack(kept)[0], every.pack.unpack(whole)[0]
+        assert d_kept.max() < d_whole.max()  # the farthest were left out ...
+        assert np.isin(whole[d_whole < d_kept.max()], kept).all()  # ... and every closer one kept
+        assert np.isin(kept, whole).all()
+    # each re-framed pair once, at its closest re-framing, never a pair the codes propose themselves
+    _, i, j, kind = every.pack.unpack(every.framed)
+    assert len(np.unique(i * n + j)) == len(i) and (kind >= 1).all()
+    assert (hamming(hashes.codes, i, j) > DedupConfig().candidate_threshold).all()
     # the distinct re-framed pairs counted with 100 keys held, the rest on disk: the same count
     monkeypatch.setattr("dedup.distinct.HELD_KEYS", 100)
     spilled = _links(DedupConfig(max_verified_pairs=budget), hashes, valid, work=tmp_path / "keys")
