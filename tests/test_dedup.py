@@ -742,3 +742,23 @@ def test_union_find_helpers_agree_with_graph_components():
         join(group, pairs)
         np.testing.assert_array_equal(joined(group, np.column_stack([np.arange(n), np.zeros(n, np.int64)])),
                                       every == every[0])
+
+
+def test_packed_pairs_sort_closest_first_and_unpack_exactly():
+    """Candidate pairs are held one int64 each: sorting the keys must sort by (distance, i, j,
+    kind), unpacking must give back every field, and a size that does not fit is refused."""
+    from dedup.stage import _Packing
+
+    rng = np.random.default_rng(11)
+    n, kinds = 3_033_042, 3  # LSUN bedroom's records
+    pack = _Packing(64, n, kinds)
+    d, i, j, kind = rng.integers(0, 65, 5000), rng.integers(0, n, 5000), rng.integers(0, n, 5000), \
+        rng.integers(0, kinds, 5000)
+    keys = pack.keys(d, i, j, kind)
+    order = np.argsort(keys, kind="stable")
+    np.testing.assert_array_equal(order, np.lexsort((kind, j, i, d)))
+    for got, want in zip(pack.unpack(keys), (d, i, j, kind), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(pack.pair(keys), i * n + j)
+    with pytest.raises(ValueError, match="do not fit"):
+        _Packing(64, 400_000_000, kinds)
