@@ -173,7 +173,7 @@ def test_the_lsun_source_is_read_in_windows_and_unmapped_as_it_goes(tmp_path, mo
     and carries on after the last key, the same records in the same order, skips included."""
     import dedup.lsun
 
-    from .test_shards import _evict, _mapped_kb
+    from .pages import evict, mapped_kb
 
     src = tmp_path / "bedroom_train_lmdb"
     rng = np.random.default_rng(1)
@@ -184,19 +184,19 @@ def test_the_lsun_source_is_read_in_windows_and_unmapped_as_it_goes(tmp_path, mo
     every = list(iter_source(src))
     assert len(every) == 1500 and [k for k, _ in every] == sorted(k for k, _ in every)
     monkeypatch.setattr(dedup.lsun, "SOURCE_WINDOW", 7)
-    _evict(data)
+    evict(data)
     peak = 0
     for k, (key, value) in enumerate(iter_source(src)):
         assert (key, value) == every[k]
         if k % 20 == 0:  # reading smaps takes ~30 ms
-            peak = max(peak, _mapped_kb(data))
-    assert k == 1499 and _mapped_kb(data) == 0
+            peak = max(peak, mapped_kb(data))
+    assert k == 1499 and mapped_kb(data) == 0
     monkeypatch.setattr(dedup.lsun, "SOURCE_WINDOW", 10**6)
-    _evict(data)
+    evict(data)
     whole = 0
     for k, _ in enumerate(iter_source(src)):
         if k % 20 == 0:  # reading smaps takes ~30 ms
-            whole = max(whole, _mapped_kb(data))
+            whole = max(whole, mapped_kb(data))
     # a window's pages (the kernel maps neighbours of each page read too), not the source's
     assert 0 < peak < whole / 4 and whole > 40_000, (peak, whole)
     monkeypatch.setattr(dedup.lsun, "SOURCE_WINDOW", 7)

@@ -373,7 +373,7 @@ def test_the_descriptor_table_lets_its_pages_go_and_keeps_what_was_written(tmp_p
     them go every window of rows; rows written and let go before any flush are still there."""
     from wikifaces.core.mapped import MappedRows
 
-    from .test_shards import _mapped_kb
+    from .pages import mapped_kb
 
     path = tmp_path / "rows.npy"
     rows = MappedRows(path, 20_000, 128, np.float32, window=256)  # 10 MB
@@ -382,13 +382,13 @@ def test_the_descriptor_table_lets_its_pages_go_and_keeps_what_was_written(tmp_p
     peak = 0
     for i in rng.permutation(20_000).tolist():  # written in any order, as descriptors come back
         rows[i] = want[i]
-        peak = max(peak, _mapped_kb(path)) if i % 97 == 0 else peak
+        peak = max(peak, mapped_kb(path)) if i % 97 == 0 else peak
     assert 0 < peak < 2_000, peak  # a window's pages (~256 rows in 4 kB pages: ~1 MB), not 10 MB
     for i in range(0, 20_000, 7):  # read back through the mapping after their pages were let go
         np.testing.assert_array_equal(rows[i], want[i])
     np.testing.assert_array_equal(rows[np.arange(100, 400)], want[100:400])
-    assert _mapped_kb(path) < 2_000
+    assert mapped_kb(path) < 2_000
     np.testing.assert_array_equal(np.load(path), want)  # and the file holds every row
     assert rows.shape == (20_000, 128) and rows.dtype == np.float32 and len(rows) == 20_000
     rows.release()
-    assert _mapped_kb(path) == 0
+    assert mapped_kb(path) == 0

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import tarfile
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +28,7 @@ from wikifaces.cli import app
 from wikifaces.core.files import sha256_file
 
 from .conftest import REPO, run_python
+from .pages import evict, mapped_kb
 
 
 def _to_float(image):
@@ -459,28 +458,6 @@ def test_empty_dataset_is_valid(tmp_path):
     assert verify_dataset(tmp_path / "ds", decode=True).ok
 
 
-def _mapped_kb(path) -> int:
-    """Resident kB of this process's mappings of a file (from /proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if line[:1].isalnum() and "-" in line.split()[0]:  # a mapping's header line
-            inside = line.rstrip().endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
-
-def _evict(path) -> None:
-    """Drop a file from the page cache, as data read once is: cached large folios (a file just
-    written) are mapped whole on a fault, which would hide what a pass itself maps."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def test_a_pass_unmaps_what_it_read_as_it_goes(tmp_path, monkeypatch):
     """Pages read through a mapping count in a process's resident memory until it is unmapped: a
     whole pass over candidate shards (GBs at 100,000 people) grew identity's RSS with the data.
@@ -494,31 +471,31 @@ def test_a_pass_unmaps_what_it_read_as_it_goes(tmp_path, monkeypatch):
     shard = (tmp_path / "ds" / shard_name(0)).resolve()
     monkeypatch.setattr(shards.reader, "PASS_WINDOW", 20)
     ds = open_dataset(tmp_path / "ds")
-    _evict(shard)
+    evict(shard)
     peak = 0
     for i, data, meta in ds.iter_encoded():
         assert meta["key"] == f"k{i}" and data.endswith(records[i][0].tobytes())
-        peak = max(peak, _mapped_kb(shard))
-    assert 0 < peak < 1200 and _mapped_kb(shard) == 0  # a window's pages (~250 kB), then none
-    assert [m["key"] for m in ds.iter_meta()] == [f"k{i}" for i in range(300)] and _mapped_kb(shard) == 0
+        peak = max(peak, mapped_kb(shard))
+    assert 0 < peak < 1200 and mapped_kb(shard) == 0  # a window's pages (~250 kB), then none
+    assert [m["key"] for m in ds.iter_meta()] == [f"k{i}" for i in range(300)] and mapped_kb(shard) == 0
     # a kept subset in any order (identity, publish): read-around maps more per record, so smaller windows
     peak, subset = 0, rng.permutation(300)[:200].tolist()
     monkeypatch.setattr(shards.reader, "PASS_WINDOW", 10)
-    _evict(shard)
+    evict(shard)
     for i, data, meta in ds.iter_at(subset):
         assert meta["key"] == f"k{i}" and data.endswith(records[i][0].tobytes())
-        peak = max(peak, _mapped_kb(shard))
-    assert 0 < peak < 1200 and _mapped_kb(shard) == 0  # 200 records would be 2,400 kB
+        peak = max(peak, mapped_kb(shard))
+    assert 0 < peak < 1200 and mapped_kb(shard) == 0  # 200 records would be 2,400 kB
     for i in range(300):
         ds.read_bytes(i)
-    assert _mapped_kb(shard) > 3000  # random access keeps what it read mapped, as a training loop wants
+    assert mapped_kb(shard) > 3000  # random access keeps what it read mapped, as a training loop wants
     ds.release()
-    assert _mapped_kb(shard) == 0
+    assert mapped_kb(shard) == 0
     np.testing.assert_array_equal(ds[7].image, records[7][0])  # mapped again when read
     # another open dataset reading the shard keeps its mapping through this one's passes
     other = open_dataset(tmp_path / "ds")
     other.read_bytes(0)
     list(ds.iter_encoded())
-    assert _mapped_kb(shard) > 0 and other.read_bytes(299) == ds.read_bytes(299)
+    assert mapped_kb(shard) > 0 and other.read_bytes(299) == ds.read_bytes(299)
     other.close()
     ds.close()
