@@ -30,7 +30,6 @@ import numpy as np
 from rich.progress import Progress
 
 from shards import dataset_fingerprint, is_complete, open_dataset
-from shards.reader import PASS_WINDOW
 from shards.sheet import write_png
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
@@ -546,6 +545,11 @@ FAN_OUT_PAIRS = 5_000  # a round of fewer is checked in this process (~15 s on o
 # pairs over 9,429 records, two parts) 4,096 prepare 9,857 pictures, 32,768 9,827, none 18,812.
 # It held 32,768 (128 MB a worker) when every pair of a dense cluster was checked, and 200,000 before.
 PREPARED_CACHE = 4_096
+# Pictures a part reads at random between unmapping them. A random read of a just-written shard
+# maps a whole page-cache folio (~1 MB seen here), not one record's pages: 6,000 random pairs over
+# 60,000 fresh 128 px records held 683 MB of shard pages with a window of 1,024 (PASS_WINDOW, a
+# sequential pass's), 72 with 64, 23 with 16, 24 s each; mapping again costs well under a ms.
+RANDOM_WINDOW = 16
 
 
 def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None,
@@ -570,7 +574,7 @@ def verify_part(part: tuple[int, np.ndarray], dataset: str, tick: Any = None,
         if len(cache) > PREPARED_CACHE:
             cache.popitem(last=False)
         read += 1
-        if read % PASS_WINDOW == 0:  # unmap what was read: a dense cluster's part reads the whole set
+        if read % RANDOM_WINDOW == 0:  # unmap what was read: a dense cluster's part reads the whole set
             ds.release()
         return img
 
@@ -623,7 +627,7 @@ def _clusters(config: DedupConfig, ds: Any, hashes: Hashes, valid: np.ndarray, l
             if agree is not None and not is_exact:
                 found = "" if framing is None else \
                     f", proposed by its {PROBES[framing[0]][0]} re-framed at distance {framing[1]}"
-                why += f"; verified against {ds.read_meta(other)['key']} ({agree:.0%} of tiles agree{found})"
+                why += f"; verified against {key_of[other]} ({agree:.0%} of tiles agree{found})"
             removed_rows.append({
                 "index": m, "key": key_of[m], "status": "duplicate", "cluster": cid,
                 "reason": why + f" (cluster {cid}, kept by rule)",
