@@ -34,6 +34,7 @@ from shards.sheet import write_png
 from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_open, atomic_write_json
+from wikifaces.core.memory import trim_heap
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import jsonl_line
 
@@ -161,6 +162,7 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     n = len(hashes)
     valid = hashes.status != CORRUPT
     links = _links(config, hashes, valid, progress, work=out / "framed-keys.tmp")
+    trim_heap()  # the search's buffers
     exact, same_code, near_total, framed_total = links.exact, links.same_code, links.near_total, links.framed_total
     ds = open_dataset(dataset)
     agreement = None
@@ -477,11 +479,14 @@ def _verified(config: DedupConfig, dataset: Path, links: Links, progress: bool, 
     if candidates > config.max_verified_pairs:
         log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %s); the rest stay apart "
                     "(max_verified_pairs)", f"{candidates:,}", f"{config.max_verified_pairs:,}", reached)
-    _, once = np.unique(pack.pair(keys), return_index=True)
-    once.sort()
-    _, i, j, _ = pack.unpack(keys[once])
-    del keys, once
-    todo = np.stack([i, j], axis=1)  # each pair once, closest first
+    pairs, once = np.unique(pack.pair(keys), return_index=True)  # pair = i * n + j
+    del keys
+    pairs = pairs[np.argsort(once)]  # each pair once, in the order of its closest candidate
+    del once
+    todo = np.empty((len(pairs), 2), np.int64)
+    np.divmod(pairs, np.int64(pack.n), out=(todo[:, 0], todo[:, 1]))
+    del pairs
+    trim_heap()  # the sort's and search's temporaries (~150 MB at 2M candidates) leave the RSS
     records = pack.n
     considered = len(todo)
     group = np.arange(records, dtype=np.int64)  # union-find: each record's parent
