@@ -2,7 +2,9 @@
 
 faces: stand-in worlds of several sizes (people), through names -> images -> detect -> identity
 -> dedup -> publish; lsun: generated LSUN-format LMDBs (WebP at LSUN's sizes, shorter side 256,
-with 5 % planted near-duplicates) of several sizes, through lsun-import -> dedup -> publish. Every
+with 5 % planted near-duplicates) of several sizes, through lsun-import -> dedup -> publish;
+faces-dedup: the faces' dedup alone over generated candidate sets (records; 94,000 stands for the
+faces of 100,000 people, whose stages before it take ten hours here). Every
 stage runs in its own process through the pipeline's runner (as `wikifaces <stage>` does), with the
 stage's defaults; the stand-in runs in this process, asked at local speed (its pace is
 execution-only). Per stage: items, items per second, peak memory (the summed RSS of the stage's
@@ -25,6 +27,7 @@ over every segment.
     .venv/bin/python bench/scale.py faces --sizes 10000 100000 --resume /big/disk/wikifaces-scale-xxxx
     .venv/bin/python bench/scale.py lsun --sizes 30000 300000 --work /big/disk
     .venv/bin/python bench/scale.py names --sizes 100000 1000000 --work /big/disk
+    .venv/bin/python bench/scale.py faces-dedup --sizes 9400 94000 --work /big/disk
 """
 
 from __future__ import annotations
@@ -344,6 +347,58 @@ def lsun_size(n: int, work: Path, sources: Path, ledger: Ledger) -> list[dict]:
     return rows
 
 
+# -- faces' dedup at the size of 100,000 people ---------------------------------------------------------------
+def write_face_candidates(out: Path, n: int, seed: int = 7) -> float:
+    """A candidate set shaped like the faces' (128 px PNG crops): the packaged photographs, each in
+    many slight edits (a shifted crop of 240-256 px of 264, brightness within 10 %, JPEG at quality
+    40-95), record k from photograph k mod 138: dense clusters that grow with the set, as the
+    stand-in's do. Returns seconds."""
+    import cv2
+    import numpy as np
+
+    from shards import ShardWriter
+    from wikifaces.fixtures.samples import available_photos, load_rgb
+
+    t0 = time.perf_counter()
+    photos = []
+    for img in _photos(available_photos, load_rgb):
+        h, w = img.shape[:2]
+        side = min(h, w)
+        img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+        photos.append(cv2.resize(img, (264, 264), interpolation=cv2.INTER_AREA))
+    rng = np.random.default_rng(seed)
+    with ShardWriter(out, name="face-candidates", image_size=(128, 128), encoding="png") as writer:
+        for k in range(n):
+            y, x = rng.integers(0, 9, 2)
+            side = int(rng.integers(240, 256))
+            crop = np.clip(photos[k % len(photos)][y : y + side, x : x + side] * rng.uniform(0.9, 1.1), 0, 255)
+            _, jpeg = cv2.imencode(".jpg", crop.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
+            face = cv2.resize(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), (128, 128), interpolation=cv2.INTER_AREA)
+            writer.add(face, {"key": f"face-{k:07d}", "person": f"Q{k % 5000}"})
+    return time.perf_counter() - t0
+
+
+def faces_dedup_size(n: int, work: Path, sources: Path, ledger: Ledger) -> list[dict]:
+    """The faces' dedup stage (verification on, its defaults) over a generated candidate set of n
+    records: the 100,000-people rehearsal's dedup (~94,000 faces) without the ten hours of the
+    stages before it. The set is kept in --work for reruns."""
+    from shards import is_complete
+
+    source = sources / f"face-candidates-{n}"
+    if is_complete(source):
+        print(f"reusing {n:,} generated candidates in {source}", flush=True)
+    else:
+        shutil.rmtree(source, ignore_errors=True)
+        seconds = write_face_candidates(source, n)
+        print(f"generated {n:,} candidates in {seconds:.0f} s ({disk_bytes(source) / 2**20:,.0f} MiB)", flush=True)
+    row = run_stage("dedup", {"dataset": str(source)}, work / f"faces-dedup-{n}", ledger, n)
+    if not row.get("disk_mib"):  # its outputs go beside the set (`dedup.stage.default_out_dir`), not the root
+        row["disk_mib"] = disk_bytes(source.with_name(source.name + "-dedup")) / 2**20
+        ledger.record(n, row)
+    print(_row(n, row), flush=True)
+    return [row]
+
+
 # -- the real run, on paper ---------------------------------------------------------------------------------
 SPREADS = {"names": "no: one polite client (or one dump reader)", "images": "no: one polite client",
            "detect": "yes: image batches", "identity": "yes: descriptor batches",
@@ -419,8 +474,9 @@ def _row(size: int, r: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("build", choices=("faces", "lsun", "names"))
-    ap.add_argument("--sizes", type=int, nargs="+", help="people (faces), images (lsun) or humans in the dump (names)")
+    ap.add_argument("build", choices=("faces", "lsun", "names", "faces-dedup"))
+    ap.add_argument("--sizes", type=int, nargs="+",
+                    help="people (faces), images (lsun), humans in the dump (names) or candidate records (faces-dedup)")
     ap.add_argument("--until", choices=FACES_STAGES, default=FACES_STAGES[-1],
                     help="faces: run the stages up to this one (the rest need it)")
     ap.add_argument("--results", type=Path, default=None,
@@ -455,7 +511,8 @@ def main() -> None:
         print(f"work folder: {work} (results.json, progress.json: --resume {work} finishes a run cut off)", flush=True)
         build = {"faces": lambda n: faces_size(n, work, ledger, args.until),
                  "lsun": lambda n: lsun_size(n, work, sources, ledger),
-                 "names": lambda n: names_size(n, work, sources, ledger)}[args.build]
+                 "names": lambda n: names_size(n, work, sources, ledger),
+                 "faces-dedup": lambda n: faces_dedup_size(n, work, sources, ledger)}[args.build]
         results = {n: build(n) for n in sorted(args.sizes)}
     if args.sizes:
         results = {n: results[n] for n in sorted(args.sizes) if n in results}

@@ -465,8 +465,14 @@ def _verified(config: DedupConfig, dataset: Path, links: Links, progress: bool, 
     10,000-people rehearsal: 176,027 candidates, 9,957 checked). To check many at once, the
     checks go in rounds: each checks the spanning forest of the pairs left (closest first, the
     first pair to join each two groups), links those that pass and drops every pair left whose
-    records they joined. The groups are those of checking every pair. A large round is checked in
-    parts through the executor (local processes, or a Dask cluster), a small one here."""
+    records they joined. The groups are those of checking every pair. A forest of fewer than
+    `FAN_OUT_PAIRS` is filled up with the closest pairs left: two groups that are not duplicates
+    but have many close pairs (different photographs alike in their hashes) failed one pair a
+    round, 1,264 rounds of ~13 pairs on one core (40 of a 68 s stage over 9,400 records; 23 rounds
+    and 405 s of verification instead of ~670 over 94,000), while `FILL_FROM` pairs are left (so a
+    small set still checks only what joins its groups). A large
+    round is checked in parts through the executor (local processes, or a Dask cluster), a
+    small one here."""
     pack = links.pack
     same = links.same_code
     keys = np.concatenate([pack.keys(0, np.minimum(same[:, 0], same[:, 1]), np.maximum(same[:, 0], same[:, 1])),
@@ -498,6 +504,9 @@ def _verified(config: DedupConfig, dataset: Path, links: Links, progress: bool, 
         while len(todo):
             bar.update(task, completed=considered - len(todo))
             forest = spanning(group, todo)
+            if len(todo) >= FILL_FROM and (thin := FAN_OUT_PAIRS - int(forest.sum())) > 0:
+                # a thin round with many pairs left: filled up with the closest of them
+                forest[np.flatnonzero(~forest)[:thin]] = True
             batch, todo = todo[forest], todo[~forest]
             batch = batch[np.lexsort((batch[:, 1], batch[:, 0]))]  # index order: a part reads nearby records
             got = _check(config, dataset, batch, executor, prepared, lambda k: bar.advance(task, k))
@@ -545,6 +554,7 @@ def _check(config: DedupConfig, dataset: Path, pairs: np.ndarray, executor: Exec
 
 VERIFY_PART = 50_000  # candidate pairs a part of fan-out at most (~2-3 minutes on one core)
 FAN_OUT_PAIRS = 5_000  # a round of fewer is checked in this process (~15 s on one core; workers take ~2 s to start)
+FILL_FROM = 20_000  # pairs left from which a thin round is filled up to FAN_OUT_PAIRS (see `_verified`)
 # Pictures a part keeps prepared (4 kB each: 16 MB at most). A round checks a spanning forest (each
 # record in one or two pairs) in index order: on the 10,000-people rehearsal's first round (9,406
 # pairs over 9,429 records, two parts) 4,096 prepare 9,857 pictures, 32,768 9,827, none 18,812.

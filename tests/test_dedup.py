@@ -777,6 +777,44 @@ def test_verification_skips_pairs_already_joined_and_groups_as_checking_every_pa
     assert parts.counts == skipping.counts
 
 
+def test_thin_rounds_are_filled_with_the_closest_pairs_left_and_group_the_same(tmp_path, monkeypatch):
+    """Two groups that are not duplicates but have many close pairs failed one pair a round (1,264
+    rounds of ~13 pairs over 9,400 records, on one core): while many pairs are left, a thin round
+    is filled up with the closest pairs left. Fewer rounds, the groups and keep list of checking
+    every pair."""
+    import dedup.stage
+
+    _dense_clusters(tmp_path / "ds")
+    strict = DedupConfig(min_agreement=0.97, workers=1)  # many copies fail: many rounds
+    rounds: list[int] = []
+    real_check = dedup.stage._check
+    monkeypatch.setattr(dedup.stage, "_check",
+                        lambda c, d, pairs, *a: rounds.append(len(pairs)) or real_check(c, d, pairs, *a))
+    one_by_one = find_duplicates(strict, tmp_path / "ds", tmp_path / "thin", progress=False)
+    thin_rounds = list(rounds)
+    monkeypatch.setattr(dedup.stage, "FILL_FROM", 0)
+    monkeypatch.setattr(dedup.stage, "FAN_OUT_PAIRS", 20)  # workers=1: the filled rounds run here
+    rounds.clear()
+    filled = find_duplicates(strict, tmp_path / "ds", tmp_path / "filled", progress=False)
+    filled_rounds = list(rounds)
+    with monkeypatch.context() as m:  # every candidate checked
+        m.setattr(dedup.stage, "spanning", lambda group, pairs: np.ones(len(pairs), bool))
+        m.setattr(dedup.stage, "joined", lambda group, pairs: np.zeros(len(pairs), bool))
+        every = find_duplicates(strict, tmp_path / "ds", tmp_path / "every", progress=False)
+
+    def groups(s) -> list[list[str]]:
+        return [[m["key"] for m in cl["members"]] for cl in read_jsonl(s.out_dir / "clusters.jsonl")]
+
+    assert len(thin_rounds) >= 6 and max(thin_rounds[1:]) < 20  # thin rounds, one after another
+    assert len(filled_rounds) < len(thin_rounds) / 2 and all(r >= 20 for r in filled_rounds[:-1]), filled_rounds
+    assert groups(filled) == groups(one_by_one) == groups(every) and len(groups(every)) >= 4
+    for s in (filled, one_by_one):
+        np.testing.assert_array_equal(np.load(s.out_dir / "keep.npy"), np.load(every.out_dir / "keep.npy"))
+    c, t = filled.counts, one_by_one.counts
+    assert t["verified_pairs"] <= c["verified_pairs"] < every.counts["verified_pairs"]
+    assert c["verified_pairs"] + c["already_joined_pairs"] == c["candidate_pairs"]
+
+
 def test_union_find_helpers_agree_with_graph_components():
     """`spanning` picks, in order, the pairs that join two groups not yet joined (fewest pairs,
     same groups as all of them); `join` and `joined` agree with scipy's components."""
