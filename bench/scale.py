@@ -392,8 +392,9 @@ def faces_dedup_size(n: int, work: Path, sources: Path, ledger: Ledger) -> list[
         seconds = write_face_candidates(source, n)
         print(f"generated {n:,} candidates in {seconds:.0f} s ({disk_bytes(source) / 2**20:,.0f} MiB)", flush=True)
     row = run_stage("dedup", {"dataset": str(source)}, work / f"faces-dedup-{n}", ledger, n)
-    if not row.get("disk_mib"):  # its outputs go beside the set (`dedup.stage.default_out_dir`), not the root
-        row["disk_mib"] = disk_bytes(source.with_name(source.name + "-dedup")) / 2**20
+    if "outputs_mib" not in row:  # its outputs go beside the set (`dedup.stage.default_out_dir`), not the root
+        row["outputs_mib"] = disk_bytes(source.with_name(source.name + "-dedup")) / 2**20
+        row["disk_mib"] += row["outputs_mib"]
         ledger.record(n, row)
     print(_row(n, row), flush=True)
     return [row]
