@@ -251,6 +251,12 @@ class _Packing:
         """Each key's pair alone, i * n + j (`_pair_keys`' value for i < j)."""
         return (keys // np.int64(self.kinds)) % np.int64(self.n * self.n)
 
+    def firsts(self, keys: np.ndarray) -> np.ndarray:
+        """Of sorted keys, where each pair's first (closest) key is, in key order: each pair once."""
+        _, once = np.unique(self.pair(keys), return_index=True)
+        once.sort()
+        return once
+
     def unpack(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(distance, i, j, kind) arrays."""
         n = np.int64(self.n)
@@ -372,12 +378,7 @@ def _framed(config: DedupConfig, hashes: Hashes, idx: np.ndarray, uniq: np.ndarr
         return np.zeros(0, np.int64), 0
     n, limit, radius = len(hashes), config.max_verified_pairs, _radius(config)
 
-    def closest(keys: np.ndarray) -> np.ndarray:  # sorted keys: each pair's first is its closest
-        _, once = np.unique(pack.pair(keys), return_index=True)
-        once.sort()
-        return keys[once[:limit]]
-
-    kept, distinct = _Closest(limit, closest), DistinctCount(work)
+    kept, distinct = _Closest(limit, lambda keys: keys[pack.firsts(keys)[:limit]]), DistinctCount(work)
     with Progress(disable=not progress or len(idx) < 100_000, transient=True) as bar:
         for k, (name, _, _) in enumerate(PROBES):
             task = bar.add_task(f"searching re-framed copies ({name}) within {config.probe_threshold}",
@@ -479,17 +480,13 @@ def _verified(config: DedupConfig, dataset: Path, links: Links, progress: bool, 
     keys = np.concatenate([pack.keys(0, np.minimum(same[:, 0], same[:, 1]), np.maximum(same[:, 0], same[:, 1])),
                            links.near, links.framed])  # one a pair: sorted, closest first
     keys.sort()
+    keys = keys[: config.max_verified_pairs]
     reached = int(pack.unpack(keys[-1:])[0][0]) if len(keys) else None
-    if len(keys) > config.max_verified_pairs:
-        keys = keys[: config.max_verified_pairs]
-        reached = int(pack.unpack(keys[-1:])[0][0])
     if candidates > config.max_verified_pairs:
         log.warning("%s candidate pairs: verifying the %s closest (hash distance up to %s); the rest stay apart "
                     "(max_verified_pairs)", f"{candidates:,}", f"{config.max_verified_pairs:,}", reached)
-    pairs, once = np.unique(pack.pair(keys), return_index=True)  # pair = i * n + j
+    pairs = pack.pair(keys[pack.firsts(keys)])  # each pair once (i * n + j), in the order of its closest candidate
     del keys
-    pairs = pairs[np.argsort(once)]  # each pair once, in the order of its closest candidate
-    del once
     todo = np.empty((len(pairs), 2), np.int64)
     np.divmod(pairs, np.int64(pack.n), out=(todo[:, 0], todo[:, 1]))
     del pairs
