@@ -21,6 +21,7 @@ import logging
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,7 +33,7 @@ from rich.progress import Progress
 from shards import dataset_fingerprint, is_complete, open_dataset
 from shards.sheet import write_png
 from wikifaces.core.errors import MissingInput
-from wikifaces.core.executor import Executor, fan_out
+from wikifaces.core.executor import Executor, fan_out, local_executor
 from wikifaces.core.files import atomic_open, atomic_write_json
 from wikifaces.core.memory import trim_heap
 from wikifaces.core.paths import DataRoot
@@ -162,7 +163,8 @@ def find_duplicates(config: DedupConfig, dataset: str | os.PathLike[str], out_di
     n = len(hashes)
     valid = hashes.status != CORRUPT
     links = _links(config, hashes, valid, progress, work=out / "framed-keys.tmp")
-    trim_heap()  # the search's buffers
+    if not config.verify:  # (verification trims once it has made its pairs from the search's)
+        trim_heap()  # the search's buffers
     exact, same_code, near_total, framed_total = links.exact, links.same_code, links.near_total, links.framed_total
     ds = open_dataset(dataset)
     agreement = None
@@ -497,7 +499,10 @@ def _verified(config: DedupConfig, dataset: Path, links: Links, progress: bool, 
     done: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     prepared: OrderedDict[int, np.ndarray] = OrderedDict()  # kept between this process's rounds
-    with Progress(disable=not progress or considered < 1000, transient=True) as bar:
+    with ExitStack() as stack:
+        if executor is None:  # one pool of workers for every round that fans out
+            executor = stack.enter_context(local_executor(config.workers))
+        bar = stack.enter_context(Progress(disable=not progress or considered < 1000, transient=True))
         task = bar.add_task("verifying candidate pairs", total=considered)
         while len(todo):
             bar.update(task, completed=considered - len(todo))

@@ -733,12 +733,42 @@ def _dense_clusters(path, photos: int = 8, copies: int = 20) -> None:
         w.add(_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)), {"key": f"{pid}~again"})
 
 
+def _worker_pid(part: int) -> tuple[int, int]:
+    return part, os.getpid()
+
+
+def test_a_process_executor_kept_open_starts_its_workers_once():
+    """Inside `with`, `ProcessExecutor` keeps the pool its first `map` starts for every later `map`
+    (and ends it with the block); outside, each `map` has a pool of its own."""
+    import psutil
+
+    from wikifaces.core.executor import ProcessExecutor
+
+    def pids(ex: ProcessExecutor) -> set[int]:
+        got: list[tuple[int, int]] = []
+        ex.map(_worker_pid, range(6), on_result=got.append)
+        assert sorted(part for part, _ in got) == list(range(6))
+        return {pid for _, pid in got}
+
+    with ProcessExecutor(2) as kept:
+        rounds = [pids(kept) for _ in range(3)]
+    workers = set().union(*rounds)
+    assert len(workers) <= 2 and os.getpid() not in workers
+    time.sleep(0.2)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers)
+    fresh = ProcessExecutor(2)
+    first, second = pids(fresh), pids(fresh)
+    assert not first & second and not first & workers  # a new pool each time
+
+
 def test_verification_skips_pairs_already_joined_and_groups_as_checking_every_pair(tmp_path, monkeypatch):
     """A pair whose records verified links already joined cannot change a group, so it is not
     checked: the groups, kept records and links are those of checking every
     candidate pair, for a fraction of the checks (the 10,000-people rehearsal: 9,957 of 176,027
-    one at a time). Rounds checked in parts through worker processes give the same outputs."""
+    one at a time). Rounds checked in parts through worker processes give the same outputs, one
+    pool of them started for every round (~2 s each, spawned)."""
     import dedup.stage
+    from wikifaces.core import executor
 
     _dense_clusters(tmp_path / "ds")
     strict = DedupConfig(min_agreement=0.95)  # some copies fail (15 of 16 tiles agree): more rounds
@@ -764,14 +794,17 @@ def test_verification_skips_pairs_already_joined_and_groups_as_checking_every_pa
     # each record not identical to its keeper was joined by a checked pair that passed
     assert all(r["link"]["agreement"] >= DedupConfig().min_agreement for r in removed if not r["exact"])
 
-    spied = []
-    real_fan_out = dedup.stage.fan_out
+    spied, pools = [], []
+    real_fan_out, real_pool = dedup.stage.fan_out, executor.ProcessPoolExecutor
     monkeypatch.setattr(dedup.stage, "fan_out", lambda *a, **k: spied.append(len(a[2])) or real_fan_out(*a, **k))
-    monkeypatch.setattr(dedup.stage, "FAN_OUT_PAIRS", 20)
+    # a pool started is noted with the rounds of verification fanned out so far (hashing's come first)
+    monkeypatch.setattr(executor, "ProcessPoolExecutor", lambda *a, **k: pools.append(len(spied)) or real_pool(*a, **k))
+    monkeypatch.setattr(dedup.stage, "FAN_OUT_PAIRS", 4)
     monkeypatch.setattr(dedup.stage, "VERIFY_PART", 15)
     parts = find_duplicates(strict.model_copy(update={"workers": 2}), tmp_path / "ds", tmp_path / "parts",
                             progress=False)
-    assert spied and max(spied) >= 2  # rounds in several parts, through worker processes
+    assert len(spied) >= 2 and max(spied) >= 2, (spied, pools)  # rounds in several parts, through worker processes
+    assert [k for k in pools if k] == [1]  # one pool of workers for every round, started by the first
     for name in ("removed.jsonl", "clusters.jsonl"):
         assert list(read_jsonl(parts.out_dir / name)) == list(read_jsonl(skipping.out_dir / name))
     assert parts.counts == skipping.counts
