@@ -25,6 +25,7 @@ over every segment.
 
     .venv/bin/python bench/scale.py faces --sizes 1000 10000 [--paper-people 1000000]
     .venv/bin/python bench/scale.py faces --sizes 10000 100000 --resume /big/disk/wikifaces-scale-xxxx
+    .venv/bin/python bench/scale.py faces --sizes 10000 100000 --results <work>/results.json --markdown
     .venv/bin/python bench/scale.py lsun --sizes 30000 300000 --work /big/disk
     .venv/bin/python bench/scale.py names --sizes 100000 1000000 --work /big/disk
     .venv/bin/python bench/scale.py faces-dedup --sizes 9400 94000 --work /big/disk
@@ -468,6 +469,25 @@ def paper(rows: list[dict], people: int) -> None:
 
 
 # -- report -------------------------------------------------------------------------------------------------
+def markdown(results: dict[int, list[dict]]) -> str:
+    """The README's table of a rehearsal: each stage at the largest size, its rate, peaks and growth
+    against the smallest (a stage not yet done at the largest size is left out)."""
+    sizes = sorted(results)
+    small = {r["stage"]: r for r in results[sizes[0]]}
+    lines = [f"| stage | items at {sizes[-1]:,} | items/s ({sizes[0]:,} -> {sizes[-1]:,}) | peak RSS MiB | private MiB "
+             "| memory growth (RSS / private) | throughput ratio |", "|---|---|---|---|---|---|---|"]
+    for b in results[sizes[-1]]:
+        a = small.get(b["stage"])
+        if a is None:
+            continue
+        lines.append(
+            f"| {b['stage']} | {b['items']:,} {ITEMS.get(b['stage'], 'items')} | {a['rate']:,.1f} -> {b['rate']:,.1f} "
+            f"| {a['peak_mib']:,.0f} -> {b['peak_mib']:,.0f} | {a['private_mib']:,.0f} -> {b['private_mib']:,.0f} "
+            f"| {b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f} / {b['private_mib'] / max(a['private_mib'], 1e-9):.2f} "
+            f"| {b['rate'] / max(a['rate'], 1e-9):.2f} |")
+    return "\n".join(lines)
+
+
 def _row(size: int, r: dict) -> str:
     return (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{r['seconds']:>9.1f}{r['rate']:>10.1f}"
             f"{r['peak_mib']:>10.0f}{r['private_mib']:>13.0f}{r['disk_mib']:>10.1f}")
@@ -487,6 +507,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None,
                     help="where the data roots go (default: a temporary folder); generated LSUN sources are kept "
                          "there and reused")
+    ap.add_argument("--markdown", action="store_true", help="also print the README's table of the rows")
     ap.add_argument("--resume", type=Path, default=None,
                     help="finish the run in this work folder (one an earlier run made and was cut off): stages "
                          "done are kept, the one cut off resumes")
@@ -525,6 +546,8 @@ def main() -> None:
         print(f"private memory growth ratio {a['stage']}: {b['private_mib'] / max(a['private_mib'], 1e-9):.2f}")
         print(f"throughput ratio {a['stage']}: {b['rate'] / max(a['rate'], 1e-9):.2f}")
     print(f"work ratio: {sizes[-1] / sizes[0]:.0f}")
+    if args.markdown and len(sizes) > 1:
+        print(markdown(results))
     if args.build == "lsun":
         hours = sum(LSUN_BEDROOM / r["rate"] for r in large if r["rate"]) / 3600
         print(f"lsun build hours at {LSUN_BEDROOM} (extrapolated): {hours:.2f}")
