@@ -765,8 +765,8 @@ def test_verification_skips_pairs_already_joined_and_groups_as_checking_every_pa
     """A pair whose records verified links already joined cannot change a group, so it is not
     checked: the groups, kept records and links are those of checking every
     candidate pair, for a fraction of the checks (the 10,000-people rehearsal: 9,957 of 176,027
-    one at a time). Rounds checked in parts through worker processes give the same outputs, one
-    pool of them started for every round (~2 s each, spawned)."""
+    one at a time). Rounds checked in parts through worker processes give the same outputs, and
+    every round goes to one pool of them (a pool started each round took ~2 s, spawned)."""
     import dedup.stage
     from wikifaces.core import executor
 
