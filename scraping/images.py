@@ -12,7 +12,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -158,27 +158,46 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
     total = min(total, config.limit) if config.limit is not None else total
     try:
         # People go through in chunks, and each chunk's rows are written to the table as it ends:
-        # only one chunk's listings (with their imageinfo, several kB a file) and rows are held.
-        # One bar for everyone (with the time left), and one for the chunk's step under it.
+        # only two chunks' listings (with their imageinfo, several kB a file) and rows are held, the
+        # one downloading and the next, listed meanwhile: API calls and downloads have limits of
+        # their own, so a run takes the longer of the two, not their sum (a real run: ~77 h of API
+        # calls and ~34 h of downloads for a million people). API calls stay serial (the client's
+        # lock). One bar for everyone (with the time left), and one for each chunk's step under it.
         with atomic_open(out_dir / IMAGES_FILE, "w") as table, \
-                Progress(*Progress.get_default_columns(), disable=not progress, transient=True) as bar:
+                Progress(*Progress.get_default_columns(), disable=not progress, transient=True) as bar, \
+                ThreadPoolExecutor(1, thread_name_prefix="listing") as lister:
             overall = bar.add_task("people done", total=total)
-            while chunk := list(islice(people, CHUNK_PEOPLE)):
+            lock, stop = threading.Lock(), threading.Event()
+
+            def listed(chunk: list[dict[str, Any]]) -> tuple[_Fetch, list[str], list]:
                 done = {row_key(r): r for r in earlier.rows(p["person_id"] for p in chunk)}
-                run = _Fetch(config, client, store, takedowns, journal, done)
+                run = _Fetch(config, client, store, takedowns, journal, done, lock, stop)
                 listings = _listings(run, chunk, _known_listings(done), bar)
                 pairs = [(p, c) for p in chunk for c in listings.get(p["person_id"], [])]
                 keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p, c in pairs]
                 todo = [pc for pc, k in zip(pairs, keys, strict=True)
                         if k not in done or (config.retry_failed and done[k]["status"] in RETRYABLE)]
-                _fetch(run, todo, bar)
-                tally.fetched += len(todo)
-                tally.people += len(chunk)
-                bar.advance(overall, len(chunk))
-                bar.refresh()  # each chunk's end is shown, however fast the chunk went
-                rows = _take_down((done[k] for k in keys), takedowns)
-                tally.add(rows)
-                table.writelines(jsonl_line(r) for r in rows)
+                return run, keys, todo
+
+            def next_chunk() -> Future | None:
+                chunk = list(islice(people, CHUNK_PEOPLE))
+                return lister.submit(lambda: (chunk, *listed(chunk))) if chunk else None
+
+            try:
+                pending = next_chunk()
+                while pending is not None:
+                    chunk, run, keys, todo = pending.result()
+                    pending = next_chunk()  # listed while this chunk downloads
+                    _fetch(run, todo, bar)
+                    tally.fetched += len(todo)
+                    tally.people += len(chunk)
+                    bar.advance(overall, len(chunk))
+                    bar.refresh()  # each chunk's end is shown, however fast the chunk went
+                    rows = _take_down((run.rows[k] for k in keys), takedowns)
+                    tally.add(rows)
+                    table.writelines(jsonl_line(r) for r in rows)
+            finally:
+                stop.set()  # a listing still running (this run failed) stops at its next person
         _remove_taken_down(tally.dropped, out_dir / IMAGES_FILE, store)
         atomic_write_text(key, chash)
         journal.remove()
@@ -217,7 +236,8 @@ class _Fetch:
     takedowns: Takedowns
     journal: Journal
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # row key -> row, earlier runs' included
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the journal's: shared by chunks in flight
+    stop: threading.Event = field(default_factory=threading.Event)  # set: a listing stops (the run failed)
 
     @property
     def width(self) -> int | None:
@@ -258,6 +278,8 @@ def _listings(run: _Fetch, people: list[dict[str, Any]], known: dict[str, list[d
     media = _wikidata_media(run, wanted)
     with _step(bar, "listing candidate files", len(wanted)) as task:
         for p in wanted:
+            if run.stop.is_set():
+                break
             cands = _candidates(run, p, media.get(p["person_id"]))
             out[p["person_id"]] = cands
             with run.lock:

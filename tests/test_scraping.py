@@ -490,6 +490,37 @@ def test_people_in_chunks_give_the_rows_of_one_pass(tmp_path, named_root, server
     assert len([e for e in server.log if e.endpoint == "upload"]) == one_pass  # each file downloaded once
 
 
+def test_the_next_chunk_is_listed_while_one_downloads(tmp_path, named_root, server, monkeypatch):
+    """API calls and downloads have limits of their own: the next chunk's listing (serial API calls)
+    runs while a chunk downloads, so a run takes the longer of the two, not their sum. The rows are
+    one pass's; no two API calls are ever in flight at once."""
+    import scraping.images
+
+    whole = tmp_path / "whole"
+    shutil.copytree(named_root, whole)
+    fetch_images(ImagesConfig(http=http(server)), whole, progress=False)
+    downloads: list[tuple[float, float]] = []  # as the client sees them: a paced body is read slowly
+    real_download = PoliteClient.download
+
+    def download(self, url):
+        t0 = time.monotonic()
+        try:
+            return real_download(self, url)
+        finally:
+            downloads.append((t0, time.monotonic()))
+
+    monkeypatch.setattr(PoliteClient, "download", download)
+    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 7)
+    server.clear_log()
+    paced = http(server, api_requests_per_second=20.0, download_bytes_per_second=400_000)
+    fetch_images(ImagesConfig(http=paced), named_root, progress=False)
+    assert image_rows(named_root) == image_rows(whole)
+    api = sorted((e for e in server.log if e.endpoint in ("api", "commons", "wikidata")), key=lambda e: e.start)
+    during = [a for a in api if any(d0 < a.start < d1 for d0, d1 in downloads)]
+    assert len(during) > 5, (len(during), len(api))  # listings made while files came down
+    assert all(b.start >= a.end for a, b in itertools.pairwise(api))  # API calls one at a time
+
+
 def test_a_rerun_streams_the_table_chunk_by_chunk(tmp_path, monkeypatch):
     """A million people's image rows are gigabytes as dicts: a run holds one chunk's rows (earlier
     results are read back through an offset index) and writes the table as chunks end. Here a
