@@ -29,7 +29,11 @@ per person, more for people with several images or categories: 0.2 ms each, 20 s
 one base cost per slice (>= 5 slices of 20,000); time-outs add 60 s each, and WDQS grants 60 s of
 query time a minute, so beyond 50 s (our pace) the wall time is the query time x 60/50.
 
-    .venv/bin/python bench/scraping.py [--people 1000]
+And the images stage at Wikimedia's pace (API 5 requests/s, 24 Mbit/s) over a small world in
+chunks: the next chunk is listed while one downloads, so it takes about the longer of the API's
+and the downloads' times, where taking turns took their sum.
+
+    .venv/bin/python bench/scraping.py [--people 1000] [--paced-people 150]
 """
 
 from __future__ import annotations
@@ -105,9 +109,31 @@ def sparql_cost(people: int) -> tuple[float, float, dict]:
     return seconds, paced, {"queries": queries, "rows": rows, "timeouts": timeouts, "humans": len(corpus.humans)}
 
 
+def paced_images(people: int, chunk: int) -> tuple[float, float, float]:
+    """The images stage at Wikimedia's pace (API 5 requests/s, downloads 24 Mbit/s, our defaults) in
+    chunks of `chunk` people: its wall time, and the API's and the downloads' own times at that
+    pace (the run took their sum while a chunk was listed and then downloaded in turn)."""
+    import scraping.images
+
+    corpus = build_corpus(people)
+    with StandinServer(corpus) as server, tempfile.TemporaryDirectory() as d:
+        http = HttpConfig(**server.endpoints(), contact=CONTACT)
+        collect_names(NamesConfig(categories=("Stand-in everyone",), http=http), d)
+        saved, scraping.images.CHUNK_PEOPLE = scraping.images.CHUNK_PEOPLE, chunk
+        try:
+            t0 = time.monotonic()
+            c = fetch_images(ImagesConfig(http=http), d, progress=False).counts
+            wall = time.monotonic() - t0
+        finally:
+            scraping.images.CHUNK_PEOPLE = saved
+    return wall, c["api_requests"] / http.api_requests_per_second, c["download_bytes"] / http.download_bytes_per_second
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--people", type=int, default=1000)
+    ap.add_argument("--paced-people", type=int, default=150,
+                    help="people of the images stage run at Wikimedia's pace, in chunks of a sixth of them")
     args = ap.parse_args()
     n = args.people
     corpus = build_corpus(n)
@@ -149,6 +175,12 @@ def main() -> None:
     print(f"WDQS (stand-in model): {c['queries']} queries, {c['rows']} rows, {c['timeouts']} timeouts for "
           f"{c['humans']} humans; paced wall time per 100000 people {paced:.0f} s")
     print(f"sparql seconds per 100000 people: {seconds:.0f}")
+    wall, api_s, dl_s = paced_images(args.paced_people, max(1, args.paced_people // 6))
+    print(f"images at Wikimedia's pace ({args.paced_people} people in chunks of {max(1, args.paced_people // 6)}): "
+          f"{wall:.1f} s; API calls alone {api_s:.1f} s, downloads alone {dl_s:.1f} s, in turn {api_s + dl_s:.1f} s")
+    print(f"paced images seconds: {wall:.1f}")
+    print(f"paced images seconds in turn (api + downloads): {api_s + dl_s:.1f}")
+    print(f"paced images time over the longer of api and downloads: {wall / max(api_s, dl_s):.2f}")
 
 
 if __name__ == "__main__":
