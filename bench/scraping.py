@@ -175,8 +175,9 @@ def main() -> None:
     print(f"WDQS (stand-in model): {c['queries']} queries, {c['rows']} rows, {c['timeouts']} timeouts for "
           f"{c['humans']} humans; paced wall time per 100000 people {paced:.0f} s")
     print(f"sparql seconds per 100000 people: {seconds:.0f}")
-    wall, api_s, dl_s = paced_images(args.paced_people, max(1, args.paced_people // 6))
-    print(f"images at Wikimedia's pace ({args.paced_people} people in chunks of {max(1, args.paced_people // 6)}): "
+    chunk = max(1, args.paced_people // 6)
+    wall, api_s, dl_s = paced_images(args.paced_people, chunk)
+    print(f"images at Wikimedia's pace ({args.paced_people} people in chunks of {chunk}): "
           f"{wall:.1f} s; API calls alone {api_s:.1f} s, downloads alone {dl_s:.1f} s, in turn {api_s + dl_s:.1f} s")
     print(f"paced images seconds: {wall:.1f}")
     print(f"paced images seconds in turn (api + downloads): {api_s + dl_s:.1f}")

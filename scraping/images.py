@@ -169,7 +169,7 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
             overall = bar.add_task("people done", total=total)
             lock, stop = threading.Lock(), threading.Event()
 
-            def listed(chunk: list[dict[str, Any]]) -> tuple[_Fetch, list[str], list]:
+            def listed(chunk: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], _Fetch, list[str], list]:
                 done = {row_key(r): r for r in earlier.rows(p["person_id"] for p in chunk)}
                 run = _Fetch(config, client, store, takedowns, journal, done, lock, stop)
                 listings = _listings(run, chunk, _known_listings(done), bar)
@@ -177,11 +177,11 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
                 keys = [row_key({"person_id": p["person_id"], "file": c["file"]}) for p, c in pairs]
                 todo = [pc for pc, k in zip(pairs, keys, strict=True)
                         if k not in done or (config.retry_failed and done[k]["status"] in RETRYABLE)]
-                return run, keys, todo
+                return chunk, run, keys, todo
 
             def next_chunk() -> Future | None:
                 chunk = list(islice(people, CHUNK_PEOPLE))
-                return lister.submit(lambda: (chunk, *listed(chunk))) if chunk else None
+                return lister.submit(listed, chunk) if chunk else None
 
             try:
                 pending = next_chunk()
