@@ -512,7 +512,7 @@ def test_the_next_chunk_is_listed_while_one_downloads(tmp_path, named_root, serv
     monkeypatch.setattr(PoliteClient, "download", download)
     monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 7)
     server.clear_log()
-    paced = http(server, api_requests_per_second=20.0, download_bytes_per_second=400_000)
+    paced = http(server, api_requests_per_second=20.0, download_bytes_per_second=2_000_000)
     fetch_images(ImagesConfig(http=paced), named_root, progress=False)
     assert image_rows(named_root) == image_rows(whole)
     api = sorted((e for e in server.log if e.endpoint in ("api", "commons", "wikidata")), key=lambda e: e.start)
