@@ -433,8 +433,9 @@ def paper(rows: list[dict], people: int) -> None:
     page_ids = people / 50  # names: the page ids of the people a Wikidata source found, 50 a request
     requests = people * per_person["requests"]  # images: listings and imageinfo
     download_bytes = items["images"] * thumb_bytes
-    hours = {"names": page_ids / http.api_requests_per_second / 3600,  # images: the next chunk is listed while
-             "images": max(requests / http.api_requests_per_second,  # one downloads, so the longer of the two
+    # images: the next chunk of people is listed while one downloads, so the longer of the two
+    hours = {"names": page_ids / http.api_requests_per_second / 3600,
+             "images": max(requests / http.api_requests_per_second,
                            download_bytes / http.download_bytes_per_second) / 3600}
     compute = ("detect", "identity", "dedup", "publish")
     for stage in compute:
