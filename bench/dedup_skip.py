@@ -25,6 +25,7 @@ import numpy as np
 import dedup.stage
 from dedup import DedupConfig, find_duplicates
 from shards import ShardWriter
+from wikifaces.core.imaging import centre_square
 from wikifaces.core.tables import read_jsonl
 from wikifaces.fixtures.samples import available_photos, load_rgb
 
@@ -34,21 +35,14 @@ def generate(path: Path, photos: int, copies: int) -> None:
     chosen = [load_rgb(f) for p, f in available_photos(demo_only=False)
               if not p.id.startswith(("cv-left", "cv-right"))][:photos]
 
-    def square(img: np.ndarray, size: int) -> np.ndarray:
-        h, w = img.shape[:2]
-        s = size / min(h, w)
-        img = cv2.resize(img, (max(size, round(w * s)), max(size, round(h * s))), interpolation=cv2.INTER_AREA)
-        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-        return np.ascontiguousarray(img[y : y + size, x : x + size])
-
     with ShardWriter(path, name="dense", image_size=(64, 64), encoding="png") as w:
         for k, img in enumerate(chosen):
-            img = square(img, 256)
+            img = centre_square(img, 256)
             for c in range(copies):
                 y, x = rng.integers(0, 9, 2)
                 copy = np.clip(img[y : y + 240, x : x + 240] * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
                 _, jpeg = cv2.imencode(".jpg", copy, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
-                w.add(square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), 64), {"key": f"{k:03d}~{c:03d}"})
+                w.add(centre_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), 64), {"key": f"{k:03d}~{c:03d}"})
 
 
 def run(dataset: Path, hashes: Path, out: Path, every: bool) -> tuple[dict, float]:

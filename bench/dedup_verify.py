@@ -42,6 +42,7 @@ from dedup.config import DedupConfig  # noqa: E402
 from dedup.hashing import hash_record  # noqa: E402
 from dedup.search import brute_force_pairs  # noqa: E402
 from dedup.verify import prepare, verify  # noqa: E402
+from wikifaces.core.imaging import centre_square  # noqa: E402
 from wikifaces.fixtures.samples import all_photos, load_rgb  # noqa: E402
 
 BOARDS = {f"cv-{side}{k:02d}" for side in ("left", "right") for k in range(1, 15)}
@@ -57,16 +58,6 @@ IGNORED = [{"cv-basketball1", "cv-basketball2"}, {"cv-rubberwhale1", "cv-rubberw
            {"cv-text_defocus", "cv-text_motion"}, {"cv-tmpl", "cv-templ"}, {"cv-leuvenA", "cv-leuvenB"},
            {"cv-pic1", "cv-pic2", "cv-pic3", "cv-pic4", "cv-pic5"}, {"cv-aloeGT", "cv-aloeL", "cv-aloeR"},
            {"skimage-chessboard_RGB", "cv-chessboard"}]
-
-
-def import_square(img: np.ndarray, size: int = 64) -> np.ndarray:
-    """As lsun-import does: shorter side to `size`, centre crop."""
-    h, w = img.shape[:2]
-    s = size / min(h, w)
-    img = cv2.resize(img, (max(size, round(w * s)), max(size, round(h * s))), interpolation=cv2.INTER_AREA)
-    h, w = img.shape[:2]
-    y, x = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(img[y : y + size, x : x + size])
 
 
 WALLPAPERS = Path("/usr/share/wallpapers")  # plasma-workspace-wallpapers: <name>/contents/images/<w>x<h>.*
@@ -101,7 +92,7 @@ def natural(size: int = 64) -> tuple[list[tuple[str, str, np.ndarray]], list[set
         imgs = [img[..., ::-1] for p in paths if (img := cv2.imread(str(p), cv2.IMREAD_COLOR)) is not None]
         imgs.sort(key=lambda x: -x.shape[0] * x.shape[1])
         for k, img in enumerate(imgs):
-            out.append((pid, "original" if k == 0 else "natural", import_square(img, size)))
+            out.append((pid, "original" if k == 0 else "natural", centre_square(img, size)))
     return out, ignored
 
 
@@ -114,11 +105,11 @@ def records(size: int = 64) -> list[tuple[str, str, np.ndarray]]:
         if max(img.shape[:2]) > 512:
             s = 512 / max(img.shape[:2])
             img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        out.append((p.id, "original", import_square(img, size)))
+        out.append((p.id, "original", centre_square(img, size)))
         for name, data in variants(img):
             decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-            out.append((p.id, name, import_square(decoded, size)))
-        out.extend((p.id, name, import_square(v, size)) for name, v in harder(img))
+            out.append((p.id, name, centre_square(decoded, size)))
+        out.extend((p.id, name, centre_square(v, size)) for name, v in harder(img))
     return out
 
 

@@ -33,7 +33,7 @@ from wikifaces.core.errors import MissingInput
 from wikifaces.core.executor import Executor, fan_out
 from wikifaces.core.files import atomic_write_text
 from wikifaces.core.identity import config_hash, results_hash, stage_key
-from wikifaces.core.imaging import ALPHA_NOTE, ImageProblem, decode_rgb, has_alpha
+from wikifaces.core.imaging import ALPHA_NOTE, ImageProblem, centre_square, decode_rgb, has_alpha
 from wikifaces.core.paths import DataRoot
 from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
 from wikifaces.core.version import code_version
@@ -91,15 +91,8 @@ def normalise(data: bytes, size: int | None, encoding: str, quality: int, max_pi
 
 
 def _fit(img: np.ndarray, size: int | None) -> np.ndarray:
-    """Shorter side to `size`, centre crop to a square; unchanged when `size` is None."""
-    if size is None:
-        return img
-    ih, iw = img.shape[:2]
-    s = size / min(ih, iw)
-    nw, nh = max(size, round(iw * s)), max(size, round(ih * s))
-    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
-    y, x = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(img[y : y + size, x : x + size])
+    """Centre square at `size` (`centre_square`); unchanged when `size` is None."""
+    return img if size is None else centre_square(img, size)
 
 
 def _work(batch: list[tuple[int, str, bytes]], size: int | None, encoding: str, quality: int,

@@ -32,6 +32,7 @@ from dedup.hashing import Hashes
 from shards import ShardWriter, encode_image, open_dataset, verify_dataset
 from shards.format import sniff_encoding
 from wikifaces.cli import app
+from wikifaces.core.imaging import centre_square
 from wikifaces.core.tables import read_jsonl
 from wikifaces.fixtures.lsun import write_lsun_lmdb
 from wikifaces.fixtures.samples import random_crops
@@ -517,15 +518,6 @@ def test_verification_tells_an_edited_copy_from_another_shot_of_the_scene():
         assert not verify(a, prepare(photos[other])).same, other
 
 
-def _square(img: np.ndarray, size: int = 64) -> np.ndarray:
-    """As lsun-import stores a picture: shorter side to `size`, centre crop."""
-    h, w = img.shape[:2]
-    s = size / min(h, w)
-    img = cv2.resize(img, (max(size, round(w * s)), max(size, round(h * s))), interpolation=cv2.INTER_AREA)
-    y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-    return np.ascontiguousarray(img[y : y + size, x : x + size])
-
-
 def test_reframed_copies_propose_captioned_and_cropped_pairs(tmp_path):
     """A caption bar under a picture, or a 10 % crop, moves its hash too far for the candidate
     radius; the re-framed copies (top and centre enlarged) bring those pairs to verification, which
@@ -541,9 +533,9 @@ def test_reframed_copies_propose_captioned_and_cropped_pairs(tmp_path):
             cv2.putText(bar, "Photo: Jane Doe / CC BY-SA", (4, h // 12), cv2.FONT_HERSHEY_SIMPLEX, h / 320,
                         (240, 240, 240), max(1, h // 160), cv2.LINE_AA)
             cropped = img[h // 20 : h - h // 20, wd // 20 : wd - wd // 20]
-            w.add(_square(img), {"key": f"{pid}", "photo": pid})
-            w.add(_square(np.concatenate([img, bar])), {"key": f"{pid}~caption", "photo": pid})
-            w.add(_square(cropped), {"key": f"{pid}~crop10", "photo": pid})
+            w.add(centre_square(img, 64), {"key": f"{pid}", "photo": pid})
+            w.add(centre_square(np.concatenate([img, bar]), 64), {"key": f"{pid}~caption", "photo": pid})
+            w.add(centre_square(cropped, 64), {"key": f"{pid}~crop10", "photo": pid})
 
     def grouped(config: DedupConfig, out: str) -> tuple[int, list[dict]]:
         s = find_duplicates(config, tmp_path / "ds", tmp_path / out, progress=False)
@@ -724,13 +716,13 @@ def _dense_clusters(path, photos: int = 8, copies: int = 20) -> None:
               if not p.id.startswith(("cv-left", "cv-right"))][:photos]
     with ShardWriter(path, name="t", image_size=(64, 64), encoding="png") as w:
         for pid, img in chosen:
-            img = _square(img, 256)
+            img = centre_square(img, 256)
             for k in range(copies):
                 y, x = rng.integers(0, 9, 2)
                 copy = np.clip(img[y : y + 240, x : x + 240] * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
                 _, jpeg = cv2.imencode(".jpg", copy, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 95))])
-                w.add(_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)), {"key": f"{pid}~{k:02d}"})
-        w.add(_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)), {"key": f"{pid}~again"})
+                w.add(centre_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), 64), {"key": f"{pid}~{k:02d}"})
+        w.add(centre_square(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED), 64), {"key": f"{pid}~again"})
 
 
 def _worker_pid(part: int) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from scraping.http import HttpError, PoliteClient
 from scraping.images import fetch_images
 from scraping.names import collect_names
 from wikifaces.core.identity import results_hash
-from wikifaces.core.imaging import composite_alpha, decode_rgb
+from wikifaces.core.imaging import centre_square, composite_alpha, decode_rgb
 from wikifaces.core.tables import Journal, read_jsonl, write_jsonl
 from wikifaces.fixtures.standin import StandinServer, build_corpus
 
@@ -408,6 +408,31 @@ def test_composite_alpha_for_every_mode():
     buf = io.BytesIO()
     pal.save(buf, "PNG", transparency=1)
     assert decode_rgb(buf.getvalue()).tolist() == [[[128, 128, 128]] * 2] * 2
+
+
+@pytest.mark.parametrize("shape", [(90, 300, 3), (300, 90, 3), (90, 90, 3)])
+@pytest.mark.parametrize("size", [64, 90, 180])
+def test_centre_square_keeps_the_middle_square_whole(shape, size):
+    """What LSUN import stores and training reads: the centred square (quartered white/black/grey/
+    dark), none of the coloured margins either side, at size x size, shrunk or enlarged."""
+    img = np.zeros(shape, np.uint8)
+    h, w = shape[:2]
+    if w > h:
+        img[:, : (w - h) // 2] = (0, 0, 255)
+        img[:, (w + h) // 2 :] = (255, 0, 0)
+    elif h > w:
+        img[: (h - w) // 2] = (0, 255, 0)
+        img[(h + w) // 2 :] = (255, 0, 255)
+    y, x, s = (h - min(h, w)) // 2, (w - min(h, w)) // 2, min(h, w)
+    for (dy, dx), v in zip([(0, 0), (0, 1), (1, 0), (1, 1)], [255, 0, 128, 40], strict=True):
+        img[y + dy * s // 2 : y + (dy + 1) * s // 2, x + dx * s // 2 : x + (dx + 1) * s // 2] = v
+    out = centre_square(img, size)
+    assert out.shape == (size, size, 3) and out.flags.c_contiguous
+    q, m = size // 2, max(2, size // 16)  # each quarter's inside, clear of the filter's blur
+    inner = [out[m : q - m, m : q - m], out[m : q - m, q + m : size - m], out[q + m : size - m, m : q - m],
+             out[q + m : size - m, q + m : size - m]]
+    assert [int(np.median(part)) for part in inner] == [255, 0, 128, 40]
+    assert (np.abs(out.astype(int) - out[..., :1]) <= 2).all(), "a coloured margin is in the square"
 
 
 def test_lsun_import_composites_transparency_so_alpha_pictures_stay_distinct(tmp_path):

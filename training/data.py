@@ -19,19 +19,14 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
 from shards import open_dataset
+from wikifaces.core.imaging import centre_square
 
 log = logging.getLogger("wikifaces.training")
 
 
 def _fit(image: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """Centre-crop to a square and resize (area filter when shrinking); grey when channels == 1."""
-    h, w = image.shape[:2]
-    if h != w:
-        s = min(h, w)
-        image = image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
-    if image.shape[0] != size:
-        interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC
-        image = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
+    """Centre square at `size` (`centre_square`); grey when channels == 1."""
+    image = centre_square(image, size)
     if channels == 1:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
     return image
