@@ -358,15 +358,11 @@ def write_face_candidates(out: Path, n: int, seed: int = 7) -> float:
     import numpy as np
 
     from shards import ShardWriter
+    from wikifaces.core.imaging import centre_square
     from wikifaces.fixtures.samples import available_photos, load_rgb
 
     t0 = time.perf_counter()
-    photos = []
-    for img in _photos(available_photos, load_rgb):
-        h, w = img.shape[:2]
-        side = min(h, w)
-        img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
-        photos.append(cv2.resize(img, (264, 264), interpolation=cv2.INTER_AREA))
+    photos = [centre_square(img, 264) for img in _photos(available_photos, load_rgb)]
     rng = np.random.default_rng(seed)
     with ShardWriter(out, name="face-candidates", image_size=(128, 128), encoding="png") as writer:
         for k in range(n):
