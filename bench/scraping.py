@@ -113,19 +113,13 @@ def paced_images(people: int, chunk: int) -> tuple[float, float, float]:
     """The images stage at Wikimedia's pace (API 5 requests/s, downloads 24 Mbit/s, our defaults) in
     chunks of `chunk` people: its wall time, and the API's and the downloads' own times at that
     pace (the run took their sum while a chunk was listed and then downloaded in turn)."""
-    import scraping.images
-
     corpus = build_corpus(people)
     with StandinServer(corpus) as server, tempfile.TemporaryDirectory() as d:
         http = HttpConfig(**server.endpoints(), contact=CONTACT)
         collect_names(NamesConfig(categories=("Stand-in everyone",), http=http), d)
-        saved, scraping.images.CHUNK_PEOPLE = scraping.images.CHUNK_PEOPLE, chunk
-        try:
-            t0 = time.monotonic()
-            c = fetch_images(ImagesConfig(http=http), d, progress=False).counts
-            wall = time.monotonic() - t0
-        finally:
-            scraping.images.CHUNK_PEOPLE = saved
+        t0 = time.monotonic()
+        c = fetch_images(ImagesConfig(chunk_people=chunk, http=http), d, progress=False).counts
+        wall = time.monotonic() - t0
     return wall, c["api_requests"] / http.api_requests_per_second, c["download_bytes"] / http.download_bytes_per_second
 
 

@@ -242,6 +242,10 @@ class ImagesConfig(BaseModel):
     takedown_file: Path | None = None
     retry_failed: bool = False
     limit: Annotated[int | None, Field(ge=1)] = None
+    # People listed and fetched at a time (a multiple of 50 keeps requests full). A person costs ~30 kB
+    # while their chunk is open (listings with imageinfo, rows; measured by bench/scale.py), so a
+    # chunk of 1,000 ~30 MB; the rows are the same whatever the chunk.
+    chunk_people: Annotated[int, Field(ge=1, le=100_000)] = execution_only(1000)
     http: HttpConfig = HttpConfig()
 
     @field_validator("routes")

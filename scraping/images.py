@@ -41,9 +41,6 @@ JOURNAL_FILE = "images.journal.jsonl"
 KEY_FILE = "images.key"  # the results hash images.jsonl was made under
 TAKEDOWN_FILE = "takedown.txt"
 RETRYABLE = {"http_error", "corrupt", "not_image"}
-# People listed and fetched at a time (a multiple of 50: requests stay full). A person costs ~30 kB
-# while their chunk is open (listings with imageinfo, rows; measured by bench/scale.py), so a chunk ~30 MB.
-CHUNK_PEOPLE = 1000
 # Every person ends as one row with one of these (a closed set).
 ImageStatus = Literal["ok", "no_image", "missing_file", "nonfree", "taken_down", "disallowed_host", "bad_url",
                       "http_error", "not_image", "unsupported", "too_small", "too_large", "corrupt"]
@@ -180,7 +177,7 @@ def fetch_images(config: ImagesConfig, root: str | os.PathLike[str] | None = Non
                 return chunk, run, keys, todo
 
             def next_chunk() -> Future | None:
-                chunk = list(islice(people, CHUNK_PEOPLE))
+                chunk = list(islice(people, config.chunk_people))
                 return lister.submit(listed, chunk) if chunk else None
 
             try:

@@ -286,12 +286,9 @@ def test_one_bar_counts_every_person_across_the_chunks(named_root, server, monke
     import rich
     from rich.console import Console
 
-    import scraping.images
-
     out = io.StringIO()
     monkeypatch.setattr(rich, "_console", Console(file=out, force_terminal=True, width=150))
-    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 5)
-    s = fetch_images(lead_images(limit=12, http=http(server)), named_root, progress=True)
+    s = fetch_images(lead_images(limit=12, chunk_people=5, http=http(server)), named_root, progress=True)
     text = out.getvalue()
     assert s.people == 12 and "people done" in text and "listing candidate files" in text
     assert "downloading portraits" in text and all(f"{p}%" in text for p in (42, 83, 100))  # 5, 10, 12 of 12
@@ -473,29 +470,27 @@ def test_rerun_skips_done_people_and_retry_failed(named_root, server, corpus):
     assert len(rows) == len(first) and len({r["person_id"] for r in rows}) == len(rows)
 
 
-def test_people_in_chunks_give_the_rows_of_one_pass(tmp_path, named_root, server, monkeypatch):
+def test_people_in_chunks_give_the_rows_of_one_pass(tmp_path, named_root, server):
     """Listing and fetching go chunk by chunk (so a million people's listings are never held at
     once); the table is the same as one pass's, person by person, and so are the requests made."""
-    import scraping.images
-
     whole = tmp_path / "whole"
     shutil.copytree(named_root, whole)
     fetch_images(ImagesConfig(http=http(server)), whole, progress=False)
     one_pass = len([e for e in server.log if e.endpoint == "upload"])
     server.clear_log()
-    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 7)
-    s = fetch_images(ImagesConfig(http=http(server)), named_root, progress=False)
+    s = fetch_images(ImagesConfig(chunk_people=7, http=http(server)), named_root, progress=False)
     rows = image_rows(named_root)
     assert rows == image_rows(whole) and s.counts["fetched_now"] == len(rows) > 2 * 7
     assert len([e for e in server.log if e.endpoint == "upload"]) == one_pass  # each file downloaded once
+    # the chunk says how to run, not what comes out: another chunk size resumes the same table
+    again = fetch_images(ImagesConfig(chunk_people=3, http=http(server)), whole, progress=False)
+    assert again.counts["fetched_now"] == 0 and image_rows(whole) == rows
 
 
 def test_the_next_chunk_is_listed_while_one_downloads(tmp_path, named_root, server, monkeypatch):
     """API calls and downloads have limits of their own: the next chunk's listing (serial API calls)
     runs while a chunk downloads, so a run takes the longer of the two, not their sum. The rows are
     one pass's; no two API calls are ever in flight at once."""
-    import scraping.images
-
     whole = tmp_path / "whole"
     shutil.copytree(named_root, whole)
     fetch_images(ImagesConfig(http=http(server)), whole, progress=False)
@@ -510,10 +505,9 @@ def test_the_next_chunk_is_listed_while_one_downloads(tmp_path, named_root, serv
             downloads.append((t0, time.monotonic()))
 
     monkeypatch.setattr(PoliteClient, "download", download)
-    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 7)
     server.clear_log()
     paced = http(server, api_requests_per_second=20.0, download_bytes_per_second=2_000_000)
-    fetch_images(ImagesConfig(http=paced), named_root, progress=False)
+    fetch_images(ImagesConfig(chunk_people=7, http=paced), named_root, progress=False)
     assert image_rows(named_root) == image_rows(whole)
     api = sorted((e for e in server.log if e.endpoint in ("api", "commons", "wikidata")), key=lambda e: e.start)
     during = [a for a in api if any(d0 < a.start < d1 for d0, d1 in downloads)]
@@ -521,14 +515,13 @@ def test_the_next_chunk_is_listed_while_one_downloads(tmp_path, named_root, serv
     assert all(b.start >= a.end for a, b in itertools.pairwise(api))  # API calls one at a time
 
 
-def test_a_rerun_streams_the_table_chunk_by_chunk(tmp_path, monkeypatch):
+def test_a_rerun_streams_the_table_chunk_by_chunk(tmp_path):
     """A million people's image rows are gigabytes as dicts: a run holds one chunk's rows (earlier
     results are read back through an offset index) and writes the table as chunks end. Here a
     finished table of 20,000 people is rerun (nothing to fetch) in chunks of 1,000; it is rewritten
     unchanged while the run's Python heap peaks far below what the rows take."""
     import tracemalloc
 
-    import scraping.images
     from scraping.images import IMAGES_FILE, KEY_FILE, _base_row, item_hash
     from scraping.names import NAMES_FILE
     from wikifaces.core.paths import DataRoot
@@ -540,7 +533,7 @@ def test_a_rerun_streams_the_table_chunk_by_chunk(tmp_path, monkeypatch):
     write_jsonl(out / NAMES_FILE, people)
     rows = [{**_base_row(p), "status": "no_image", "reason": "nothing on Commons " + "." * 500} for p in people]
     write_jsonl(out / IMAGES_FILE, rows)
-    config = ImagesConfig(http=HttpConfig(contact=CONTACT))
+    config = ImagesConfig(chunk_people=1000, http=HttpConfig(contact=CONTACT))
     (out / KEY_FILE).write_text(item_hash(config, data))
     tracemalloc.start()
     rows_cost = tracemalloc.get_traced_memory()[0]
@@ -549,7 +542,6 @@ def test_a_rerun_streams_the_table_chunk_by_chunk(tmp_path, monkeypatch):
     del copy
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
-    monkeypatch.setattr(scraping.images, "CHUNK_PEOPLE", 1000)
     s = fetch_images(config, tmp_path, progress=False)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
