@@ -121,6 +121,29 @@ def test_every_command_ends_a_mistake_with_one_line(tmp_path, case):
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("group", [[], ["server"]])
+def test_the_command_listing_gives_each_summary_on_one_line(group):
+    """`wikifaces --help` lists each command with its docstring's first paragraph reflowed: typer
+    kept the docstring's line breaks there, so on a wide terminal a summary still broke mid-sentence."""
+    import inspect
+
+    import typer.main
+
+    from wikifaces.cli import app
+
+    commands = typer.main.get_command(app)
+    for name in group:
+        commands = commands.commands[name]
+    r = CliRunner().invoke(app, [*group, "--help"], env={"COLUMNS": "400"})
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[1]: " ".join(line.strip(" │").split()[1:]) for line in r.output.splitlines()
+            if line.startswith("│ ") and line.split()[1] in commands.commands}
+    assert set(rows) == set(commands.commands)
+    for name, command in commands.commands.items():
+        summary = " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
+        assert rows[name] == summary, name
+
+
 # options whose config field has another name
 RENAMED = {("names", "depth"): "category_depth"}
 STAGE_CONFIGS = {"names": "NamesConfig", "images": "ImagesConfig", "detect": "DetectConfig",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,14 @@ class BadOption(UserError):
 class Commands(TyperGroup):
     """The one place where a user's mistake becomes one line `error: ...` and an exit code (2
     for bad options and usage, 1 otherwise). Anything else is a bug and keeps its traceback."""
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        """The command, its one-line summary in the listing its docstring's first paragraph as one
+        line: typer's rich listing keeps the docstring's line breaks, which the table then wraps."""
+        command = super().get_command(ctx, name)
+        if command is not None and command.short_help is None and command.help:
+            command.short_help = " ".join(inspect.cleandoc(command.help).split("\n\n")[0].split())
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         try:

@@ -10,10 +10,10 @@ from rich.table import Table
 
 from wikifaces.core.errors import UserError
 
-from .common import BadOption, RootOption, app, console, err
+from .common import BadOption, Commands, RootOption, app, console, err
 
 server_app = typer.Typer(help="A local Prefect server on SQLite, in the background (home: <root>/prefect).",
-                          no_args_is_help=True)
+                          cls=Commands, no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
 
