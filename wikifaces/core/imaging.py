@@ -26,9 +26,11 @@ def centre_square(img: np.ndarray, size: int) -> np.ndarray:
     """The largest centred square of `img` at size x size: cropped first, then resized once (the
     aspect exact, the fewest pixels filtered), with the area filter when shrinking (no aliasing) and
     cubic when enlarging. How LSUN import stores a picture and how training reads one."""
+    h, w = img.shape[:2]
+    if h == w == size:  # training's usual case, per item: as it is
+        return img
     import cv2  # here, not above: the scraper checks images without OpenCV
 
-    h, w = img.shape[:2]
     side = min(h, w)
     y, x = (h - side) // 2, (w - side) // 2
     img = np.ascontiguousarray(img[y : y + side, x : x + side])
