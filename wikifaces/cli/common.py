@@ -43,7 +43,7 @@ class Commands(TyperGroup):
     for bad options and usage, 1 otherwise). Anything else is a bug and keeps its traceback."""
 
     def get_command(self, ctx: Any, name: str) -> Any:
-        """The command, its one-line summary in the listing its docstring's first paragraph as one
+        """The command, its summary in the listing set to its docstring's first paragraph on one
         line: typer's rich listing keeps the docstring's line breaks, which the table then wraps."""
         command = super().get_command(ctx, name)
         if command is not None and command.short_help is None and command.help:
