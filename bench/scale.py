@@ -177,6 +177,13 @@ def run_stage(name: str, config: dict, root: Path, ledger: Ledger | None = None,
     return row
 
 
+def overall_rate(row: dict) -> float:
+    """Items a second over every segment of a stage: a run cut off and resumed pays each resume's
+    start-up, and its last segment alone may be a short tail that mostly measures that start-up."""
+    seconds = row["seconds"] + sum(s["seconds"] for s in row.get("cut_off_segments", []))
+    return row["items"] / seconds if "cut_off_segments" in row and seconds else row["rate"]
+
+
 def _items(name: str, counts: dict) -> int:
     value = counts.get(ITEMS.get(name, ""))
     if isinstance(value, dict):
@@ -435,7 +442,7 @@ def paper(rows: list[dict], people: int) -> None:
                            download_bytes / http.download_bytes_per_second) / 3600}
     compute = ("detect", "identity", "dedup", "publish")
     for stage in compute:
-        hours[stage] = items[stage] / by[stage]["rate"] / 3600
+        hours[stage] = items[stage] / overall_rate(by[stage]) / 3600
     per_item = {s: by[s]["disk_mib"] * 2**20 / max(by[s]["items"], 1) for s in compute}
     disk = download_bytes + sum(per_item[s] * items[s] for s in per_item)
     print(f"\nthe real run on paper: {people:,} people (rehearsal's funnel from {n:,} stand-in people), "
@@ -468,7 +475,8 @@ def paper(rows: list[dict], people: int) -> None:
 # -- report -------------------------------------------------------------------------------------------------
 def markdown(results: dict[int, list[dict]]) -> str:
     """The README's table of a rehearsal: each stage at the largest size, its rate, peaks and growth
-    against the smallest (a stage not yet done at the largest size is left out)."""
+    against the smallest (a stage not yet done at the largest size is left out); rates over all of a
+    stage's sittings."""
     sizes = sorted(results)
     small = {r["stage"]: r for r in results[sizes[0]]}
     lines = [f"| stage | items at {sizes[-1]:,} | items/s ({sizes[0]:,} -> {sizes[-1]:,}) | peak RSS MiB | private MiB "
@@ -478,16 +486,23 @@ def markdown(results: dict[int, list[dict]]) -> str:
         if a is None:
             continue
         lines.append(
-            f"| {b['stage']} | {b['items']:,} {ITEMS.get(b['stage'], 'items')} | {a['rate']:,.1f} -> {b['rate']:,.1f} "
+            f"| {b['stage']} | {b['items']:,} {ITEMS.get(b['stage'], 'items')} "
+            f"| {overall_rate(a):,.1f} -> {overall_rate(b):,.1f} "
             f"| {a['peak_mib']:,.0f} -> {b['peak_mib']:,.0f} | {a['private_mib']:,.0f} -> {b['private_mib']:,.0f} "
             f"| {b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f} / {b['private_mib'] / max(a['private_mib'], 1e-9):.2f} "
-            f"| {b['rate'] / max(a['rate'], 1e-9):.2f} |")
+            f"| {overall_rate(b) / max(overall_rate(a), 1e-9):.2f} |")
     return "\n".join(lines)
 
 
 def _row(size: int, r: dict) -> str:
-    return (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{r['seconds']:>9.1f}{r['rate']:>10.1f}"
+    segments = r.get("cut_off_segments", [])
+    seconds = r["seconds"] + sum(s["seconds"] for s in segments)
+    line = (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{seconds:>9.1f}{overall_rate(r):>10.1f}"
             f"{r['peak_mib']:>10.0f}{r['private_mib']:>13.0f}{r['disk_mib']:>10.1f}")
+    if segments:
+        line += (f"  ({len(segments) + 1} sittings; the last {r['seconds']:.0f} s, "
+                 f"{r['rate']:.1f}/s over its {r['items_last_segment']:,} items)")
+    return line
 
 
 def main() -> None:
@@ -541,12 +556,12 @@ def main() -> None:
     for a, b in ((a, done[a["stage"]]) for a in small if a["stage"] in done):
         print(f"memory growth ratio {a['stage']}: {b['peak_mib'] / max(a['peak_mib'], 1e-9):.2f}")
         print(f"private memory growth ratio {a['stage']}: {b['private_mib'] / max(a['private_mib'], 1e-9):.2f}")
-        print(f"throughput ratio {a['stage']}: {b['rate'] / max(a['rate'], 1e-9):.2f}")
+        print(f"throughput ratio {a['stage']}: {overall_rate(b) / max(overall_rate(a), 1e-9):.2f}")
     print(f"work ratio: {sizes[-1] / sizes[0]:.0f}")
     if args.markdown and len(sizes) > 1:
         print(markdown(results))
     if args.build == "lsun":
-        hours = sum(LSUN_BEDROOM / r["rate"] for r in large if r["rate"]) / 3600
+        hours = sum(LSUN_BEDROOM / overall_rate(r) for r in large if r["rate"]) / 3600
         print(f"lsun build hours at {LSUN_BEDROOM} (extrapolated): {hours:.2f}")
     if args.build == "faces" and len(large) == len(FACES_STAGES):
         paper(large, args.paper_people)
