@@ -427,7 +427,10 @@ def paper(rows: list[dict], people: int) -> None:
     c = {k: v["counts"] for k, v in by.items()}
     n = c["names"]["people"]
     files = by["images"]["files"]
-    per_person = {"requests": c["images"]["api_requests"] / n, "files": files["files"] / n}
+    # a resumed images stage counts the requests of its last sitting, made for the rows it listed then
+    listed = c["images"].get("fetched_now") or c["images"]["files"]
+    per_person = {"requests": c["images"]["api_requests"] / listed * c["images"]["files"] / n,
+                  "files": files["files"] / n}
     thumb_bytes = files["bytes"] / files["pixels"] * width * width * files["median_aspect"]
     scale = people / n
     items = {"names": people, "images": round(files["files"] * scale), "detect": round(c["detect"]["images"] * scale),
