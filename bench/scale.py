@@ -177,10 +177,15 @@ def run_stage(name: str, config: dict, root: Path, ledger: Ledger | None = None,
     return row
 
 
+def total_seconds(row: dict) -> float:
+    """A stage's time over all of its sittings (the last one's alone is `seconds`)."""
+    return row["seconds"] + sum(s["seconds"] for s in row.get("cut_off_segments", []))
+
+
 def overall_rate(row: dict) -> float:
     """Items a second over every segment of a stage: a run cut off and resumed pays each resume's
     start-up, and its last segment alone may be a short tail that mostly measures that start-up."""
-    seconds = row["seconds"] + sum(s["seconds"] for s in row.get("cut_off_segments", []))
+    seconds = total_seconds(row)
     return row["items"] / seconds if "cut_off_segments" in row and seconds else row["rate"]
 
 
@@ -499,8 +504,7 @@ def markdown(results: dict[int, list[dict]]) -> str:
 
 def _row(size: int, r: dict) -> str:
     segments = r.get("cut_off_segments", [])
-    seconds = r["seconds"] + sum(s["seconds"] for s in segments)
-    line = (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{seconds:>9.1f}{overall_rate(r):>10.1f}"
+    line = (f"{size:>9,} {r['stage']:<12}{r['items']:>10,}{total_seconds(r):>9.1f}{overall_rate(r):>10.1f}"
             f"{r['peak_mib']:>10.0f}{r['private_mib']:>13.0f}{r['disk_mib']:>10.1f}")
     if segments:
         line += (f"  ({len(segments) + 1} sittings; the last {r['seconds']:.0f} s, "
